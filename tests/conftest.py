@@ -1,0 +1,32 @@
+"""Shared fixtures: the suite runs per backend; CuPy cases skip where CuPy or a GPU is absent."""
+
+import numpy as np
+import pytest
+
+import tinyevo
+from tinyevo import backend as B
+
+
+def _backend_params():
+    return ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(params=_backend_params())
+def xp(request):
+    """The array module under test; selects that backend for the test and restores numpy."""
+    name = request.param
+    if name == "cupy" and not B.gpu_available():
+        pytest.skip("cupy backend: CuPy is not installed or no GPU is visible")
+    module = B.use(name)
+    yield module
+    B.use("numpy")
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same library seed and float32 default."""
+    tinyevo.seed(1234)
+    B.set_floatx(np.float32)
+    yield
+    B.set_floatx(np.float32)
+    B.use("numpy")

@@ -1,0 +1,148 @@
+"""The one place that knows about CuPy: array-module switch, dtype and the library's generator.
+
+Generic code asks for the module of its data (``xp = get_array_module(x)``) or the current one
+(``xp = current()``) and never names numpy or cupy itself.
+
+    >>> import tinyevo.backend as B
+    >>> B.use("numpy"); B.current().__name__
+    'numpy'
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "use", "name", "current", "get_array_module", "to_device", "to_numpy", "is_gpu",
+    "floatx", "set_floatx", "seed", "rng", "gpu_available",
+]
+
+_BACKENDS = ("numpy", "cupy")
+_state: dict[str, Any] = {"name": "numpy", "xp": np, "floatx": np.float32}
+_rng = np.random.default_rng()
+
+
+def use(backend: str) -> ModuleType:
+    """Select the array module for everything tinyevo creates from now on: "numpy" or "cupy"."""
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: expected one of {_BACKENDS}")
+    xp = np if backend == "numpy" else _import_cupy()
+    _state["name"], _state["xp"] = backend, xp
+    return xp
+
+
+def name() -> str:
+    """Name of the current backend ("numpy" or "cupy")."""
+    return _state["name"]
+
+
+def current() -> ModuleType:
+    """The current array module (numpy or cupy)."""
+    return _state["xp"]
+
+
+def get_array_module(*arrays: Any) -> ModuleType:
+    """numpy or cupy, whichever the given arrays live in (numpy for anything that is not cupy)."""
+    for a in arrays:
+        if _is_cupy_array(a):
+            return _state["cupy"]
+    return np
+
+
+def is_gpu(x: Any) -> bool:
+    """True when ``x`` is a CuPy array."""
+    return _is_cupy_array(x)
+
+
+def to_device(x: Any, dtype: Any = None) -> Any:
+    """Move ``x`` to the current backend's device (a no-op where it already lives there)."""
+    xp = current()
+    if xp is np:
+        return np.asarray(to_numpy(x), dtype=dtype)
+    return xp.asarray(x, dtype=dtype)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Bring ``x`` back to host memory as a NumPy array."""
+    if _is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def floatx() -> Any:
+    """The default floating dtype (float32 unless changed with :func:`set_floatx`)."""
+    return _state["floatx"]
+
+
+def set_floatx(dtype: Any) -> None:
+    """Set the default floating dtype: float32 (default) or float64 (for gradient checks)."""
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"floatx must be float32 or float64, got {dt}")
+    _state["floatx"] = dt.type
+
+
+def seed(n: int | None) -> None:
+    """Reset the library's random generator; same seed, same run."""
+    global _rng
+    _rng = np.random.default_rng(n)
+
+
+def rng(generator: np.random.Generator | None = None) -> np.random.Generator:
+    """``generator`` if given, else the library generator that :func:`seed` resets.
+
+    Random draws are made on the host with NumPy and moved to the device, so a seeded run draws
+    the same numbers on both backends.
+    """
+    if generator is None:
+        return _rng
+    if not isinstance(generator, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(generator).__name__}; "
+                        "make one with numpy.random.default_rng(seed)")
+    return generator
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one GPU; probes lazily, never at import."""
+    try:
+        _import_cupy()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _import_cupy() -> ModuleType:
+    if "cupy" in _state:
+        return _state["cupy"]
+    try:
+        import cupy
+    except ImportError as e:
+        raise RuntimeError("the cupy backend needs CuPy: install it with `pip install "
+                           "'tinyevo[gpu]'` (or the cupy-cudaXXx wheel matching your CUDA), "
+                           "or use backend 'numpy'") from e
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # noqa: BLE001 - CUDA raises driver-specific errors
+        raise RuntimeError(f"CuPy is installed but no usable GPU was found ({e}); "
+                           "use backend 'numpy'") from e
+    if count < 1:
+        raise RuntimeError("CuPy is installed but no GPU is visible; use backend 'numpy'")
+    _state["cupy"] = cupy
+    return cupy
+
+
+def _is_cupy_array(x: Any) -> bool:
+    return type(x).__module__.startswith("cupy") and "cupy" in _state
+
+
+def _from_environment() -> None:
+    wanted = os.environ.get("TINYEVO_BACKEND", "").strip().lower()
+    if wanted:
+        use(wanted)
+
+
+_from_environment()

@@ -1,0 +1,298 @@
+"""The layer contract shared by every layer.
+
+``y, backprop = layer(x, train=...)`` returns the output and a closure; ``dx = backprop(dy)``
+returns the input gradient and adds the parameter gradients into ``layer.grads``. Parameters
+live in ``layer.params`` (trained) and ``layer.state`` (running statistics), both dicts of arrays.
+
+Layers with channels work on (N, C, *spatial) arrays. Internally they keep activations
+channels-last in memory and hand out channels-first *views* of them, so that a chain of layers
+never transposes; the values and shapes a caller sees are exactly PyTorch's layout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from tinyevo import backend as B
+from tinyevo.layers import activations
+
+__all__ = ["Layer", "register", "layer_from_spec", "LAYER_TYPES"]
+
+LAYER_TYPES: dict[str, type[Layer]] = {}
+
+
+def register(cls: type[Layer]) -> type[Layer]:
+    """Class decorator: make ``cls`` rebuildable from its ``to_spec()`` by type name."""
+    LAYER_TYPES[cls.__name__] = cls
+    return cls
+
+
+def layer_from_spec(spec: dict, arrays: dict | None = None) -> Layer:
+    """Rebuild a layer from ``layer.to_spec()`` and, optionally, ``layer.arrays()``."""
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ValueError(f"a layer spec is a dict with a 'type' key, got {spec!r}")
+    cls = LAYER_TYPES.get(spec["type"])
+    if cls is None:
+        raise ValueError(f"unknown layer type {spec['type']!r}: expected one of "
+                         f"{sorted(LAYER_TYPES)}")
+    return cls.from_spec(spec, arrays)
+
+
+class Layer:
+    """Base class: parameter bookkeeping, activation, neuron value, specs and resizing.
+
+    Subclasses set ``PARAM_AXES``: for every array name, the axis indexing output neurons and the
+    axis indexing input neurons (``None`` where there is none). Size-invariant layers (BatchNorm)
+    use the same axis for both. ``SIZE_TRAIT`` is "absorb" (nin and nout independent),
+    "invariant" (nout == nin, parameters or not).
+    """
+
+    PARAM_AXES: ClassVar[dict[str, tuple[int | None, int | None]]] = {}
+    SIZE_TRAIT: ClassVar[str] = "invariant"
+
+    def __init__(self, activation: str | None = "identity") -> None:
+        self.params: dict[str, Any] = {}
+        self.grads: dict[str, Any] = {}
+        self.state: dict[str, Any] = {}
+        self._activation = activations.get(activation)
+        # Neuron value (the seed's ActivationContribution), off until track_value() is called.
+        self.neuron_value: Any = None
+        self._value_every = 0
+        self._value_count = 0
+        self.value_momentum = 0.05
+
+    # ----------------------------------------------------------------- activation
+    @property
+    def activation(self) -> str:
+        return self._activation.name
+
+    @activation.setter
+    def activation(self, name: str) -> None:
+        self._activation = activations.get(name)
+
+    # ----------------------------------------------------------------- sizes
+    @property
+    def nin(self) -> int | None:
+        """Input neurons (features/channels); None for layers that take any size."""
+        return None
+
+    @property
+    def nout(self) -> int | None:
+        """Output neurons (features/channels); None for layers that take any size."""
+        return self.nin
+
+    @property
+    def dtype(self) -> Any:
+        for a in self.params.values():
+            return a.dtype
+        return B.floatx()
+
+    def parameter_count(self) -> int:
+        return int(sum(int(np.prod(a.shape)) for a in self.params.values()))
+
+    def zero_grads(self) -> None:
+        for k, g in self.grads.items():
+            g[...] = 0
+
+    def arrays(self) -> dict[str, Any]:
+        """Every array the layer owns (trained parameters and running statistics)."""
+        return {**self.params, **self.state}
+
+    # ----------------------------------------------------------------- forward helpers
+    def _activate(self, z: Any) -> tuple[Any, Any]:
+        """Apply the activation to the fresh buffer ``z``; returns (y, z kept for backward)."""
+        act = self._activation
+        if act.name == "identity":
+            return z, None
+        keep = z.copy() if act.needs_z else None
+        return act.forward(z), keep
+
+    def _activation_backward(self, dy: Any, z: Any, y: Any) -> Any:
+        return self._activation.backward(dy, z, y)
+
+    def _accumulate(self, name: str, g: Any) -> None:
+        self.grads[name] += g
+
+    def _set_params(self, **arrays: Any) -> None:
+        for k, a in arrays.items():
+            self.params[k] = a
+            self.grads[k] = B.get_array_module(a).zeros_like(a)
+
+    # ----------------------------------------------------------------- neuron value
+    def track_value(self, every: int = 1, momentum: float = 0.05) -> None:
+        """Track each output neuron's value during training (Taylor criterion, arXiv 1611.06440).
+
+        Every ``every``-th backward pass, ``m[c] = mean over batch of |mean over positions of
+        (output * gradient)|`` updates the EWMA ``value = momentum * value + (1 - momentum) * m``.
+        """
+        if every < 1:
+            raise ValueError(f"track_value(every=...) must be >= 1, got {every}")
+        self._value_every = int(every)
+        self.value_momentum = float(momentum)
+        if self.neuron_value is None and self.nout is not None:
+            xp = B.current() if not self.params else B.get_array_module(
+                next(iter(self.params.values())))
+            self.neuron_value = xp.full(self.nout, 1e-8, dtype=self.dtype)
+
+    def _track(self, y_cl: Any, dy_cl: Any) -> None:
+        """Update the neuron value from channels-last output and gradient (shape (N, ..., C))."""
+        if not self._value_every:
+            return
+        self._value_count += 1
+        if self._value_count % self._value_every:
+            return
+        xp = B.get_array_module(y_cl)
+        n, c = y_cl.shape[0], y_cl.shape[-1]
+        prod = (y_cl * dy_cl).reshape(n, -1, c).mean(axis=1)
+        m = xp.abs(prod).mean(axis=0)
+        m = xp.where(xp.isfinite(m), m, -100.0).astype(self.dtype, copy=False)
+        if self.neuron_value is None or self.neuron_value.shape != m.shape:
+            self.neuron_value = m
+        else:
+            mom = self.value_momentum
+            self.neuron_value = mom * self.neuron_value + (1.0 - mom) * m
+
+    def default_neuron_value(self) -> Any:
+        """The value of each output neuron: the tracked one, else the weight norm."""
+        if self.neuron_value is not None:
+            return self.neuron_value
+        xp = B.current() if not self.params else B.get_array_module(
+            next(iter(self.params.values())))
+        value = None
+        for name, a in self.params.items():
+            out_axis = self.PARAM_AXES.get(name, (None, None))[0]
+            if out_axis is None:
+                continue
+            moved = xp.moveaxis(a, out_axis, 0).reshape(a.shape[out_axis], -1)
+            v = xp.sqrt((moved * moved).sum(axis=1)) if moved.shape[1] > 1 else xp.abs(moved[:, 0])
+            value = v if value is None else value + v
+        return value
+
+    # ----------------------------------------------------------------- resizing
+    def select_out(self, indices: Any, rng: np.random.Generator | None = None) -> None:
+        """Keep output neurons ``indices`` in order; an index of -1 inserts a new neuron.
+
+        New neurons get the values of :meth:`_new_out_values` (fresh outgoing weights, zero bias,
+        neutral normalisation), so consumers that read them with zero weights see no change.
+        """
+        self._select(indices, 0, rng)
+        if self.neuron_value is not None:
+            idx = np.asarray(indices)
+            xp = B.get_array_module(self.neuron_value)
+            old = self.neuron_value
+            keep = xp.asarray(np.maximum(idx, 0))
+            new = old[keep] if old.size else xp.zeros(len(idx), dtype=old.dtype)
+            new[xp.asarray(idx < 0)] = 1e-8
+            self.neuron_value = new
+
+    def select_in(self, indices: Any, rng: np.random.Generator | None = None) -> None:
+        """Keep input neurons ``indices`` in order; an index of -1 inserts a zero-weight input."""
+        self._select(indices, 1, rng)
+
+    def _select(self, indices: Any, which: int, rng: np.random.Generator | None) -> None:
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.ndim != 1:
+            raise ValueError(f"{self!r}: neuron indices must be 1-D, got shape {idx.shape}")
+        for name, a in list(self.arrays().items()):
+            axis = self.PARAM_AXES.get(name, (None, None))[which]
+            if axis is None:
+                continue
+            size = a.shape[axis]
+            if idx.size and (idx.max() >= size or idx.min() < -1):
+                raise ValueError(f"{self!r}: neuron index out of range for {name} "
+                                 f"(size {size}): {idx.tolist()}")
+            xp = B.get_array_module(a)
+            new_mask = idx < 0
+            taken = xp.take(a, xp.asarray(np.where(new_mask, 0, idx)), axis=axis)
+            if new_mask.any():
+                shape = list(a.shape)
+                shape[axis] = int(new_mask.sum())
+                if which == 0:
+                    fill = self._new_out_values(name, tuple(shape), axis, B.rng(rng))
+                else:
+                    fill = np.zeros(shape, dtype=a.dtype)
+                sl = [slice(None)] * a.ndim
+                sl[axis] = xp.asarray(np.flatnonzero(new_mask))
+                taken[tuple(sl)] = xp.asarray(fill, dtype=a.dtype)
+            target = self.params if name in self.params else self.state
+            target[name] = xp.ascontiguousarray(taken)
+            if name in self.grads:
+                self.grads[name] = xp.zeros_like(target[name])
+        self._after_resize()
+
+    def _new_out_values(self, name: str, shape: tuple, axis: int,
+                        rng: np.random.Generator) -> np.ndarray:
+        """Values for new output neurons; the seed's choice: randn(block) / prod(block) for
+        weights, zeros for everything else. Subclasses override for their own arrays."""
+        if name == "weight":
+            block = int(np.prod(shape)) // shape[axis]
+            return rng.standard_normal(shape, dtype=np.float32) / max(block, 1)
+        return np.zeros(shape, dtype=np.float32)
+
+    def _after_resize(self) -> None:
+        """Hook for layers that cache something derived from their parameters."""
+
+    # ----------------------------------------------------------------- specs
+    def to_spec(self) -> dict:
+        """JSON-able description: type and hyperparameters (arrays come from :meth:`arrays`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_spec(cls, spec: dict, arrays: dict | None = None) -> Layer:
+        kwargs = {k: v for k, v in spec.items() if k != "type"}
+        layer = cls(**kwargs)
+        if arrays:
+            layer.load_arrays(arrays)
+        return layer
+
+    def load_arrays(self, arrays: dict) -> None:
+        """Copy arrays (e.g. from ``arrays()`` or an ``.npz``) into the layer, checking shapes."""
+        mine = self.arrays()
+        missing = set(mine) - set(arrays)
+        if missing:
+            raise ValueError(f"{self!r}: arrays missing for {sorted(missing)}")
+        xp = B.current() if not mine else B.get_array_module(next(iter(mine.values())))
+        for name, a in mine.items():
+            src = arrays[name]
+            if tuple(src.shape) != tuple(a.shape):
+                raise ValueError(f"{self!r}: array {name!r} has shape {tuple(src.shape)}, "
+                                 f"expected {tuple(a.shape)}")
+            value = xp.asarray(B.to_numpy(src) if xp is np else src, dtype=a.dtype).copy()
+            (self.params if name in self.params else self.state)[name] = value
+        for name in self.grads:
+            self.grads[name] = xp.zeros_like(self.params[name])
+        self._after_resize()
+
+    def to(self, dtype: Any = None, device: bool = True) -> Layer:
+        """Move the layer's arrays to the current backend (and ``dtype``); returns self."""
+        for d in (self.params, self.state):
+            for k, a in d.items():
+                d[k] = B.to_device(a, dtype=dtype or a.dtype) if device else a.astype(dtype)
+        for k in self.grads:
+            self.grads[k] = B.current().zeros_like(self.params[k])
+        if self.neuron_value is not None:
+            self.neuron_value = B.to_device(self.neuron_value, dtype=dtype or self.dtype)
+        self._after_resize()
+        return self
+
+    def __call__(self, x: Any, train: bool = False) -> tuple[Any, Callable]:
+        raise NotImplementedError
+
+    def _fail(self, what: str, expected: Any, got: Any, fix: str = "") -> ValueError:
+        msg = f"{self!r}: {what}: expected {expected}, got {got}"
+        return ValueError(msg + (f"; {fix}" if fix else ""))
+
+    def _check_channels(self, x: Any, ndim: int, kind: str) -> Any:
+        """Validate (N, C, *spatial) input of rank ``ndim`` with C == nin, cast to the dtype."""
+        shape = getattr(x, "shape", None)
+        if shape is None:
+            raise TypeError(f"{self!r}: expected an array, got {type(x).__name__}")
+        if len(shape) != ndim:
+            raise self._fail("wrong input rank", f"{ndim}-D input {kind}", f"shape {tuple(shape)}")
+        if self.nin is not None and shape[1] != self.nin:
+            raise self._fail("wrong number of input channels/features",
+                             f"{self.nin} at axis 1 of {kind}", f"shape {tuple(shape)}")
+        dt = self.dtype
+        return x if x.dtype == dt else x.astype(dt)

@@ -1,0 +1,223 @@
+"""Pooling (max, mean; 1-D and 2-D), global pooling, flatten and dropout: layers without
+parameters that take any number of channels."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Sequence
+
+import numpy as np
+
+from tinyevo import backend as B
+from tinyevo.layers._layout import from_cl, to_cl
+from tinyevo.layers.base import Layer, register
+from tinyevo.layers.conv import _check_padding, _pad_cl, _tuple, _window_slices, conv_output_size
+
+__all__ = ["MaxPool", "MeanPool", "GlobalPool", "Flatten", "Dropout"]
+
+
+class _Pool(Layer):
+    """Shared window logic; ``ndim`` None means: 1-D or 2-D, from the input's rank."""
+
+    MODE = ""
+
+    def __init__(self, window: int | Sequence[int] = 2, stride: int | Sequence[int] | None = None,
+                 padding: Any = 0, ndim: int | None = None) -> None:
+        super().__init__("identity")
+        if ndim is None and isinstance(window, (tuple, list)):
+            ndim = len(window)
+        if ndim not in (None, 1, 2):
+            raise ValueError(f"{type(self).__name__} supports 1-D and 2-D, got ndim={ndim}")
+        self.ndim = ndim
+        self.window = tuple(window) if isinstance(window, (tuple, list)) else window
+        stride = self.window if stride is None else stride
+        self.stride = tuple(stride) if isinstance(stride, (tuple, list)) else stride
+        self.padding = padding
+        self._geometry(ndim or 1)                         # validate now, not at the first call
+
+    def _geometry(self, nd: int) -> tuple:
+        """(window, stride, ((lo, hi), ...)) for ``nd`` spatial dimensions."""
+        return (_tuple(self.window, nd, "window"), _tuple(self.stride, nd, "stride"),
+                _check_padding(self.padding, nd))
+
+    def output_shape(self, spatial: Sequence[int]) -> tuple[int, ...]:
+        win, st, pad = self._geometry(len(spatial))
+        return tuple(conv_output_size(n, k, s, 1, p) for n, k, s, p in zip(spatial, win, st, pad))
+
+    def __call__(self, x: Any, train: bool = False):
+        ranks = (self.ndim + 2,) if self.ndim else (3, 4)
+        if getattr(x, "ndim", None) not in ranks:
+            raise self._fail("wrong input rank",
+                             " or ".join(f"{r}-D (N, C, *spatial)" for r in ranks),
+                             f"shape {getattr(x, 'shape', type(x).__name__)}")
+        nd = x.ndim - 2
+        win, st, pad = self._geometry(nd)
+        out = self.output_shape(x.shape[2:])
+        if min(out) < 1:
+            raise self._fail("input too small for the window", f"spatial size >= {win}",
+                             f"shape {tuple(x.shape)}", "use a smaller window or padding")
+        xp = B.get_array_module(x)
+        x_cl = to_cl(x)
+        fill = -np.inf if self.MODE == "max" else 0.0
+        xpad = _pad_cl(x_cl, pad, fill)
+        ones = (1,) * nd
+        offsets = list(itertools.product(*(range(k) for k in win)))
+        slices = [(slice(None), *_window_slices(o, ones, st, out), slice(None)) for o in offsets]
+        if self.MODE == "max":
+            y = xpad[slices[0]].copy()
+            for sl in slices[1:]:
+                xp.maximum(y, xpad[sl], out=y)
+        else:
+            y = xpad[slices[0]].copy()
+            for sl in slices[1:]:
+                y += xpad[sl]
+            y *= 1.0 / len(offsets)
+
+        def backprop(dy: Any, need_dx: bool = True) -> Any:
+            if not need_dx:
+                return None
+            dy_cl = to_cl(dy)
+            dx = xp.zeros(xpad.shape, dtype=dy_cl.dtype)
+            if self.MODE == "max":
+                # Route each output's gradient to the first maximum of its window (as PyTorch).
+                rest = dy_cl
+                for sl in slices:
+                    hit = xpad[sl] == y
+                    dx[sl] += rest * hit
+                    rest = xp.where(hit, 0, rest)
+            else:
+                g = dy_cl * (1.0 / len(offsets))
+                for sl in slices:
+                    dx[sl] += g
+            if any(map(any, pad)):
+                inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(x_cl.shape[1:-1], pad))
+                dx = xp.ascontiguousarray(dx[(slice(None), *inner, slice(None))])
+            return from_cl(dx)
+
+        return from_cl(y), backprop
+
+    def to_spec(self) -> dict:
+        def js(v):
+            return [js(i) for i in v] if isinstance(v, (tuple, list)) else v
+        return {"type": type(self).__name__, "window": js(self.window),
+                "stride": js(self.stride), "padding": js(self.padding), "ndim": self.ndim}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(window={self.window}, stride={self.stride})"
+
+
+@register
+class MaxPool(_Pool):
+    """MaxPool(window=2, stride=window, padding=0): maximum over each window.
+
+        >>> MaxPool(2)(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))[0][0, 0]
+        array([[ 5.,  7.],
+               [13., 15.]], dtype=float32)
+    """
+
+    MODE = "max"
+
+
+@register
+class MeanPool(_Pool):
+    """MeanPool(window=2, stride=window, padding=0): mean over each window (padding counts)."""
+
+    MODE = "mean"
+
+
+@register
+class GlobalPool(Layer):
+    """GlobalPool("mean" | "max"): (N, C, *spatial) -> (N, C)."""
+
+    def __init__(self, mode: str = "mean") -> None:
+        super().__init__("identity")
+        if mode not in ("mean", "max"):
+            raise ValueError(f"GlobalPool mode must be 'mean' or 'max', got {mode!r}")
+        self.mode = mode
+
+    def __call__(self, x: Any, train: bool = False):
+        if getattr(x, "ndim", 0) < 3:
+            raise self._fail("wrong input rank", "(N, C, *spatial)",
+                             f"shape {getattr(x, 'shape', type(x).__name__)}")
+        xp = B.get_array_module(x)
+        x_cl = to_cl(x)
+        n, c = x_cl.shape[0], x_cl.shape[-1]
+        flat = x_cl.reshape(n, -1, c)
+        positions = flat.shape[1]
+        if self.mode == "mean":
+            y = flat.mean(axis=1)
+        else:
+            arg = flat.argmax(axis=1)
+            y = xp.take_along_axis(flat, arg[:, None, :], axis=1)[:, 0, :]
+
+        def backprop(dy: Any, need_dx: bool = True) -> Any:
+            if not need_dx:
+                return None
+            if self.mode == "mean":
+                dx = xp.broadcast_to((dy * (1.0 / positions))[:, None, :], flat.shape).copy()
+            else:
+                dx = xp.zeros(flat.shape, dtype=dy.dtype)
+                xp.put_along_axis(dx, arg[:, None, :], dy[:, None, :], axis=1)
+            return from_cl(dx.reshape(x_cl.shape))
+
+        return y, backprop
+
+    def to_spec(self) -> dict:
+        return {"type": "GlobalPool", "mode": self.mode}
+
+    def __repr__(self) -> str:
+        return f"GlobalPool({self.mode!r})"
+
+
+@register
+class Flatten(Layer):
+    """Flatten(): (N, *rest) -> (N, prod(rest)) in channels-first order, as PyTorch."""
+
+    def __call__(self, x: Any, train: bool = False):
+        if getattr(x, "ndim", 0) < 2:
+            raise self._fail("wrong input rank", "(N, ...) with N the batch",
+                             f"shape {getattr(x, 'shape', type(x).__name__)}")
+        shape = x.shape
+        y = x.reshape(shape[0], -1)
+
+        def backprop(dy: Any, need_dx: bool = True) -> Any:
+            return dy.reshape(shape) if need_dx else None
+
+        return y, backprop
+
+    def to_spec(self) -> dict:
+        return {"type": "Flatten"}
+
+    def __repr__(self) -> str:
+        return "Flatten()"
+
+
+@register
+class Dropout(Layer):
+    """Dropout(p): in training zero each element with probability p, scale the rest by 1/(1-p)."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__("identity")
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def __call__(self, x: Any, train: bool = False, rng: np.random.Generator | None = None):
+        if not hasattr(x, "shape"):
+            raise TypeError(f"{self!r}: expected an array, got {type(x).__name__}")
+        if not train or self.p == 0.0:
+            return x, lambda dy, need_dx=True: dy if need_dx else None
+        keep = B.rng(rng).random(x.shape, dtype=np.float32) >= self.p
+        mask = B.get_array_module(x).asarray(keep, dtype=x.dtype) * (1.0 / (1.0 - self.p))
+        y = x * mask
+
+        def backprop(dy: Any, need_dx: bool = True) -> Any:
+            return dy * mask if need_dx else None
+
+        return y, backprop
+
+    def to_spec(self) -> dict:
+        return {"type": "Dropout", "p": self.p}
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.p})"

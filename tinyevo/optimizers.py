@@ -1,0 +1,246 @@
+"""Optimisers: ``opt.update(model)`` applies one step to every parameter of a layer, a
+``Sequential`` or a graph from its accumulated ``grads``, then zeroes the gradients.
+
+Each keeps per-parameter state (moments, step counts) keyed by the layer itself; a parameter whose
+shape changed since the last step (an architecture mutation) gets fresh state. ``learning_rate``
+is readable and writable, ``reset()`` drops all state.
+
+    >>> from tinyevo.layers import Dense
+    >>> opt = Adam(learning_rate=1e-3); opt.learning_rate
+    0.001
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any, Iterable
+
+from tinyevo.backend import get_array_module
+from tinyevo.layers.base import Layer
+
+__all__ = ["Optimizer", "SGD", "Descent", "Momentum", "Nesterov", "Adam", "NAdam", "AdamW",
+           "RMSProp", "AdaGrad", "OPTIMIZERS", "optimizer_from_spec"]
+
+
+def model_layers(model: Any) -> list[Layer]:
+    """The layers of a layer, a Sequential/graph (anything with ``layers()``) or an iterable."""
+    if isinstance(model, Layer):
+        return [model]
+    if hasattr(model, "layers"):
+        return list(model.layers())
+    if isinstance(model, Iterable):
+        return [layer for m in model for layer in model_layers(m)]
+    raise TypeError(f"cannot optimise a {type(model).__name__}: expected a Layer, a model with "
+                    "layers(), or an iterable of those")
+
+
+class Optimizer:
+    """Base class; subclasses implement ``_step(param, grad, state)`` in place."""
+
+    HYPER: tuple[str, ...] = ()
+
+    def __init__(self, learning_rate: float) -> None:
+        self.learning_rate = learning_rate
+        self._state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @property
+    def learning_rate(self) -> float:
+        return self._lr
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        value = float(value)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"learning_rate must be a finite number >= 0, got {value}")
+        self._lr = value
+
+    def update(self, model: Any) -> None:
+        for layer in model_layers(model):
+            states = self._state.setdefault(layer, {})
+            for name, p in layer.params.items():
+                g = layer.grads[name]
+                st = states.get(name)
+                if st is None or st["shape"] != p.shape:
+                    st = states[name] = {"shape": p.shape, "t": 0}
+                st["t"] += 1
+                self._step(p, g, st)
+                g[...] = 0
+
+    def reset(self) -> None:
+        """Forget all per-parameter state (moments, step counts)."""
+        self._state = weakref.WeakKeyDictionary()
+
+    def _step(self, p: Any, g: Any, st: dict) -> None:
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict:
+        return {"learning_rate": self.learning_rate,
+                **{h: getattr(self, h) for h in self.HYPER}}
+
+    def to_spec(self) -> dict:
+        return {"type": type(self).__name__, **self.hyperparameters()}
+
+    def copy(self) -> Optimizer:
+        """A fresh optimiser with the same type and hyperparameters (no state)."""
+        return type(self)(**self.hyperparameters())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
+    @staticmethod
+    def _zeros(p: Any) -> Any:
+        return get_array_module(p).zeros_like(p)
+
+
+class SGD(Optimizer):
+    """Plain gradient descent, the seed's ``Descent``: p -= lr * g."""
+
+    def __init__(self, learning_rate: float = 0.01) -> None:
+        super().__init__(learning_rate)
+
+    def _step(self, p, g, st):
+        p -= self.learning_rate * g
+
+
+Descent = SGD
+
+
+class Momentum(SGD):
+    """Heavy-ball momentum: v = rho * v + lr * g; p -= v."""
+
+    HYPER = ("rho",)
+
+    def __init__(self, learning_rate: float = 0.01, rho: float = 0.9) -> None:
+        super().__init__(learning_rate)
+        self.rho = float(rho)
+
+    def _step(self, p, g, st):
+        v = st.setdefault("v", self._zeros(p))
+        v *= self.rho
+        v += self.learning_rate * g
+        p -= v
+
+
+class Nesterov(Momentum):
+    """Nesterov momentum (PyTorch's form): b = rho * b + g; p -= lr * (g + rho * b)."""
+
+    def __init__(self, learning_rate: float = 0.001, rho: float = 0.9) -> None:
+        super().__init__(learning_rate, rho)
+
+    def _step(self, p, g, st):
+        b = st.setdefault("v", self._zeros(p))
+        b *= self.rho
+        b += g
+        p -= self.learning_rate * (g + self.rho * b)
+
+
+class Adam(Optimizer):
+    """Adam with bias correction (Kingma & Ba)."""
+
+    HYPER = ("beta1", "beta2", "eps")
+
+    def __init__(self, learning_rate: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8) -> None:
+        super().__init__(learning_rate)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+
+    def _moments(self, p, g, st):
+        m = st.setdefault("m", self._zeros(p))
+        v = st.setdefault("v", self._zeros(p))
+        b1, b2 = self.beta1, self.beta2
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * (g * g)
+        return m, v
+
+    def _denominator(self, v, t):
+        d = get_array_module(v).sqrt(v)
+        d *= 1.0 / math.sqrt(1.0 - self.beta2 ** t)
+        d += self.eps
+        return d
+
+    def _step(self, p, g, st):
+        m, v = self._moments(p, g, st)
+        t = st["t"]
+        step = m / self._denominator(v, t)
+        step *= self.learning_rate / (1.0 - self.beta1 ** t)
+        p -= step
+
+
+class NAdam(Adam):
+    """Adam with Nesterov momentum (Dozat): the update looks one step ahead in m."""
+
+    def _step(self, p, g, st):
+        m, v = self._moments(p, g, st)
+        t, b1 = st["t"], self.beta1
+        ahead = m * (b1 / (1.0 - b1 ** (t + 1)))
+        ahead += g * ((1.0 - b1) / (1.0 - b1 ** t))
+        ahead /= self._denominator(v, t)
+        ahead *= self.learning_rate
+        p -= ahead
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p -= lr * wd * p before the Adam step."""
+
+    HYPER = ("beta1", "beta2", "eps", "weight_decay")
+
+    def __init__(self, learning_rate: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.01) -> None:
+        super().__init__(learning_rate, beta1, beta2, eps)
+        self.weight_decay = float(weight_decay)
+
+    def _step(self, p, g, st):
+        p *= 1.0 - self.learning_rate * self.weight_decay
+        super()._step(p, g, st)
+
+
+class RMSProp(Optimizer):
+    """RMSProp: v = rho * v + (1 - rho) * g^2; p -= lr * g / (sqrt(v) + eps)."""
+
+    HYPER = ("rho", "eps")
+
+    def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, eps: float = 1e-8) -> None:
+        super().__init__(learning_rate)
+        self.rho, self.eps = float(rho), float(eps)
+
+    def _step(self, p, g, st):
+        v = st.setdefault("v", self._zeros(p))
+        v *= self.rho
+        v += (1.0 - self.rho) * (g * g)
+        d = get_array_module(v).sqrt(v)
+        d += self.eps
+        p -= self.learning_rate * g / d
+
+
+class AdaGrad(Optimizer):
+    """AdaGrad: v += g^2; p -= lr * g / (sqrt(v) + eps)."""
+
+    HYPER = ("eps",)
+
+    def __init__(self, learning_rate: float = 0.1, eps: float = 1e-8) -> None:
+        super().__init__(learning_rate)
+        self.eps = float(eps)
+
+    def _step(self, p, g, st):
+        v = st.setdefault("v", self._zeros(p))
+        v += g * g
+        d = get_array_module(v).sqrt(v)
+        d += self.eps
+        p -= self.learning_rate * g / d
+
+
+OPTIMIZERS = {cls.__name__: cls for cls in
+              (SGD, Momentum, Nesterov, Adam, NAdam, AdamW, RMSProp, AdaGrad)}
+
+
+def optimizer_from_spec(spec: dict) -> Optimizer:
+    """Rebuild an optimiser (without state) from ``opt.to_spec()``."""
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"unknown optimiser spec {spec!r}: type must be one of "
+                         f"{sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[kind](**{k: v for k, v in spec.items() if k != "type"})
