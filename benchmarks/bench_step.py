@@ -1,0 +1,143 @@
+"""Reference training step: tinyevo vs PyTorch on the CPU, same net, same thread count.
+
+    python benchmarks/bench_step.py              # prints per-step times and the ratio
+    pytest benchmarks/bench_step.py --benchmark-enable
+
+Net: Conv(3->32, 3x3, same)-BN-relu-MaxPool(2) -> Conv(32->64, 3x3, same)-BN-relu-MaxPool(2)
+-> GlobalPool(mean) -> Dense(64->128, relu) -> Dense(128->10); batch 64, float32, Adam.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import tinyevo
+from tinyevo.layers import BatchNorm, Conv, Dense, GlobalPool, MaxPool, Sequential
+from tinyevo.losses import logit_cross_entropy
+from tinyevo.optimizers import Adam
+
+BATCH = 64
+
+
+def tinyevo_net(cin: int) -> Sequential:
+    return Sequential(
+        Conv(cin, 32, (3, 3), padding="same"), BatchNorm(32, "relu"), MaxPool(2),
+        Conv(32, 64, (3, 3), padding="same"), BatchNorm(64, "relu"), MaxPool(2),
+        GlobalPool("mean"), Dense(64, 128, "relu"), Dense(128, 10),
+    )
+
+
+def data(cin: int, hw: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((BATCH, cin, hw, hw), dtype=np.float32)
+    y = rng.integers(0, 10, BATCH)
+    return x, y
+
+
+def tinyevo_step(model: Sequential, opt: Adam, x, y):
+    def step():
+        out, back = model(x, train=True)
+        _, dlogits = logit_cross_entropy(out, y)
+        back(dlogits)
+        opt.update(model)
+    return step
+
+
+def torch_step(cin: int, x, y):
+    import torch
+    from torch import nn
+
+    net = nn.Sequential(
+        nn.Conv2d(cin, 32, 3, padding="same"), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding="same"), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10),
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    lossf = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        lossf(net(xt), yt).backward()
+        opt.step()
+    return step
+
+
+def median_time(step, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def compare(cin: int, hw: int, repeats: int = 30) -> dict:
+    """Interleave the two frameworks in rounds so that machine noise hits both alike."""
+    tinyevo.seed(0)
+    x, y = data(cin, hw)
+    ours = tinyevo_step(tinyevo_net(cin), Adam(), x, y)
+    result = {"shape": f"{cin}x{hw}x{hw}", "tinyevo_ms": None, "torch_ms": None, "ratio": None}
+    try:
+        import torch
+        torch.set_num_threads(_threads())
+        theirs = torch_step(cin, x, y)
+    except ImportError:
+        theirs = None
+    t_ours, t_theirs = [], []
+    for _ in range(3):
+        t_ours.append(median_time(ours, repeats // 3))
+        if theirs is not None:
+            t_theirs.append(median_time(theirs, repeats // 3))
+    result["tinyevo_ms"] = 1e3 * min(t_ours)
+    if theirs is not None:
+        result["torch_ms"] = 1e3 * min(t_theirs)
+        result["ratio"] = result["tinyevo_ms"] / result["torch_ms"]
+    return result
+
+
+def _threads() -> int:
+    try:
+        from threadpoolctl import threadpool_info
+        return max(i.get("num_threads", 1) for i in threadpool_info()) or os.cpu_count()
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- pytest-benchmark entry points
+
+def test_step_3x32x32(benchmark):
+    tinyevo.seed(0)
+    x, y = data(3, 32)
+    benchmark(tinyevo_step(tinyevo_net(3), Adam(), x, y))
+
+
+def test_step_1x8x8(benchmark):
+    tinyevo.seed(0)
+    x, y = data(1, 8)
+    benchmark(tinyevo_step(tinyevo_net(1), Adam(), x, y))
+
+
+def test_torch_step_3x32x32(benchmark):
+    torch = __import__("pytest").importorskip("torch")
+    torch.set_num_threads(_threads())
+    x, y = data(3, 32)
+    benchmark(torch_step(3, x, y))
+
+
+if __name__ == "__main__":
+    repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    print(f"threads: {_threads()}")
+    for cin, hw in ((3, 32), (1, 8)):
+        r = compare(cin, hw, repeats)
+        line = f"{r['shape']:>8}: tinyevo {r['tinyevo_ms']:.2f} ms/step"
+        if r["ratio"] is not None:
+            line += f", PyTorch {r['torch_ms']:.2f} ms/step, ratio tinyevo/PyTorch {r['ratio']:.2f}"
+        print(line)
