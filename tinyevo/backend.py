@@ -20,6 +20,7 @@ import numpy as np
 __all__ = [
     "use", "name", "current", "get_array_module", "to_device", "to_numpy", "is_gpu",
     "floatx", "set_floatx", "seed", "rng", "gpu_available", "tune_allocator",
+    "set_num_threads", "num_threads", "parallel_chunks",
 ]
 
 _BACKENDS = ("numpy", "cupy")
@@ -140,6 +141,49 @@ def _is_cupy_array(x: Any) -> bool:
     return type(x).__module__.startswith("cupy") and "cupy" in _state
 
 
+def set_num_threads(n: int | None) -> None:
+    """Threads tinyevo's own NumPy loops (im2col, col2im) may use; None = the CPU count, at most 4.
+
+    BLAS keeps its own setting (threadpoolctl or OPENBLAS_NUM_THREADS). Process-pool workers
+    set 1 so that workers do not fight over cores. ``TINYEVO_NUM_THREADS`` sets it at import.
+    """
+    if n is None:
+        n = min(os.cpu_count() or 1, 4)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_num_threads expects a positive int or None, got {n!r}")
+    _state["threads"] = n
+    pool = _state.pop("pool", None)
+    if pool is not None:
+        pool.shutdown(wait=False)
+
+
+def num_threads() -> int:
+    """The thread count set by :func:`set_num_threads`."""
+    return _state["threads"]
+
+
+def parallel_chunks(fn: Any, n: int, min_items: int = 2) -> None:
+    """Call ``fn(start, stop)`` on contiguous chunks of ``range(n)``, in threads where it pays.
+
+    For NumPy work that releases the GIL on disjoint output slices (copies, additions); on CuPy
+    or with one thread it is a plain call.
+    """
+    threads = min(_state["threads"], n // max(min_items, 1))
+    if threads <= 1 or _state["name"] != "numpy":
+        fn(0, n)
+        return
+    pool = _state.get("pool")
+    if pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = _state["pool"] = ThreadPoolExecutor(_state["threads"],
+                                                   thread_name_prefix="tinyevo")
+    bounds = [n * i // threads for i in range(threads + 1)]
+    futures = [pool.submit(fn, a, b) for a, b in zip(bounds, bounds[1:])]
+    for f in futures:
+        f.result()
+
+
 def tune_allocator() -> bool:
     """Keep freed memory in the process instead of returning it to the OS after every array.
 
@@ -171,6 +215,8 @@ def _from_environment() -> None:
     wanted = os.environ.get("TINYEVO_BACKEND", "").strip().lower()
     if wanted:
         use(wanted)
+    threads = os.environ.get("TINYEVO_NUM_THREADS", "").strip()
+    set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else None)
     if os.environ.get("TINYEVO_MALLOC_TUNING", "1").strip() not in ("0", "false", "no"):
         tune_allocator()
 

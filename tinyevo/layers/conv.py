@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tinyevo import backend as B
-from tinyevo.layers._layout import colsum, from_cl, to_cl
+from tinyevo.layers._layout import colsum, from_cl, tiled, to_cl
 from tinyevo.layers.base import Layer, register
 from tinyevo.layers.dense import _check_size
 from tinyevo.layers.init import initialize
@@ -85,18 +85,25 @@ class Conv(Layer):
                              f"spatial size of at least the dilated kernel {self.kernel_size}",
                              f"shape {tuple(x.shape)}", "use padding or a smaller kernel")
         xp = B.get_array_module(x)
-        x_cl = to_cl(x)                                  # (N, *S, C)
         n, cin, cout = x.shape[0], self.nin, self.nout
-        ksize = int(np.prod(self.kernel_size))
-        pointwise = ksize == 1 and all(s == 1 for s in self.stride) and not any(map(any, pads))
-        if pointwise:
-            col = x_cl.reshape(-1, cin)
+        geometry = (pads, self.kernel_size, self.stride, self.dilation, out)
+        pointwise = (int(np.prod(self.kernel_size)) == 1 and all(s == 1 for s in self.stride)
+                     and not any(map(any, pads)))
+        # Data in channels-first memory (a graph input, typically) is unfolded channels-first:
+        # its contiguous runs are image rows, not the (maybe 1 or 3) channels.
+        channels_first = bool(x.flags.c_contiguous) and not pointwise
+        if channels_first:
+            col_t = _im2col_cf(x, *geometry)             # (K, M), K ordered (C, *kernel)
+            wmat = self.params["weight"].reshape(cout, -1)
+            z = col_t.T @ wmat.T                         # (M, Cout)
         else:
-            col = _im2col(x_cl, pads, self.kernel_size, self.stride, self.dilation, out)
-        wmat = self._wmat()                              # (K, Cout)
-        z = col @ wmat                                   # (M, Cout)
+            x_cl = to_cl(x)                              # (N, *S, C)
+            col = x_cl.reshape(-1, cin) if pointwise else _im2col(x_cl, *geometry)
+            wmat = self._wmat()                          # (K, Cout), K ordered (*kernel, C)
+            z = col @ wmat                               # (M, Cout)
         if "bias" in self.params:
-            z += self.params["bias"]
+            zt, bias_t = tiled(z, self.params["bias"])
+            zt += bias_t
         y, zkeep = self._activate(z)
         y_cl = y.reshape(n, *out, cout)
 
@@ -104,17 +111,20 @@ class Conv(Layer):
             dy_cl = to_cl(dy)
             dz = self._activation_backward(dy_cl.reshape(-1, cout), zkeep, y)
             self._track(y_cl, dy_cl)
-            dw = col.T @ dz                              # (K, Cout)
-            self.grads["weight"] += _wmat_to_weight(dw, cin, self.kernel_size)
             if "bias" in self.params:
                 self.grads["bias"] += colsum(dz)
+            if channels_first:
+                self.grads["weight"] += (dz.T @ col_t.T).reshape(self.params["weight"].shape)
+                if not need_dx:
+                    return None
+                return _col2im_cf(wmat.T @ dz.T, x.shape, *geometry, xp)
+            self.grads["weight"] += _wmat_to_weight(col.T @ dz, cin, self.kernel_size)
             if not need_dx:
                 return None
             dcol = dz @ wmat.T                           # (M, K)
             if pointwise:
                 return from_cl(dcol.reshape(x_cl.shape))
-            return from_cl(_col2im(dcol, x_cl.shape, pads, self.kernel_size, self.stride,
-                                   self.dilation, out, xp))
+            return from_cl(_col2im(dcol, x_cl.shape, *geometry, xp))
 
         return from_cl(y_cl), backprop
 
@@ -203,13 +213,18 @@ def _window_slices(offset: Sequence[int], dilation: Sequence[int], stride: Seque
 def _im2col(x_cl: Any, pads, kernel, stride, dilation, out) -> Any:
     """(N, *S, C) -> (N * prod(out), prod(kernel) * C), columns ordered (*kernel, C)."""
     xp = B.get_array_module(x_cl)
-    xp_ = _pad_cl(x_cl, pads)
+    xpad = _pad_cl(x_cl, pads)
     n, c = x_cl.shape[0], x_cl.shape[-1]
     col = xp.empty((n, *out, *kernel, c), dtype=x_cl.dtype)
     nd = len(kernel)
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        src = xp_[(slice(None), *_window_slices(offset, dilation, stride, out), slice(None))]
-        col[(slice(None),) + (slice(None),) * nd + offset] = src
+    offsets = list(itertools.product(*(range(k) for k in kernel)))
+
+    def unfold(a: int, b: int) -> None:
+        for offset in offsets:
+            src = xpad[(slice(a, b), *_window_slices(offset, dilation, stride, out), slice(None))]
+            col[(slice(a, b),) + (slice(None),) * nd + offset] = src
+
+    B.parallel_chunks(unfold, n)
     return col.reshape(n * int(np.prod(out)), -1)
 
 
@@ -221,12 +236,69 @@ def _col2im(dcol: Any, x_shape, pads, kernel, stride, dilation, out, xp) -> Any:
     dx = xp.zeros((n, *padded, c), dtype=dcol.dtype)
     dcol = dcol.reshape(n, *out, *kernel, c)
     nd = len(kernel)
-    for offset in itertools.product(*(range(k) for k in kernel)):
-        dst = (slice(None), *_window_slices(offset, dilation, stride, out), slice(None))
-        dx[dst] += dcol[(slice(None),) + (slice(None),) * nd + offset]
+    offsets = list(itertools.product(*(range(k) for k in kernel)))
+
+    def fold(a: int, b: int) -> None:
+        for offset in offsets:
+            dst = (slice(a, b), *_window_slices(offset, dilation, stride, out), slice(None))
+            dx[dst] += dcol[(slice(a, b),) + (slice(None),) * nd + offset]
+
+    B.parallel_chunks(fold, n)
     if any(map(any, pads)):
         inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(spatial, pads))
         dx = xp.ascontiguousarray(dx[(slice(None), *inner, slice(None))])
+    return dx
+
+
+def _pad_cf(x: Any, pads: Sequence[tuple[int, int]]) -> Any:
+    """Pad the spatial axes of channels-first (N, C, *S) data with zeros."""
+    if not any(map(any, pads)):
+        return x
+    xp = B.get_array_module(x)
+    shape = (*x.shape[:2], *(s + lo + hi for s, (lo, hi) in zip(x.shape[2:], pads)))
+    out = xp.zeros(shape, dtype=x.dtype)
+    out[(slice(None), slice(None), *(slice(lo, lo + s) for s, (lo, _) in
+                                     zip(x.shape[2:], pads)))] = x
+    return out
+
+
+def _im2col_cf(x: Any, pads, kernel, stride, dilation, out) -> Any:
+    """(N, C, *S) -> (prod(kernel) * C, N * prod(out)), rows ordered (C, *kernel)."""
+    xp = B.get_array_module(x)
+    xpad = _pad_cf(x, pads)
+    n, c = x.shape[:2]
+    col = xp.empty((c, *kernel, n, *out), dtype=x.dtype)
+    offsets = list(itertools.product(*(range(k) for k in kernel)))
+
+    def unfold(a: int, b: int) -> None:
+        for offset in offsets:
+            src = xpad[(slice(a, b), slice(None),
+                        *_window_slices(offset, dilation, stride, out))]
+            col[(slice(None), *offset, slice(a, b))] = src.swapaxes(0, 1)
+
+    B.parallel_chunks(unfold, n)
+    return col.reshape(c * int(np.prod(kernel)), n * int(np.prod(out)))
+
+
+def _col2im_cf(dcol_t: Any, x_shape, pads, kernel, stride, dilation, out, xp) -> Any:
+    """Adjoint of :func:`_im2col_cf`: (K, M) column gradients -> (N, C, *S) input gradient."""
+    n, c = x_shape[:2]
+    spatial = x_shape[2:]
+    padded = tuple(s + lo + hi for s, (lo, hi) in zip(spatial, pads))
+    dx = xp.zeros((n, c, *padded), dtype=dcol_t.dtype)
+    dcol = dcol_t.reshape(c, *kernel, n, *out)
+    offsets = list(itertools.product(*(range(k) for k in kernel)))
+
+    def fold(a: int, b: int) -> None:
+        for offset in offsets:
+            dst = (slice(a, b), slice(None), *_window_slices(offset, dilation, stride, out))
+            dx[dst] += dcol[(slice(None), *offset, slice(a, b))].swapaxes(0, 1)
+
+    B.parallel_chunks(fold, n)
+    if any(map(any, pads)):
+        dx = xp.ascontiguousarray(
+            dx[(slice(None), slice(None), *(slice(lo, lo + s) for s, (lo, _) in
+                                            zip(spatial, pads)))])
     return dx
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from tinyevo import backend as B
-from tinyevo.layers._layout import colsum, from_cl, to_cl
+from tinyevo.layers._layout import colsum, from_cl, tiled, to_cl, untile
 from tinyevo.layers.base import Layer, register
 from tinyevo.layers.dense import _check_size
 
@@ -61,46 +61,52 @@ class BatchNorm(Layer):
         xp = B.get_array_module(x)
         if train:
             mean = colsum(xm) * (1.0 / m)
-            xhat = xm - mean                              # centred, normalised in place below
-            var = colsum(xhat * xhat) * (1.0 / m)
+            xt, mean_t = tiled(xm, mean)
+            xc = xt - mean_t                              # centred, in the tiled layout
+            var = untile(_sumsq(xc), c) * (1.0 / m)
             invstd = 1.0 / xp.sqrt(var + self.eps)
-            xhat *= invstd
             mom = self.momentum
             rm, rv = self.state["running_mean"], self.state["running_var"]
             rm *= 1.0 - mom
             rm += mom * mean
             rv *= 1.0 - mom
             rv += (mom * m / max(m - 1, 1)) * var
-            z = xhat * gamma
-            z += beta
+            _, scale_t, shift_t = tiled(xm, gamma * invstd, beta)
+            z = xc * scale_t
         else:
             invstd = 1.0 / xp.sqrt(self.state["running_var"] + self.eps)
             scale = gamma * invstd
-            z = xm * scale
-            z += beta - self.state["running_mean"] * scale
-            xhat = None
+            xt, scale_t, shift_t = tiled(xm, scale, beta - self.state["running_mean"] * scale)
+            z = xt * scale_t
+            xc = None
+        z += shift_t
         y, zkeep = self._activate(z)
         out = y.reshape(x_cl.shape)
 
         def backprop(dy: Any, need_dx: bool = True) -> Any:
             dy_cl = to_cl(dy) if dy.ndim > 2 else dy
-            dz = self._activation_backward(dy_cl.reshape(-1, c), zkeep, y)
+            dz = self._activation_backward(dy_cl.reshape(y.shape), zkeep, y)
             self._track(out, dy_cl)
-            xh = xhat if xhat is not None else (xm - self.state["running_mean"]) * invstd
-            dbeta = colsum(dz)
-            dgamma = colsum(dz * xh)
+            centred = xc if xc is not None else tiled(xm, self.state["running_mean"])
+            if xc is None:
+                centred = centred[0] - centred[1]
+            dbeta = untile(colsum(dz), c)
+            dgamma = untile(xp.einsum("ij,ij->j", dz, centred), c) * invstd
             self.grads["bias"] += dbeta
             self.grads["weight"] += dgamma
             if not need_dx:
                 return None
-            if xhat is None:
-                dx = dz * (gamma * invstd)
+            k = gamma * invstd
+            if xc is None:
+                _, k_t = tiled(xm, k)
+                dx = dz * k_t
             else:
-                # dx = gamma * invstd * (dz - mean(dz) - xhat * mean(dz * xhat))
-                dx = xh * (dgamma * (-1.0 / m))
-                dx += dz
-                dx -= dbeta * (1.0 / m)
-                dx *= gamma * invstd
+                # dx = k * (dz - mean(dz) - xhat * mean(dz * xhat)), xhat = centred * invstd
+                _, k_t, b_t, c_t = tiled(xm, k, k * invstd * dgamma * (-1.0 / m),
+                                         k * dbeta * (-1.0 / m))
+                dx = dz * k_t
+                dx += centred * b_t
+                dx += c_t
             dx = dx.reshape(x_cl.shape)
             return from_cl(dx) if x.ndim > 2 else dx
 
@@ -117,3 +123,8 @@ class BatchNorm(Layer):
 
     def __repr__(self) -> str:
         return f"BatchNorm({self.nin}, {self.activation})"
+
+
+def _sumsq(a: Any) -> Any:
+    """Column sums of squares of a 2-D array without a squared temporary."""
+    return B.get_array_module(a).einsum("ij,ij->j", a, a)

@@ -63,32 +63,44 @@ class _Pool(Layer):
         ones = (1,) * nd
         offsets = list(itertools.product(*(range(k) for k in win)))
         slices = [(slice(None), *_window_slices(o, ones, st, out), slice(None)) for o in offsets]
-        if self.MODE == "max":
-            y = xpad[slices[0]].copy()
+        y = xpad[slices[0]].copy()
+        argmax = None
+        if self.MODE == "max" and train:
+            # Which window offset holds the first maximum, for the backward pass (as PyTorch).
+            code = np.uint8 if len(slices) < 256 else np.int32
+            argmax = xp.zeros(y.shape, dtype=code)
+            for k, sl in enumerate(slices[1:], 1):
+                xs = xpad[sl]
+                # k exceeds every earlier offset, so max(argmax, k * (xs > y)) updates in place.
+                xp.maximum(argmax, (xs > y).astype(code) * code(k), out=argmax)
+                xp.maximum(y, xs, out=y)
+        elif self.MODE == "max":
             for sl in slices[1:]:
                 xp.maximum(y, xpad[sl], out=y)
         else:
-            y = xpad[slices[0]].copy()
             for sl in slices[1:]:
                 y += xpad[sl]
-            y *= 1.0 / len(offsets)
+            y *= 1.0 / len(slices)
+        # Windows that tile the padded input exactly can assign gradients instead of adding.
+        tiling = all(s == k and o * s == n + lo + hi
+                     for s, k, o, n, (lo, hi) in zip(st, win, out, x.shape[2:], pad))
 
         def backprop(dy: Any, need_dx: bool = True) -> Any:
             if not need_dx:
                 return None
+            if argmax is None and self.MODE == "max":
+                raise RuntimeError(f"{self!r}: backprop needs the forward pass run with "
+                                   "train=True")
             dy_cl = to_cl(dy)
-            dx = xp.zeros(xpad.shape, dtype=dy_cl.dtype)
-            if self.MODE == "max":
-                # Route each output's gradient to the first maximum of its window (as PyTorch).
-                rest = dy_cl
-                for sl in slices:
-                    hit = xpad[sl] == y
-                    dx[sl] += rest * hit
-                    rest = xp.where(hit, 0, rest)
-            else:
-                g = dy_cl * (1.0 / len(offsets))
-                for sl in slices:
-                    dx[sl] += g
+            alloc = xp.empty if tiling else xp.zeros
+            dx = alloc(xpad.shape, dtype=dy_cl.dtype)
+            g = dy_cl if self.MODE == "max" else dy_cl * (1.0 / len(slices))
+            for k, sl in enumerate(slices):
+                part = g * (argmax == k) if self.MODE == "max" else g
+                if tiling:
+                    dx[sl] = part
+                else:
+                    dx[sl] += part
             if any(map(any, pad)):
                 inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(x_cl.shape[1:-1], pad))
                 dx = xp.ascontiguousarray(dx[(slice(None), *inner, slice(None))])
