@@ -8,7 +8,8 @@ slices back (chainer's CPU col2im): no scatter, the same code on NumPy and CuPy.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
