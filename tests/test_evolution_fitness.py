@@ -1,0 +1,234 @@
+"""Fitness functions: the seed README's "Fitness functions" section, regression, the guard."""
+
+import logging
+import operator
+import time
+
+import numpy as np
+import pytest
+
+from tinyevo import backend as B
+from tinyevo.evolution import (
+    AccuracyFitness,
+    AggFitness,
+    CandidateModel,
+    CandidateOptModel,
+    GpuFitness,
+    GpuIterator,
+    LossFitness,
+    MapFitness,
+    RepeatPartitionIterator,
+    SizeFitness,
+    TimeFitness,
+    TrainAccuracyFitness,
+    TrainThenFitness,
+    fitness,
+    predict,
+)
+from tinyevo.layers import Dense, Sequential
+from tinyevo.losses import logit_cross_entropy, mse
+from tinyevo.optimizers import SGD, Adam
+
+
+def _seed_candidates():
+    # candidate1 = CandidateModel(x -> 3:-1:1); candidate2 = Dense(ones(3,3), 1:3)
+    candidate1 = CandidateModel(lambda x: np.array([[3.0, 2.0, 1.0]], dtype=np.float32))
+    dense = Dense(3, 3)
+    dense.params["weight"][...] = 1.0
+    dense.params["bias"][...] = np.arange(1, 4)
+    return candidate1, CandidateModel(dense)
+
+
+# Julia's label column 1:3 (onecold = 3) is a one-row "score" label here: argmax = 2.
+ACC_DATA = [(np.ones((1, 3), np.float32), np.array([[1.0, 2.0, 3.0]], np.float32))]
+
+
+def test_seed_fitness_examples():
+    candidate1, candidate2 = _seed_candidates()
+    accfitness = AccuracyFitness(ACC_DATA)
+    assert fitness(accfitness, candidate1) == 0
+    assert fitness(accfitness, candidate2) == 1
+
+    timedfitness = TimeFitness(accfitness)
+    c1time, c1acc = fitness(timedfitness, candidate1)
+    c2time, c2acc = fitness(timedfitness, candidate2)
+    assert (c1acc, c2acc) == (0, 1) and c1time > 0 and c2time > 0
+
+    bigmodelfitness = SizeFitness()
+    assert fitness(bigmodelfitness, candidate1) == 0
+    assert fitness(bigmodelfitness, candidate2) == 12
+
+    smallmodelfitness = MapFitness(lambda n: min(1, 1 / n) if n else 1, bigmodelfitness)
+    assert fitness(smallmodelfitness, candidate1) == 1
+    assert fitness(smallmodelfitness, candidate2) == 1 / 12
+
+    combined = AggFitness(operator.add, accfitness, smallmodelfitness, bigmodelfitness)
+    assert fitness(combined, candidate1) == 1
+    assert fitness(combined, candidate2) == 13 + 1 / 12
+
+    gpuaccfitness = GpuFitness(AccuracyFitness(GpuIterator(accfitness.dataset)))
+    assert fitness(gpuaccfitness, candidate1) == 0
+    assert fitness(gpuaccfitness, candidate2) == 1
+
+
+def test_fitness_objects_are_callable_and_plain_callables_are_fitnesses():
+    _, c2 = _seed_candidates()
+    assert SizeFitness()(c2) == 12
+    assert fitness(lambda c: 0.25, c2) == 0.25
+    with pytest.raises(TypeError):
+        fitness(3, c2)
+
+
+def test_predict_handles_both_model_conventions():
+    x = np.ones((2, 3), np.float32)
+    layer = Dense(3, 2)
+    assert predict(layer, x).shape == (2, 2)
+    assert predict(lambda v: v * 2, x).shape == (2, 3)
+
+
+def test_accuracy_with_integer_labels_over_batches():
+    model = Dense(2, 2)
+    model.params["weight"][...] = np.eye(2)
+    x = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], np.float32)
+    y = np.array([0, 1, 1, 1])
+    data = [(x[:2], y[:2]), (x[2:], y[2:])]
+    assert fitness(AccuracyFitness(data), CandidateModel(model)) == 0.75
+
+
+def _regression(n=64, rng=None):
+    rng = rng or np.random.default_rng(0)
+    x = rng.standard_normal((n, 3), dtype=np.float32)
+    y = (x @ np.array([[1.0], [-2.0], [0.5]], np.float32)).astype(np.float32)
+    return x, y
+
+
+def test_loss_fitness_maps_mse_so_that_higher_is_better():
+    x, y = _regression()
+    data = [(x[:32], y[:32]), (x[32:], y[32:])]
+    perfect = Dense(3, 1)
+    perfect.params["weight"][...] = np.array([[1.0, -2.0, 0.5]])
+    assert fitness(LossFitness(data), CandidateModel(perfect)) == pytest.approx(1.0)
+    zero = Dense(3, 1)
+    zero.params["weight"][...] = 0.0
+    expected = 1.0 / (1.0 + float(np.mean(y ** 2)))
+    assert fitness(LossFitness(data, mse), CandidateModel(zero)) == pytest.approx(expected,
+                                                                                 rel=1e-5)
+
+
+def test_train_then_fitness_trains_regression_and_improves_loss_fitness():
+    x, y = _regression(128)
+    data = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 128, 16)]
+    cand = CandidateModel(Sequential(Dense(3, 1)))
+    before = fitness(LossFitness(data), cand)
+    f = TrainThenFitness(data * 5, mse, SGD(0.05), LossFitness(data))
+    after = fitness(f, cand)
+    assert after > before and after > 0.9
+
+
+def _classification(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 4), dtype=np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    return x, y
+
+
+def test_train_then_fitness_uses_the_candidate_opt_and_wipes_its_state():
+    x, y = _classification()
+    data = [(x[:32], y[:32]), (x[32:], y[32:])]
+    own = Adam(0.01)
+    cand = CandidateOptModel(own, Sequential(Dense(4, 2)))
+    w0 = cand.model[0].params["weight"].copy()
+    f = TrainThenFitness(data, logit_cross_entropy, SGD(0.0), AccuracyFitness(data))
+    value = fitness(f, cand)
+    assert 0 <= value <= 1
+    assert not np.array_equal(w0, cand.model[0].params["weight"])  # own Adam, not SGD(0)
+    assert len(own._state) == 0  # state wiped after training
+
+
+def test_train_then_fitness_default_opt_is_copied_not_shared():
+    x, y = _classification()
+    default = Adam(0.01)
+    f = TrainThenFitness([(x, y)], logit_cross_entropy, default, AccuracyFitness([(x, y)]))
+    fitness(f, CandidateModel(Sequential(Dense(4, 2))))
+    assert len(default._state) == 0
+
+
+def test_train_then_fitness_picks_the_generation_partition():
+    x, y = _classification(64)
+    batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 64, 8)]
+    seen = []
+
+    class Recorder:
+        def __init__(self, model):
+            self.model = model
+
+        def __call__(self, xb, train=False):
+            seen.append(float(xb[0, 0]))
+            return self.model(xb, train=train)
+
+        def layers(self):
+            return self.model.layers()
+
+    f = TrainThenFitness(RepeatPartitionIterator(batches, 2), logit_cross_entropy, SGD(0.01),
+                         AccuracyFitness(batches[:1]))
+    for gen in (1, 1, 2):
+        fitness(f, CandidateModel(Recorder(Sequential(Dense(4, 2)))), gen)
+    first, second = [float(b[0][0, 0]) for b in batches[:2]], [float(b[0][0, 0]) for b in
+                                                                 batches[2:4]]
+    # each call: 2 training batches + 1 validation batch
+    assert seen == first + [first[0]] + first + [first[0]] + second + [first[0]]
+
+
+def test_train_accuracy_fitness_counts_training_hits():
+    x, y = _classification(256)
+    data = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
+    cand = CandidateModel(Sequential(Dense(4, 2)))
+    frozen = fitness(TrainAccuracyFitness(data, logit_cross_entropy, SGD(0.0)), cand)
+    assert frozen == fitness(AccuracyFitness(data), cand)  # nothing learnt: same hits
+    learning = TrainAccuracyFitness(data, logit_cross_entropy, Adam(0.05))
+    values = [fitness(learning, cand) for _ in range(3)]
+    assert values[-1] > max(frozen, 0.8)
+
+
+class _Slow:
+    def __init__(self, model, delay):
+        self.model, self.delay = model, delay
+
+    def __call__(self, x, train=False):
+        time.sleep(self.delay)
+        return self.model(x, train=train)
+
+    def layers(self):
+        return self.model.layers()
+
+
+def test_guard_nan_raise_and_timeout_give_invalid_fitness_and_log(caplog):
+    x, y = _classification(64)
+    data = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    f = TrainThenFitness(data, logit_cross_entropy, Adam(0.01), AccuracyFitness(data),
+                         invalidfitness=-1.0, time_limit=0.05)
+    diverging = CandidateOptModel(SGD(1e30), Sequential(Dense(4, 8, "relu"), Dense(8, 2)))
+    raising = CandidateModel(Sequential(Dense(7, 2)))  # wrong input size: the layer raises
+    slow = CandidateModel(_Slow(Sequential(Dense(4, 2)), 0.03))
+    with caplog.at_level(logging.WARNING, logger="tinyevo"):
+        assert fitness(f, diverging) == -1.0
+        assert fitness(f, raising) == -1.0
+        assert fitness(f, slow) == -1.0
+    text = caplog.text
+    assert "NaN/Inf" in text and "ValueError" in text and "time budget" in text
+    assert 0 <= fitness(f, CandidateModel(Sequential(Dense(4, 2)))) <= 1
+
+
+@pytest.mark.parametrize("xp", ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)],
+                         indirect=True)
+def test_accuracy_and_training_on_the_backend(xp):
+    x, y = _classification(64)
+    data = GpuIterator([(x[:32], y[:32]), (x[32:], y[32:])])
+    model = Sequential(Dense(4, 2))
+    for layer in model.layers():
+        layer.to()
+    f = GpuFitness(TrainThenFitness(data, logit_cross_entropy, Adam(0.01),
+                                    AccuracyFitness(data)))
+    value = fitness(f, CandidateModel(model))
+    assert isinstance(value, float) and 0 <= value <= 1
+    assert B.get_array_module(model[0].params["weight"]) is xp

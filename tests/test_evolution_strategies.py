@@ -1,0 +1,173 @@
+"""Evolution strategies and Population: the seed README's "Evolution Strategies" section."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from tinyevo.evolution import (
+    AbstractCandidate,
+    AfterEvolution,
+    CandidateModel,
+    CombinedEvolution,
+    EliteSelection,
+    EvolutionChain,
+    EvolveCandidates,
+    FittedCandidate,
+    PairCandidates,
+    Population,
+    ShuffleCandidates,
+    SizeFitness,
+    SusSelection,
+    TournamentSelection,
+    evolve,
+)
+from tinyevo.layers import Dense
+
+
+class FakeRng:
+    """The seed's FakeRng: rand() is always 0.7."""
+
+    def random(self):
+        return 0.7
+
+
+@dataclass
+class Cand(AbstractCandidate):
+    fitness: float
+
+
+def cands(values):
+    return [Cand(v) for v in values]
+
+
+def test_seed_strategy_examples():
+    elitesel = EliteSelection(2)
+    assert evolve(elitesel, cands(range(1, 11))) == cands([10, 9])
+
+    evocands = EvolveCandidates(lambda c: Cand(c.fitness + 0.1))
+    assert evolve(evocands, cands(range(1, 11))) == cands([v + 0.1 for v in range(1, 11)])
+
+    sussel = SusSelection(5, evocands, FakeRng())
+    assert evolve(sussel, cands(range(1, 11))) == cands([4.1, 6.1, 8.1, 9.1, 10.1])
+
+    comb = CombinedEvolution(elitesel, sussel)
+    assert evolve(comb, cands(range(1, 11))) == cands([10, 9, 4.1, 6.1, 8.1, 9.1, 10.1])
+
+
+def test_sus_selection_is_proportional_to_fitness():
+    rng = np.random.default_rng(0)
+    pool = cands([1.0, 3.0, 0.0, 6.0])
+    picks = [c.fitness for _ in range(500) for c in SusSelection(4, rng=rng)(pool)]
+    counts = {v: picks.count(v) / len(picks) for v in (1.0, 3.0, 0.0, 6.0)}
+    assert counts[0.0] == 0
+    assert counts[6.0] == pytest.approx(0.6, abs=0.03)
+    assert counts[3.0] == pytest.approx(0.3, abs=0.03)
+
+
+def test_sus_selection_all_zero_fitness_is_uniform_and_bad_fitness_is_refused():
+    rng = np.random.default_rng(1)
+    picked = SusSelection(3, rng=rng)(cands([0.0, 0.0, 0.0]))
+    assert len(picked) == 3
+    with pytest.raises(ValueError, match=">= 0"):
+        SusSelection(1)(cands([1.0, -1.0]))
+    with pytest.raises(ValueError, match="number"):
+        SusSelection(1)([Cand((0.1, 1.0))])
+    with pytest.raises(ValueError, match="no fitness"):
+        SusSelection(1)([CandidateModel(None)])
+
+
+def test_sus_selection_uses_the_library_generator_by_default():
+    import tinyevo
+
+    tinyevo.seed(3)
+    a = SusSelection(3)(cands([1, 2, 3, 4]))
+    tinyevo.seed(3)
+    b = SusSelection(3)(cands([1, 2, 3, 4]))
+    assert a == b
+
+
+def test_tournament_selection():
+    rng = np.random.default_rng(0)
+    pool = cands([1, 2, 3, 4, 5, 6])
+    # p = 1 and k = all: the best always wins
+    assert TournamentSelection(3, 6, 1.0, rng=rng)(pool) == cands([6, 6, 6])
+    # k = 1: uniform choice
+    wins = [c.fitness for _ in range(300) for c in TournamentSelection(2, 1, 0.5, rng=rng)(pool)]
+    assert set(wins) == {1, 2, 3, 4, 5, 6}
+    # tuples order too (e.g. TimeFitness-like values)
+    tup = [Cand((1, 0.5)), Cand((2, 0.1))]
+    assert TournamentSelection(1, 2, 1.0, EvolveCandidates(lambda c: c.fitness), rng)(tup) == \
+        [(2, 0.1)]
+    with pytest.raises(ValueError):
+        TournamentSelection(1, 2, 0.0)
+
+
+def test_chain_after_pair_and_shuffle():
+    pool = cands([1, 2, 3, 4, 5])
+    chain = EvolutionChain(EliteSelection(3), EvolveCandidates(lambda c: Cand(c.fitness * 10)))
+    assert chain(pool) == cands([50, 40, 30])
+    after = AfterEvolution(EliteSelection(2), lambda cs: list(reversed(cs)))
+    assert after(pool) == cands([4, 5])
+    swap = PairCandidates(EvolveCandidates(lambda pair: (pair[1], pair[0])))
+    assert swap(cands([1, 2, 3, 4])) == cands([2, 1, 4, 3])
+    assert swap(pool) == cands([2, 1, 4, 3, 1])  # odd one paired with the first
+    shuffled = ShuffleCandidates(rng=np.random.default_rng(0))(pool)
+    assert sorted(c.fitness for c in shuffled) == [1, 2, 3, 4, 5]
+
+
+def test_population_generation_best_and_size_change():
+    models = [Dense(2, n) for n in (1, 5, 3)]
+    pop = Population([CandidateModel(m) for m in models])
+    assert pop.generation == 1 and len(pop) == 3 and not pop.fitted
+    with pytest.raises(ValueError, match="evaluate"):
+        pop.best()
+    fitted = pop.evaluate(SizeFitness())
+    assert fitted.fitted and fitted.generation == 1
+    assert fitted.fitnesses() == [3, 15, 9]
+    assert fitted.best().graph() is models[1]
+    assert [c.fitness for c in fitted.best_first()] == [15, 9, 3]
+    grown = evolve(CombinedEvolution(EliteSelection(2), EliteSelection(2)), SizeFitness(), pop)
+    assert grown.generation == 2 and len(grown) == 4
+    assert grown.previous.generation == 1 and grown.previous.fitted
+    assert grown.previous.previous is None  # no chain of old generations kept alive
+    shrunk = evolve(EliteSelection(1), grown)  # already fitted members: no fitness needed
+    assert shrunk.generation == 3 and len(shrunk) == 1
+
+
+def test_population_evaluates_every_member_each_generation_unless_told_otherwise():
+    calls = []
+
+    def counting(c):
+        calls.append(c)
+        return 1.0
+
+    pop = Population([CandidateModel(i) for i in range(3)]).evaluate(counting)
+    pop2 = Population(pop.members + [CandidateModel(9)], generation=2)
+    again = pop2.evaluate(counting)
+    assert len(calls) == 3 + 4
+    assert all(isinstance(c, FittedCandidate) and c.generation == 2 for c in again)
+    kept = pop2.evaluate(counting, reevaluate=False)
+    assert len(calls) == 3 + 4 + 1
+    assert [c.generation for c in kept] == [1, 1, 1, 2]
+
+
+def test_population_mapper_hook():
+    used = []
+
+    def mapper(fn, items):
+        used.append(len(items))
+        return [fn(c) for c in items]
+
+    pop = Population([CandidateModel(Dense(2, 2))])
+    evolve(EliteSelection(1), SizeFitness(), pop, mapper=mapper)
+    assert used == [1]
+
+
+def test_evolve_argument_errors():
+    with pytest.raises(TypeError):
+        evolve(EliteSelection(1))
+    with pytest.raises(TypeError):
+        evolve(3, cands([1]))
+    with pytest.raises(ValueError):
+        EliteSelection(0)

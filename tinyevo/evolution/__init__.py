@@ -1,0 +1,87 @@
+"""The genetic algorithm: candidates, fitness functions, evolution strategies, population and
+data iterators (mutation and crossover operators join later).
+
+    >>> import tinyevo as te
+    >>> population = te.Population([te.CandidateModel(model) for model in models])  # doctest: +SKIP
+    >>> population = te.evolve(strategy, fitness, population)  # doctest: +SKIP
+
+Note: the names ``fitness`` (the function) and ``graph``/``opt``/``lossfun`` (candidate
+accessors) live here; ``tinyevo.graph`` at the top level is the graph package, so the accessors are
+not exported there.
+"""
+
+from tinyevo.evolution.candidate import (
+    AbstractCandidate,
+    CandidateModel,
+    CandidateOptModel,
+    FittedCandidate,
+    copy_model,
+    graph,
+    is_model,
+    lossfun,
+    new_candidate,
+    nparams,
+    opt,
+)
+from tinyevo.evolution.fitness import (  # binds `fitness` the function over the module name
+    AbstractFitness,
+    AccuracyFitness,
+    AggFitness,
+    GpuFitness,
+    LossFitness,
+    MapFitness,
+    SizeFitness,
+    TimeFitness,
+    TrainAccuracyFitness,
+    TrainThenFitness,
+    fitness,
+    predict,
+)
+from tinyevo.evolution.iterators import (
+    BatchIterator,
+    GpuIterator,
+    MapIterator,
+    RepeatPartitionIterator,
+    ShuffleIterator,
+    StatefulGenerationIter,
+    TimedIterator,
+    TimedIteratorStop,
+    ZipIterator,
+    itergeneration,
+    onehot,
+)
+from tinyevo.evolution.population import Population, evaluate_candidate
+from tinyevo.evolution.strategies import (
+    AbstractEvolution,
+    AfterEvolution,
+    CombinedEvolution,
+    EliteSelection,
+    EvolutionChain,
+    EvolveCandidates,
+    NoOpEvolution,
+    PairCandidates,
+    ShuffleCandidates,
+    SusSelection,
+    TournamentSelection,
+    evolve,
+    evolve_model,
+)
+
+__all__ = [
+    # candidates
+    "AbstractCandidate", "CandidateModel", "CandidateOptModel", "FittedCandidate",
+    "new_candidate", "graph", "opt", "lossfun", "copy_model", "nparams", "is_model",
+    # fitness
+    "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
+    "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",
+    "GpuFitness", "predict",
+    # population and strategies
+    "Population", "evaluate_candidate", "evolve", "AbstractEvolution", "NoOpEvolution",
+    "EliteSelection", "SusSelection", "TournamentSelection", "EvolveCandidates",
+    "CombinedEvolution", "EvolutionChain", "AfterEvolution", "PairCandidates",
+    "ShuffleCandidates", "evolve_model",
+    # iterators
+    "BatchIterator", "ShuffleIterator", "MapIterator", "ZipIterator", "GpuIterator",
+    "RepeatPartitionIterator", "StatefulGenerationIter", "TimedIterator", "TimedIteratorStop",
+    "itergeneration", "onehot",
+]

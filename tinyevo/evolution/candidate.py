@@ -1,0 +1,209 @@
+"""Candidates: what the genetic algorithm evolves and what fitness functions measure.
+
+A candidate carries a model and, optionally, the hyperparameters being searched for (its own
+optimiser, its own loss). Fitness functions ask for them through accessors with a default, so a
+candidate returns something other than the default only for what is actually being searched:
+
+    >>> c = CandidateModel(lambda x: x)
+    >>> opt(c, default="the default optimiser")
+    'the default optimiser'
+
+Defining a new candidate type takes a dataclass and, where a fitness needs a new property, an
+accessor. ``new_candidate`` then works out of the box (it maps every dataclass field):
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class ExampleCandidate(AbstractCandidate):
+    ...     a: int
+    ...     b: int
+    >>> def aval(c, default=None):
+    ...     return getattr(c, "a", default)
+    >>> aval(new_candidate(ExampleCandidate(4, 3), lambda v: v * 2))
+    8
+
+A fitness for it is any callable of the candidate, or an :class:`AbstractFitness` subclass (see
+``tinyevo.evolution.fitness``). :class:`FittedCandidate` forwards unknown attributes to the
+candidate it wraps, so accessors such as ``aval`` keep working after evaluation.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "AbstractCandidate", "CandidateModel", "CandidateOptModel", "FittedCandidate",
+    "new_candidate", "graph", "opt", "lossfun", "copy_model", "nparams", "is_model",
+]
+
+
+class AbstractCandidate:
+    """Base class of candidates.
+
+    Accessors ``graph``, ``opt`` and ``lossfun`` return ``default`` unless the candidate carries
+    that property. ``fitness`` and ``generation`` are None until the candidate is evaluated
+    (:class:`FittedCandidate`). Subclasses that are dataclasses get :meth:`new_candidate` for free.
+    """
+
+    fitness: Any = None
+    generation: int | None = None
+
+    def graph(self, default: Any = None) -> Any:
+        """The candidate's model, else ``default``."""
+        return default
+
+    def opt(self, default: Any = None) -> Any:
+        """The candidate's own optimiser, else ``default``."""
+        return default
+
+    def lossfun(self, default: Any = None) -> Any:
+        """The candidate's own loss function, else ``default``."""
+        return default
+
+    def new_candidate(self, mapfield: Callable[[Any], Any]) -> AbstractCandidate:
+        """A new candidate of the same type with every field passed through ``mapfield``."""
+        if not dataclasses.is_dataclass(self):
+            raise NotImplementedError(
+                f"{type(self).__name__}.new_candidate: make the candidate a @dataclass (every "
+                "field is then mapped) or override new_candidate(self, mapfield)")
+        kwargs = {f.name: mapfield(getattr(self, f.name))
+                  for f in dataclasses.fields(self) if f.init}
+        return type(self)(**kwargs)
+
+
+@dataclasses.dataclass(eq=False)
+class CandidateModel(AbstractCandidate):
+    """A candidate that is just a model; optimiser and loss come from the fitness defaults.
+
+        >>> CandidateModel(model).graph() is model  # doctest: +SKIP
+    """
+
+    model: Any
+
+    def graph(self, default: Any = None) -> Any:
+        return self.model
+
+    def __repr__(self) -> str:
+        return f"CandidateModel({_short(self.model)})"
+
+
+@dataclasses.dataclass(eq=False)
+class CandidateOptModel(AbstractCandidate):
+    """A candidate with its own optimiser, which mutation and crossover may change.
+
+        >>> c = CandidateOptModel(Adam(1e-3), model)  # doctest: +SKIP
+    """
+
+    optimizer: Any
+    model: Any
+
+    def graph(self, default: Any = None) -> Any:
+        return self.model
+
+    def opt(self, default: Any = None) -> Any:
+        return self.optimizer
+
+    def __repr__(self) -> str:
+        return f"CandidateOptModel({self.optimizer!r}, {_short(self.model)})"
+
+
+class FittedCandidate(AbstractCandidate):
+    """A candidate with its fitness, computed in ``generation``.
+
+    Accessors and any other attribute are forwarded to the wrapped candidate; ``new_candidate``
+    maps the wrapped candidate, so a child starts without a fitness.
+
+        >>> f = FittedCandidate(CandidateModel(None), 0.5, 3); (f.fitness, f.generation)
+        (0.5, 3)
+    """
+
+    def __init__(self, candidate: Any, fitness: Any, generation: int | None = None) -> None:
+        if isinstance(candidate, FittedCandidate):
+            candidate = candidate.candidate
+        self.candidate = candidate
+        self.fitness = fitness
+        self.generation = generation
+
+    def graph(self, default: Any = None) -> Any:
+        return graph(self.candidate, default)
+
+    def opt(self, default: Any = None) -> Any:
+        return opt(self.candidate, default)
+
+    def lossfun(self, default: Any = None) -> Any:
+        return lossfun(self.candidate, default)
+
+    def new_candidate(self, mapfield: Callable[[Any], Any]) -> Any:
+        return new_candidate(self.candidate, mapfield)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for attributes not found normally; guard against recursion while
+        # copy/pickle rebuild the object before ``candidate`` exists.
+        if name.startswith("__") or "candidate" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["candidate"], name)
+
+    def __repr__(self) -> str:
+        return (f"FittedCandidate({self.candidate!r}, fitness={self.fitness!r}, "
+                f"generation={self.generation})")
+
+
+# --------------------------------------------------------------------- accessors
+def graph(c: Any, default: Any = None) -> Any:
+    """The model of candidate ``c``, else ``default``."""
+    return c.graph(default) if isinstance(c, AbstractCandidate) else default
+
+
+def opt(c: Any, default: Any = None) -> Any:
+    """The optimiser of candidate ``c``, else ``default``."""
+    return c.opt(default) if isinstance(c, AbstractCandidate) else default
+
+
+def lossfun(c: Any, default: Any = None) -> Any:
+    """The loss function of candidate ``c``, else ``default``."""
+    return c.lossfun(default) if isinstance(c, AbstractCandidate) else default
+
+
+def new_candidate(c: Any, mapfield: Callable[[Any], Any]) -> Any:
+    """The seed's ``newcand``: a new candidate whose fields are ``mapfield`` of ``c``'s fields.
+
+        >>> new_candidate(CandidateModel(2), lambda v: v + 1).model
+        3
+    """
+    if not isinstance(c, AbstractCandidate):
+        raise TypeError(f"new_candidate: expected an AbstractCandidate, got {type(c).__name__}")
+    return c.new_candidate(mapfield)
+
+
+# --------------------------------------------------------------------- model helpers
+def is_model(x: Any) -> bool:
+    """True for a layer or anything with ``layers()`` (Sequential, CompGraph)."""
+    from tinyevo.layers.base import Layer
+
+    return isinstance(x, Layer) or callable(getattr(x, "layers", None))
+
+
+def copy_model(model: Any) -> Any:
+    """A deep copy of ``model``: ``model.copy()`` where it has one, else ``copy.deepcopy``."""
+    cp = getattr(model, "copy", None)
+    return cp() if callable(cp) else copy.deepcopy(model)
+
+
+def nparams(model: Any) -> int:
+    """Number of parameters: ``model.nparams()``, ``model.parameter_count()`` or the sum over
+    ``model.layers()``; 0 for anything else (a plain function has no parameters)."""
+    for name in ("nparams", "parameter_count"):
+        fn = getattr(model, name, None)
+        if callable(fn):
+            return int(fn())
+    layers = getattr(model, "layers", None)
+    if callable(layers):
+        return int(sum(layer.parameter_count() for layer in layers()))
+    return 0
+
+
+def _short(model: Any) -> str:
+    text = repr(model)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,402 @@
+"""Fitness functions: how good a candidate is; higher is better.
+
+``fitness(f, candidate, generation=None)`` computes it. ``f`` is an :class:`AbstractFitness` or
+any callable of the candidate. Training is just another fitness strategy: TrainThenFitness trains
+the candidate's model, then asks another fitness (typically AccuracyFitness on held-out data).
+
+    >>> from tinyevo.evolution import CandidateModel
+    >>> acc = AccuracyFitness([(np.ones((1, 3), np.float32), np.array([2]))])
+    >>> fitness(acc, CandidateModel(lambda x: np.array([[3.0, 2.0, 1.0]])))
+    0.0
+
+A new fitness is a subclass with ``__call__(self, candidate, generation=None)``; accessors with
+defaults let it work on any candidate type:
+
+    >>> class ExampleFitness(AbstractFitness):
+    ...     def __call__(self, c, generation=None):
+    ...         return getattr(c, "a", 10) - getattr(c, "b", 5)
+
+Metrics accumulate on the device and are read back once per evaluation (no per-batch sync).
+
+Note: ``tinyevo.evolution.fitness`` is this function once the package is imported; import the
+classes with ``from tinyevo.evolution.fitness import ...`` or from ``tinyevo.evolution``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from tinyevo import backend as B
+from tinyevo.evolution.candidate import graph, lossfun, nparams, opt
+from tinyevo.evolution.iterators import (
+    RepeatPartitionIterator,
+    StatefulGenerationIter,
+    itergeneration,
+)
+from tinyevo.losses import mse
+
+__all__ = [
+    "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
+    "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",
+    "GpuFitness", "predict",
+]
+
+log = logging.getLogger("tinyevo.evolution")
+
+
+def fitness(f: Any, candidate: Any, generation: int | None = None) -> Any:
+    """The fitness of ``candidate`` by ``f``; ``generation`` is passed on to fitness objects
+    (TrainThenFitness uses it to pick the generation's data), plain callables get the candidate.
+
+        >>> fitness(lambda c: 1.0, None)
+        1.0
+    """
+    if isinstance(f, AbstractFitness):
+        return f(candidate, generation)
+    if callable(f):
+        return f(candidate)
+    raise TypeError(f"fitness: expected an AbstractFitness or a callable of the candidate, got "
+                    f"{type(f).__name__}")
+
+
+class AbstractFitness:
+    """Base class: subclasses implement ``__call__(self, candidate, generation=None)``."""
+
+    def __call__(self, candidate: Any, generation: int | None = None) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement "
+                                  "__call__(self, candidate, generation=None)")
+
+
+def predict(model: Any, x: Any) -> Any:
+    """Inference output of ``model`` on ``x``: handles models returning ``y`` (CompGraph, plain
+    functions) and ``(y, backprop)`` (layers, Sequential)."""
+    out = model(x)
+    if isinstance(out, tuple) and len(out) == 2 and callable(out[1]):
+        return out[0]
+    return out
+
+
+_predict = predict
+
+
+def _model(c: Any, who: str) -> Any:
+    model = graph(c)
+    if model is None:
+        raise TypeError(f"{who}: candidate {c!r} has no model; wrap models in CandidateModel "
+                        "or implement graph(self, default=None)")
+    return model
+
+
+class AccuracyFitness(AbstractFitness):
+    """Fraction of correct predictions on ``dataset`` (an iterable of ``(x, y)`` batches, ``y``
+    integer labels (N,) or one-hot/scores (N, K); the prediction is the argmax of the output).
+
+        >>> AccuracyFitness(valid)  # doctest: +SKIP
+    """
+
+    def __init__(self, dataset: Iterable) -> None:
+        self.dataset = dataset
+
+    def __call__(self, candidate: Any, generation: int | None = None) -> float:
+        model = _model(candidate, "AccuracyFitness")
+        correct, total = 0, 0
+        for x, y in itergeneration(self.dataset, generation):
+            correct = correct + _ncorrect(predict(model, x), y)
+            total += int(y.shape[0]) if hasattr(y, "shape") else len(y)
+        if total == 0:
+            raise ValueError("AccuracyFitness: the dataset yielded no samples")
+        return float(correct) / total
+
+    def __repr__(self) -> str:
+        return f"AccuracyFitness({self.dataset!r})"
+
+
+class LossFitness(AbstractFitness):
+    """Regression fitness: ``1 / (1 + mean loss)`` on ``dataset``, in (0, 1], higher is better.
+
+    The mapping keeps the fitness positive, as SusSelection needs; wrap with MapFitness for
+    another one. ``lossfun(pred, target) -> (loss, grad)`` defaults to mean squared error; the
+    mean is weighted by batch size.
+
+        >>> LossFitness(valid)  # doctest: +SKIP
+    """
+
+    def __init__(self, dataset: Iterable, lossfun: Callable = mse) -> None:
+        self.dataset, self.lossfun = dataset, lossfun
+
+    def __call__(self, candidate: Any, generation: int | None = None) -> float:
+        model = _model(candidate, "LossFitness")
+        total_loss, total = 0.0, 0
+        for x, y in itergeneration(self.dataset, generation):
+            loss, _ = self.lossfun(predict(model, x), y)
+            n = int(x.shape[0])
+            total_loss = total_loss + loss * n
+            total += n
+        if total == 0:
+            raise ValueError("LossFitness: the dataset yielded no samples")
+        mean = float(total_loss) / total
+        return 1.0 / (1.0 + mean) if math.isfinite(mean) and mean >= 0 else 0.0
+
+    def __repr__(self) -> str:
+        return f"LossFitness({self.dataset!r}, {getattr(self.lossfun, '__name__', '?')})"
+
+
+class TrainThenFitness(AbstractFitness):
+    """Train the candidate's model on ``dataiter``, then measure it with ``fitstrat``.
+
+    The loss is ``lossfun(c, defaultloss)``, the optimiser the candidate's own or a fresh copy of
+    ``defaultopt``; its state is wiped after training (``opt.reset()``). The guard: training that
+    gives a NaN/Inf loss, raises, or runs past ``time_limit`` seconds stops, the candidate gets
+    ``invalidfitness`` and the reason is logged (logger "tinyevo.evolution"); the run goes on.
+
+    ``dataiter`` is an iterable of ``(x, y)`` batches, or generation aware (a
+    StatefulGenerationIter; a RepeatPartitionIterator is wrapped in one), so that each generation
+    trains on its own partition and all candidates of a generation on the same one.
+
+        >>> from tinyevo.losses import logit_cross_entropy
+        >>> from tinyevo.optimizers import Adam
+        >>> valid = [(np.ones((2, 3), np.float32), np.array([0, 1]))]
+        >>> f = TrainThenFitness(valid, logit_cross_entropy, Adam(), AccuracyFitness(valid))
+    """
+
+    def __init__(self, dataiter: Iterable, defaultloss: Callable, defaultopt: Any,
+                 fitstrat: Any, invalidfitness: Any = 0.0, time_limit: float | None = None,
+                 nan_check_every: int | None = None) -> None:
+        if isinstance(dataiter, RepeatPartitionIterator):
+            dataiter = StatefulGenerationIter(dataiter)
+        if time_limit is not None and not time_limit > 0:
+            raise ValueError(f"time_limit must be None or > 0 seconds, got {time_limit}")
+        self.dataiter, self.defaultloss, self.defaultopt = dataiter, defaultloss, defaultopt
+        self.fitstrat, self.invalidfitness, self.time_limit = fitstrat, invalidfitness, time_limit
+        self.nan_check_every = nan_check_every
+
+    def __call__(self, candidate: Any, generation: int | None = None) -> Any:
+        try:
+            model = _model(candidate, type(self).__name__)
+            own = opt(candidate)
+            optimizer = own if own is not None else self.defaultopt.copy()
+            lossf = lossfun(candidate, self.defaultloss)
+            try:
+                # Overflow in a diverging candidate is the guard's business, not a warning's.
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    trained = self._train(model, optimizer, lossf,
+                                          itergeneration(self.dataiter, generation))
+            finally:
+                optimizer.reset()
+            if isinstance(trained, _Invalid):
+                return self._invalid(candidate, trained.reason)
+            return self._measure(candidate, generation, trained)
+        except Exception as e:  # noqa: BLE001 - the guard: one broken candidate must not end a run
+            return self._invalid(candidate, f"{type(e).__name__}: {e}")
+
+    def _measure(self, candidate: Any, generation: int | None, trained: Any) -> Any:
+        return fitness(self.fitstrat, candidate, generation)
+
+    _count_hits = False  # TrainAccuracyFitness counts correct predictions while training
+
+    def _train(self, model: Any, optimizer: Any, lossf: Callable, data: Iterable) -> Any:
+        """One pass over ``data``; returns ``_Invalid(reason)`` or ``(correct, seen)`` counts
+        (kept as device scalars until read once)."""
+        t0 = time.perf_counter()
+        check_every = self.nan_check_every
+        loss_sum = None
+        nbatches, correct, seen = 0, 0, 0
+        for x, y in data:
+            out, backprop = model(x, train=True)
+            loss, dout = lossf(out, y)
+            backprop(dout)
+            optimizer.update(model)
+            if self._count_hits:
+                correct = correct + _ncorrect(out, y)
+                seen += int(y.shape[0])
+            loss_sum = loss if loss_sum is None else loss_sum + loss
+            nbatches += 1
+            if check_every is None:  # checking is free on the host; on a GPU it is a sync
+                check_every = 1 if B.get_array_module(loss) is np else 32
+            if nbatches % check_every == 0 and not _finite(loss_sum):
+                return _Invalid(f"loss is NaN/Inf after {nbatches} batches")
+            if self.time_limit is not None and time.perf_counter() - t0 > self.time_limit:
+                return _Invalid(f"training exceeded its time budget of {self.time_limit} s "
+                                f"after {nbatches} batches")
+        if loss_sum is not None and not _finite(loss_sum):
+            return _Invalid(f"loss is NaN/Inf after {nbatches} batches")
+        return correct, seen
+
+    def _invalid(self, candidate: Any, reason: str) -> Any:
+        log.warning("candidate %r gets invalid fitness %r: %s", candidate, self.invalidfitness,
+                    reason)
+        return self.invalidfitness
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(dataiter={self.dataiter!r}, defaultopt="
+                f"{self.defaultopt!r}, fitstrat={self.fitstrat!r})")
+
+
+class TrainAccuracyFitness(TrainThenFitness):
+    """Train, and take the accuracy on the training batches seen during training as the fitness
+    (no separate validation pass: cheap, but it rewards fitting the training data).
+
+        >>> TrainAccuracyFitness(train, logit_cross_entropy, Adam())  # doctest: +SKIP
+    """
+
+    def __init__(self, dataiter: Iterable, defaultloss: Callable, defaultopt: Any,
+                 invalidfitness: Any = 0.0, time_limit: float | None = None) -> None:
+        super().__init__(dataiter, defaultloss, defaultopt, None, invalidfitness, time_limit)
+
+    _count_hits = True
+
+    def _measure(self, candidate, generation, trained):
+        correct, total = trained
+        if total == 0:
+            raise ValueError("TrainAccuracyFitness: the data yielded no samples")
+        return float(correct) / total
+
+
+class TimeFitness(AbstractFitness):
+    """``(seconds, value)``: the wall time to compute fitness ``f`` and its value.
+
+        >>> seconds, value = fitness(TimeFitness(lambda c: 1), None)
+    """
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+
+    def __call__(self, candidate: Any, generation: int | None = None) -> tuple[float, Any]:
+        t0 = time.perf_counter()
+        value = fitness(self.f, candidate, generation)
+        return time.perf_counter() - t0, value
+
+    def __repr__(self) -> str:
+        return f"TimeFitness({self.f!r})"
+
+
+class SizeFitness(AbstractFitness):
+    """The number of parameters of the candidate's model (0 for a parameterless function).
+    Usually mapped so that smaller is fitter: ``MapFitness(lambda n: min(1, 1 / n), ...)``."""
+
+    def __call__(self, candidate: Any, generation: int | None = None) -> int:
+        return nparams(_model(candidate, "SizeFitness"))
+
+    def __repr__(self) -> str:
+        return "SizeFitness()"
+
+
+class MapFitness(AbstractFitness):
+    """MapFitness(fun, f): ``fun`` of the fitness by ``f``.
+
+        >>> small = MapFitness(lambda n: min(1, 1 / max(n, 1)), SizeFitness())
+    """
+
+    def __init__(self, fun: Callable[[Any], Any], f: Any) -> None:
+        self.fun, self.f = fun, f
+
+    def __call__(self, candidate: Any, generation: int | None = None) -> Any:
+        return self.fun(fitness(self.f, candidate, generation))
+
+    def __repr__(self) -> str:
+        return f"MapFitness({getattr(self.fun, '__name__', self.fun)!r}, {self.f!r})"
+
+
+class AggFitness(AbstractFitness):
+    """AggFitness(op, *fs): the fitnesses by ``fs`` reduced with the binary ``op``.
+
+        >>> import operator; combined = AggFitness(operator.add, SizeFitness(), SizeFitness())
+    """
+
+    def __init__(self, op: Callable[[Any, Any], Any], *fs: Any) -> None:
+        if not fs:
+            raise ValueError("AggFitness needs at least one fitness to aggregate")
+        self.op, self.fs = op, fs
+
+    def __call__(self, candidate: Any, generation: int | None = None) -> Any:
+        values = [fitness(f, candidate, generation) for f in self.fs]
+        result = values[0]
+        for v in values[1:]:
+            result = self.op(result, v)
+        return result
+
+    def __repr__(self) -> str:
+        return f"AggFitness({getattr(self.op, '__name__', self.op)!r}, {len(self.fs)} fitnesses)"
+
+
+class GpuFitness(AbstractFitness):
+    """Compute ``f`` with the candidate's model on the current backend's device.
+
+    The model's layer arrays are moved there (``layer.to()``) and, when they were on the host,
+    moved back after, to free device memory between candidates. Data in ``f`` must be on the
+    device too (wrap iterators in GpuIterator). With the NumPy backend this is a pass-through.
+
+        >>> GpuFitness(AccuracyFitness(GpuIterator(valid)))  # doctest: +SKIP
+    """
+
+    def __init__(self, f: Any, move_back: bool = True) -> None:
+        self.f, self.move_back = f, move_back
+
+    def __call__(self, candidate: Any, generation: int | None = None) -> Any:
+        if B.name() == "numpy":
+            return fitness(self.f, candidate, generation)
+        layers = list(_layers(graph(candidate)))
+        on_host = [not _on_device(layer) for layer in layers]
+        for layer in layers:
+            layer.to()
+        try:
+            return fitness(self.f, candidate, generation)
+        finally:
+            if self.move_back:
+                for layer, host in zip(layers, on_host):
+                    if host:
+                        _to_host(layer)
+
+    def __repr__(self) -> str:
+        return f"GpuFitness({self.f!r})"
+
+
+# --------------------------------------------------------------------- helpers
+class _Invalid:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _ncorrect(out: Any, y: Any) -> Any:
+    """Number of correct predictions as a 0-d device array (no host sync)."""
+    xp = B.get_array_module(out)
+    out = xp.asarray(out)
+    labels = xp.asarray(y)
+    if out.ndim == 1:  # a single sample without batch axis
+        out = out[None, :]
+    pred = out.argmax(axis=1)
+    if labels.ndim == 2:
+        labels = labels.argmax(axis=1)
+    return (pred == labels.reshape(pred.shape)).sum()
+
+
+def _finite(x: Any) -> bool:
+    return math.isfinite(float(x))
+
+
+def _layers(model: Any) -> Iterable:
+    from tinyevo.layers.base import Layer
+
+    if isinstance(model, Layer):
+        return [model]
+    fn = getattr(model, "layers", None)
+    return fn() if callable(fn) else []
+
+
+def _on_device(layer: Any) -> bool:
+    return any(B.is_gpu(a) for a in layer.arrays().values())
+
+
+def _to_host(layer: Any) -> None:
+    for d in (layer.params, layer.state, layer.grads):
+        for k, a in d.items():
+            d[k] = B.to_numpy(a)
+    if layer.neuron_value is not None:
+        layer.neuron_value = B.to_numpy(layer.neuron_value)
+    layer._after_resize()
