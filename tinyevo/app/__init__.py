@@ -1,0 +1,36 @@
+"""The application layer: data sets from local files and crash-safe persistence.
+
+Importing it needs only NumPy; optional extras (scikit-learn for the bundled digits) are imported
+when a function needs them.
+
+    >>> from tinyevo.app import load_dataset, write_json
+    >>> (x, y), (x_test, y_test) = load_dataset("digits")
+"""
+
+from tinyevo.app import datasets, io
+from tinyevo.app.datasets import (
+    load_cifar10,
+    load_dataset,
+    load_digits,
+    load_fashion_mnist,
+    load_mnist,
+    load_npz,
+)
+from tinyevo.app.io import (
+    atomic_dir,
+    atomic_open,
+    complete_dir,
+    read_json,
+    read_npz,
+    recover_dir,
+    write_json,
+    write_npz,
+    write_text,
+)
+
+__all__ = [
+    "datasets", "io",
+    "load_dataset", "load_digits", "load_mnist", "load_fashion_mnist", "load_cifar10", "load_npz",
+    "atomic_open", "write_text", "write_json", "read_json", "write_npz", "read_npz",
+    "atomic_dir", "recover_dir", "complete_dir",
+]
