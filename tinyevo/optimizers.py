@@ -1,8 +1,9 @@
 """Optimisers: ``opt.update(model)`` applies one step to every parameter of a layer, a
 ``Sequential`` or a graph from its accumulated ``grads``, then zeroes the gradients.
 
-Each keeps per-parameter state (moments, step counts) keyed by the layer itself; a parameter whose
-shape changed since the last step (an architecture mutation) gets fresh state. ``learning_rate``
+Each keeps per-parameter state (moments, step counts) keyed by the layer itself; a parameter that
+was replaced since the last step (neuron surgery, ``load_arrays``, an architecture mutation: these
+all swap in a new array, whether or not its shape changed) gets fresh state. ``learning_rate``
 is readable and writable, ``reset()`` drops all state.
 
     >>> from tinyevo.layers import Dense
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from tinyevo.backend import get_array_module
 from tinyevo.layers.base import Layer
@@ -61,8 +63,10 @@ class Optimizer:
             for name, p in layer.params.items():
                 g = layer.grads[name]
                 st = states.get(name)
-                if st is None or st["shape"] != p.shape:
-                    st = states[name] = {"shape": p.shape, "t": 0}
+                # Optimisers update in place, so another array object means the layer was resized
+                # or reloaded: its old moments no longer line up with its neurons.
+                if st is None or st["param"] is not p or st["shape"] != p.shape:
+                    st = states[name] = {"param": p, "shape": p.shape, "t": 0}
                 st["t"] += 1
                 self._step(p, g, st)
                 g[...] = 0

@@ -11,10 +11,8 @@ derivative needs it, the pre-activation ``z`` (``None`` for the others, so it is
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
-
-import numpy as np
 
 from tinyevo.backend import get_array_module
 

@@ -11,7 +11,8 @@ never transposes; the values and shapes a caller sees are exactly PyTorch's layo
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -93,7 +94,7 @@ class Layer:
         return int(sum(int(np.prod(a.shape)) for a in self.params.values()))
 
     def zero_grads(self) -> None:
-        for k, g in self.grads.items():
+        for g in self.grads.values():
             g[...] = 0
 
     def arrays(self) -> dict[str, Any]:
@@ -188,7 +189,11 @@ class Layer:
             self.neuron_value = new
 
     def select_in(self, indices: Any, rng: np.random.Generator | None = None) -> None:
-        """Keep input neurons ``indices`` in order; an index of -1 inserts a zero-weight input."""
+        """Keep input neurons ``indices`` in order; an index of -1 inserts a zero-weight input.
+
+        Arrays whose input axis is also their output axis (BatchNorm's) get the neutral values of
+        a new output neuron instead, so a size-invariant layer grows the same from either side.
+        """
         self._select(indices, 1, rng)
 
     def _select(self, indices: Any, which: int, rng: np.random.Generator | None) -> None:
@@ -196,7 +201,8 @@ class Layer:
         if idx.ndim != 1:
             raise ValueError(f"{self!r}: neuron indices must be 1-D, got shape {idx.shape}")
         for name, a in list(self.arrays().items()):
-            axis = self.PARAM_AXES.get(name, (None, None))[which]
+            axes = self.PARAM_AXES.get(name, (None, None))
+            axis = axes[which]
             if axis is None:
                 continue
             size = a.shape[axis]
@@ -209,7 +215,7 @@ class Layer:
             if new_mask.any():
                 shape = list(a.shape)
                 shape[axis] = int(new_mask.sum())
-                if which == 0:
+                if which == 0 or axes[0] == axes[1]:
                     fill = self._new_out_values(name, tuple(shape), axis, B.rng(rng))
                 else:
                     fill = np.zeros(shape, dtype=a.dtype)

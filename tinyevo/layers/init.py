@@ -45,12 +45,15 @@ def initialize(kind: str, shape: tuple[int, ...], rng: np.random.Generator | Non
 def identity_weight(shape: tuple[int, ...]) -> np.ndarray:
     """Identity map: an (out, in) eye for Dense, a Dirac kernel (centre tap 1) for Conv.
 
+    The centre tap is at (k - 1) // 2, where "same" padding puts the output's own input position
+    (for odd k the middle; for even k the left of the two middles, since "same" pads less at the
+    start), so a Conv with "same" padding and this weight is exactly the identity map.
     When out != in the extra outputs are zero (out > in) or the extra inputs are ignored
     (out < in), so the first min(out, in) neurons pass straight through.
     """
     w = np.zeros(shape, dtype=np.float32)
     n = min(shape[0], shape[1])
-    centre = tuple(k // 2 for k in shape[2:])
+    centre = tuple((k - 1) // 2 for k in shape[2:])
     for i in range(n):
         w[(i, i, *centre)] = 1.0
     return w
