@@ -21,6 +21,9 @@ from tinyevo.layers.init import initialize
 
 __all__ = ["Conv", "conv_output_size", "resolve_padding"]
 
+# Bytes of unfolded columns per block: about half a core's L2 cache.
+_CHUNK_BYTES = 1 << 20
+
 
 @register
 class Conv(Layer):
@@ -88,20 +91,30 @@ class Conv(Layer):
         xp = B.get_array_module(x)
         n, cin, cout = x.shape[0], self.nin, self.nout
         geometry = (pads, self.kernel_size, self.stride, self.dilation, out)
+        positions = int(np.prod(out))
         pointwise = (int(np.prod(self.kernel_size)) == 1 and all(s == 1 for s in self.stride)
                      and not any(map(any, pads)))
-        # Data in channels-first memory (a graph input, typically) is unfolded channels-first:
-        # its contiguous runs are image rows, not the (maybe 1 or 3) channels.
-        channels_first = bool(x.flags.c_contiguous) and not pointwise
-        if channels_first:
-            col_t = _im2col_cf(x, *geometry)             # (K, M), K ordered (C, *kernel)
-            wmat = self.params["weight"].reshape(cout, -1)
-            z = col_t.T @ wmat.T                         # (M, Cout)
+        if pointwise:
+            x_in = to_cl(x)
+            unfold = fold = None
+            wmat = self.params["weight"].reshape(cout, cin).T
+        elif x.flags.c_contiguous:
+            # Data in channels-first memory (a graph input, typically) is unfolded channels-
+            # first: its contiguous runs are image rows, not the (maybe 1 or 3) channels.
+            x_in, unfold, fold = x, _im2col_cf, _col2im_cf
+            wmat = self.params["weight"].reshape(cout, -1).T           # (K, Cout), K = (C, *k)
         else:
-            x_cl = to_cl(x)                              # (N, *S, C)
-            col = x_cl.reshape(-1, cin) if pointwise else _im2col(x_cl, *geometry)
-            wmat = self._wmat()                          # (K, Cout), K ordered (*kernel, C)
-            z = col @ wmat                               # (M, Cout)
+            x_in, unfold, fold = to_cl(x), _im2col, _col2im
+            wmat = self._wmat()                                        # (K, Cout), K = (*k, C)
+        # Unfold a few images at a time so each column block stays in cache; the backward pass
+        # unfolds again rather than keeping a (M, K) matrix alive between the passes.
+        per = n if xp is not np else max(1, _CHUNK_BYTES // (wmat.size // cout * positions
+                                                             * x.dtype.itemsize))
+        chunks = [(a, min(a + per, n)) for a in range(0, n, per)]
+        z = xp.empty((n * positions, cout), dtype=x.dtype)
+        for a, b in chunks:
+            col = x_in[a:b].reshape(-1, cin) if pointwise else unfold(x_in[a:b], *geometry)
+            xp.matmul(col, wmat, out=z[a * positions:b * positions])
         if "bias" in self.params:
             zt, bias_t = tiled(z, self.params["bias"])
             zt += bias_t
@@ -114,18 +127,25 @@ class Conv(Layer):
             self._track(y_cl, dy_cl)
             if "bias" in self.params:
                 self.grads["bias"] += colsum(dz)
-            if channels_first:
-                self.grads["weight"] += (dz.T @ col_t.T).reshape(self.params["weight"].shape)
-                if not need_dx:
-                    return None
-                return _col2im_cf(wmat.T @ dz.T, x.shape, *geometry, xp)
-            self.grads["weight"] += _wmat_to_weight(col.T @ dz, cin, self.kernel_size)
-            if not need_dx:
+            dwmat = xp.zeros_like(wmat)
+            dx = xp.empty(x_in.shape, dtype=dz.dtype) if need_dx else None
+            for a, b in chunks:
+                rows = slice(a * positions, b * positions)
+                col = x_in[a:b].reshape(-1, cin) if pointwise else unfold(x_in[a:b], *geometry)
+                dwmat += col.T @ dz[rows]
+                if need_dx:
+                    # Channels-first folding reads (K, M) blocks: produce that layout directly.
+                    dcol = ((wmat @ dz[rows].T).T if fold is _col2im_cf
+                            else dz[rows] @ wmat.T)
+                    dx[a:b] = (dcol.reshape(dx[a:b].shape) if pointwise
+                               else fold(dcol, x_in[a:b].shape, *geometry, xp))
+            if unfold is _im2col:
+                self.grads["weight"] += _wmat_to_weight(dwmat, cin, self.kernel_size)
+            else:
+                self.grads["weight"] += dwmat.T.reshape(self.params["weight"].shape)
+            if dx is None:
                 return None
-            dcol = dz @ wmat.T                           # (M, K)
-            if pointwise:
-                return from_cl(dcol.reshape(x_cl.shape))
-            return from_cl(_col2im(dcol, x_cl.shape, *geometry, xp))
+            return dx if fold is _col2im_cf else from_cl(dx)
 
         return from_cl(y_cl), backprop
 
@@ -264,7 +284,8 @@ def _pad_cf(x: Any, pads: Sequence[tuple[int, int]]) -> Any:
 
 
 def _im2col_cf(x: Any, pads, kernel, stride, dilation, out) -> Any:
-    """(N, C, *S) -> (prod(kernel) * C, N * prod(out)), rows ordered (C, *kernel)."""
+    """(N, C, *S) -> (N * prod(out), prod(kernel) * C) as the transpose of a C-contiguous
+    (K, M) block, columns ordered (C, *kernel): copies run along image rows."""
     xp = B.get_array_module(x)
     xpad = _pad_cf(x, pads)
     n, c = x.shape[:2]
@@ -278,16 +299,17 @@ def _im2col_cf(x: Any, pads, kernel, stride, dilation, out) -> Any:
             col[(slice(None), *offset, slice(a, b))] = src.swapaxes(0, 1)
 
     B.parallel_chunks(unfold, n)
-    return col.reshape(c * int(np.prod(kernel)), n * int(np.prod(out)))
+    return col.reshape(c * int(np.prod(kernel)), n * int(np.prod(out))).T
 
 
-def _col2im_cf(dcol_t: Any, x_shape, pads, kernel, stride, dilation, out, xp) -> Any:
-    """Adjoint of :func:`_im2col_cf`: (K, M) column gradients -> (N, C, *S) input gradient."""
+def _col2im_cf(dcol: Any, x_shape, pads, kernel, stride, dilation, out, xp) -> Any:
+    """Adjoint of :func:`_im2col_cf`: (M, K) column gradients -> (N, C, *S) input gradient."""
     n, c = x_shape[:2]
     spatial = x_shape[2:]
     padded = tuple(s + lo + hi for s, (lo, hi) in zip(spatial, pads))
-    dx = xp.zeros((n, c, *padded), dtype=dcol_t.dtype)
-    dcol = dcol_t.reshape(c, *kernel, n, *out)
+    dx = xp.zeros((n, c, *padded), dtype=dcol.dtype)
+    # (M, K) -> (K, M) -> (C, *kernel, N, *out); a copy, unless dcol came transposed already.
+    dcol = xp.ascontiguousarray(dcol.T).reshape(c, *kernel, n, *out)
     offsets = list(itertools.product(*(range(k) for k in kernel)))
 
     def fold(a: int, b: int) -> None:

@@ -67,14 +67,7 @@ class _Pool(Layer):
         y = xpad[slices[0]].copy()
         argmax = None
         if self.MODE == "max" and train:
-            # Which window offset holds the first maximum, for the backward pass (as PyTorch).
-            code = np.uint8 if len(slices) < 256 else np.int32
-            argmax = xp.zeros(y.shape, dtype=code)
-            for k, sl in enumerate(slices[1:], 1):
-                xs = xpad[sl]
-                # k exceeds every earlier offset, so max(argmax, k * (xs > y)) updates in place.
-                xp.maximum(argmax, (xs > y).astype(code) * code(k), out=argmax)
-                xp.maximum(y, xs, out=y)
+            argmax = _first_argmax(xpad, slices, y)
         elif self.MODE == "max":
             for sl in slices[1:]:
                 xp.maximum(y, xpad[sl], out=y)
@@ -89,15 +82,15 @@ class _Pool(Layer):
         def backprop(dy: Any, need_dx: bool = True) -> Any:
             if not need_dx:
                 return None
-            if argmax is None and self.MODE == "max":
-                raise RuntimeError(f"{self!r}: backprop needs the forward pass run with "
-                                   "train=True")
+            code = argmax
+            if code is None and self.MODE == "max":      # forward ran in inference mode
+                code = _first_argmax(xpad, slices, xpad[slices[0]].copy())
             dy_cl = to_cl(dy)
             alloc = xp.empty if tiling else xp.zeros
             dx = alloc(xpad.shape, dtype=dy_cl.dtype)
             g = dy_cl if self.MODE == "max" else dy_cl * (1.0 / len(slices))
             for k, sl in enumerate(slices):
-                part = g * (argmax == k) if self.MODE == "max" else g
+                part = g * (code == k) if self.MODE == "max" else g
                 if tiling:
                     dx[sl] = part
                 else:
@@ -117,6 +110,20 @@ class _Pool(Layer):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(window={self.window}, stride={self.stride})"
+
+
+def _first_argmax(xpad: Any, slices: list, y: Any) -> Any:
+    """Running max into ``y`` (holding the first window offset's values); returns, per output,
+    the index of the first offset that holds the maximum (as PyTorch routes gradients)."""
+    xp = B.get_array_module(y)
+    code = np.uint8 if len(slices) < 256 else np.int32
+    argmax = xp.zeros(y.shape, dtype=code)
+    for k, sl in enumerate(slices[1:], 1):
+        xs = xpad[sl]
+        # k exceeds every earlier offset, so max(argmax, k * (xs > y)) updates in place.
+        xp.maximum(argmax, (xs > y).astype(code) * code(k), out=argmax)
+        xp.maximum(y, xs, out=y)
+    return argmax
 
 
 @register
