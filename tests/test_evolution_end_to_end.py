@@ -149,12 +149,12 @@ def test_guard_in_a_population_invalidates_only_the_broken(caplog):
     x, y = _blobs(96, rng)
     train = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 96, 16)]
     f = TrainThenFitness(train, logit_cross_entropy, Adam(0.01), AccuracyFitness([(x, y)]),
-                         invalidfitness=0.0, time_limit=0.1)
+                         invalidfitness=0.0, time_limit=0.25)
     good = [random_model() for _ in range(2)]
     alone = [fitness(f, CandidateModel(copy.deepcopy(m))) for m in good]
     diverging = CandidateOptModel(SGD(1e30), Sequential(Dense(5, 8, "relu"), Dense(8, 3)))
     raising = CandidateModel(Sequential(Dense(4, 3)))  # expects 4 features, gets 5
-    slow = CandidateModel(_Slow(Sequential(Dense(5, 3)), 0.03))
+    slow = CandidateModel(_Slow(Sequential(Dense(5, 3)), 0.3))  # over budget at once
     members = [CandidateModel(good[0]), diverging, raising, slow, CandidateModel(good[1])]
     strategy = CombinedEvolution(EliteSelection(2),
                                  SusSelection(3, EvolveCandidates(evolve_model(Perturb()))))

@@ -206,10 +206,10 @@ def test_guard_nan_raise_and_timeout_give_invalid_fitness_and_log(caplog):
     x, y = _classification(64)
     data = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
     f = TrainThenFitness(data, logit_cross_entropy, Adam(0.01), AccuracyFitness(data),
-                         invalidfitness=-1.0, time_limit=0.05)
+                         invalidfitness=-1.0, time_limit=0.25)
     diverging = CandidateOptModel(SGD(1e30), Sequential(Dense(4, 8, "relu"), Dense(8, 2)))
     raising = CandidateModel(Sequential(Dense(7, 2)))  # wrong input size: the layer raises
-    slow = CandidateModel(_Slow(Sequential(Dense(4, 2)), 0.03))
+    slow = CandidateModel(_Slow(Sequential(Dense(4, 2)), 0.3))
     with caplog.at_level(logging.WARNING, logger="tinyevo"):
         assert fitness(f, diverging) == -1.0
         assert fitness(f, raising) == -1.0

@@ -63,26 +63,26 @@ def test_seed_iterator_examples():
 
 
 def test_seed_timed_iterator_example():
-    timediter = TimedIterator(timelimit=0.02, patience=4,
+    timediter = TimedIterator(timelimit=0.05, patience=4,
                               timeoutaction=lambda: TimedIteratorStop,
                               accumulate_timeouts=False, base=range(1, 101))
     last = 0
     for i in timediter:
         last = i
         if i > 2:
-            time.sleep(0.03)
+            time.sleep(0.08)
     assert last == 6  # slow after 2, then 4 patience
 
 
 def test_timed_iterator_accumulates_and_continues_after_action():
     actions = []
-    timed = TimedIterator(0.02, 2, base=range(8), timeoutaction=lambda: actions.append(1),
+    timed = TimedIterator(0.05, 2, base=range(8), timeoutaction=lambda: actions.append(1),
                           accumulate_timeouts=True)
     out = []
     for i in timed:
         out.append(i)
         if i in (1, 4):  # two separated slow items: only counted when accumulating
-            time.sleep(0.03)
+            time.sleep(0.08)
     assert out == list(range(8)) and actions == [1]
 
 
