@@ -46,6 +46,26 @@ from tinyevo.evolution import (  # also binds tinyevo.evolution; graph/opt/lossf
     new_candidate,
     onehot,
 )
+from tinyevo.graph import (  # the mutable graph; tinyevo.graph is the package
+    CompGraph,
+    Vertex,
+    add,
+    add_edge,
+    change_kernel_size,
+    change_nout,
+    concat,
+    copy,
+    input_vertex,
+    insert_after,
+    mul,
+    neuron_value,
+    remove_edge,
+    remove_vertex,
+    select_neurons,
+    set_activation,
+    track_values,
+    vertex,
+)
 
 __version__ = "0.1.0"
 
@@ -61,4 +81,9 @@ __all__ += [
     "ShuffleCandidates", "evolve_model", "BatchIterator", "ShuffleIterator", "MapIterator",
     "ZipIterator", "GpuIterator", "RepeatPartitionIterator", "StatefulGenerationIter",
     "TimedIterator", "TimedIteratorStop", "itergeneration", "onehot",
+]
+__all__ += [
+    "graph", "CompGraph", "Vertex", "input_vertex", "vertex", "concat", "add", "mul", "copy",
+    "change_nout", "select_neurons", "insert_after", "remove_vertex", "add_edge", "remove_edge",
+    "change_kernel_size", "set_activation", "neuron_value", "track_values",
 ]
