@@ -45,10 +45,12 @@ class CompGraph:
                                  f"{v!r}")
         if len(set(map(id, self._inputs))) != len(self._inputs):
             raise ValueError("CompGraph inputs must be distinct vertices")
-        for v in self._outputs:
-            v._is_output = True
         self._cache: tuple | None = None
-        self._plan()
+        for v in self._outputs:
+            v._successor = None
+        outs = set(self._outputs)
+        for v in self._plan()[0]:                      # a vertex belongs to the newest graph
+            v._is_output = v in outs
         problem = check_sizes(self.vertices)
         if problem:
             raise ValueError(f"CompGraph: {problem}")
