@@ -50,6 +50,29 @@ from tinyevo.evolution.iterators import (
     itergeneration,
     onehot,
 )
+from tinyevo.evolution.mutation import (
+    AbstractMutation,
+    ActivationFunctionMutation,
+    AddEdgeMutation,
+    AddVertexMutation,
+    HighUtilityMutationProbability,
+    KernelSizeMutation,
+    LearningRateMutation,
+    LogMutation,
+    LowUtilityMutationProbability,
+    MutationChain,
+    MutationFilter,
+    MutationProbability,
+    NeuronSelectMutation,
+    NoutMutation,
+    OptimizerMutation,
+    PostMutation,
+    RemoveEdgeMutation,
+    RemoveVertexMutation,
+    VertexMutation,
+    WeightedMutationProbability,
+    neuronselect,
+)
 from tinyevo.evolution.population import Population, evaluate_candidate
 from tinyevo.evolution.strategies import (
     AbstractEvolution,
@@ -84,4 +107,11 @@ __all__ = [
     "BatchIterator", "ShuffleIterator", "MapIterator", "ZipIterator", "GpuIterator",
     "RepeatPartitionIterator", "StatefulGenerationIter", "TimedIterator", "TimedIteratorStop",
     "itergeneration", "onehot",
+    # mutation
+    "AbstractMutation", "ActivationFunctionMutation", "AddEdgeMutation", "AddVertexMutation",
+    "HighUtilityMutationProbability", "KernelSizeMutation", "LearningRateMutation", "LogMutation",
+    "LowUtilityMutationProbability", "MutationChain", "MutationFilter", "MutationProbability",
+    "NeuronSelectMutation", "NoutMutation", "OptimizerMutation", "PostMutation",
+    "RemoveEdgeMutation", "RemoveVertexMutation", "VertexMutation", "WeightedMutationProbability",
+    "neuronselect",
 ]
