@@ -68,11 +68,23 @@ class AbstractLayerSpace:
     sets_size = False
     """True for spaces whose layers choose their own output size (Dense, Conv)."""
 
-    def __call__(self, insize: int, rng: Rng = None, *, outsize: int | None = None,
+    def __call__(self, insize: int | Vertex, rng: Rng = None, *, outsize: int | None = None,
                  weightinit: WeightInit | None = None) -> Layer:
+        """A layer for ``insize`` inputs; given a vertex instead, a new vertex reading it (as
+        ``VertexSpace(space)(vertex, ...)``)."""
+        if isinstance(insize, Vertex):
+            return VertexSpace(self)(insize, rng, outsize=outsize, weightinit=weightinit)
+        _check_insize(insize, self)
+        if outsize is not None:
+            outsize = _check_outsize(outsize, self)
+        return self._layer(insize, B.rng(rng), outsize, weightinit or DefaultWeightInit())
+
+    def _layer(self, insize: int, gen: np.random.Generator, outsize: int | None,
+               wi: WeightInit) -> Layer:
         raise NotImplementedError
 
     def accepts(self, kind: str) -> bool:
+        """True when the space's layers can read ``kind`` data."""
         return kind in self.kinds
 
 
@@ -90,12 +102,9 @@ class DenseSpace(AbstractLayerSpace):
         self.outsizes = _size_space(outsizes, "DenseSpace outsizes")
         self.activations = _activation_space(activations, "DenseSpace")
 
-    def __call__(self, insize: int, rng: Rng = None, *, outsize: int | None = None,
-                 weightinit: WeightInit | None = None) -> Dense:
-        gen = B.rng(rng)
-        _check_insize(insize, self)
-        wi = weightinit or DefaultWeightInit()
-        nout = self.outsizes(gen) if outsize is None else _check_outsize(outsize, self)
+    def _layer(self, insize: int, gen: np.random.Generator, outsize: int | None,
+               wi: WeightInit) -> Dense:
+        nout = self.outsizes(gen) if outsize is None else outsize
         act = wi.layer_activation(self.activations(gen))
         layer = Dense(insize, nout, act, init=_layer_init(wi), rng=gen)
         _finish_init(layer, wi)
@@ -131,12 +140,9 @@ class ConvSpace(AbstractLayerSpace):
         self.dilations = _size_space(dilations, "ConvSpace dilations", self.ndim, coupled=True)
         self.padding = padding
 
-    def __call__(self, insize: int, rng: Rng = None, *, outsize: int | None = None,
-                 weightinit: WeightInit | None = None) -> Conv:
-        gen = B.rng(rng)
-        _check_insize(insize, self)
-        wi = weightinit or DefaultWeightInit()
-        nout = self.outsizes(gen) if outsize is None else _check_outsize(outsize, self)
+    def _layer(self, insize: int, gen: np.random.Generator, outsize: int | None,
+               wi: WeightInit) -> Conv:
+        nout = self.outsizes(gen) if outsize is None else outsize
         kernel = _tuple(self.kernelsizes(gen), self.ndim)
         stride = _tuple(self.strides(gen), self.ndim)
         dilation = _tuple(self.dilations(gen), self.ndim)
@@ -163,11 +169,8 @@ class BatchNormSpace(AbstractLayerSpace):
     def __init__(self, activations: Any = "identity") -> None:
         self.activations = _activation_space(activations, "BatchNormSpace")
 
-    def __call__(self, insize: int, rng: Rng = None, *, outsize: int | None = None,
-                 weightinit: WeightInit | None = None) -> BatchNorm:
-        gen = B.rng(rng)
-        _check_insize(insize, self)
-        wi = weightinit or DefaultWeightInit()
+    def _layer(self, insize: int, gen: np.random.Generator, outsize: int | None,
+               wi: WeightInit) -> BatchNorm:
         layer = BatchNorm(insize, wi.layer_activation(self.activations(gen)))
         if wi.identity:                      # exact identity in inference: x / sqrt(1 + eps)
             layer.params["weight"][...] = math.sqrt(1.0 + layer.eps)
@@ -215,10 +218,8 @@ class PoolSpace(AbstractLayerSpace):
             raise ValueError(f"PoolSpace padding must be 'same' or 0, got {padding!r}")
         self.padding = padding
 
-    def __call__(self, insize: int, rng: Rng = None, *, outsize: int | None = None,
-                 weightinit: WeightInit | None = None) -> MaxPool | MeanPool:
-        gen = B.rng(rng)
-        _check_insize(insize, self)
+    def _layer(self, insize: int, gen: np.random.Generator, outsize: int | None,
+               wi: WeightInit) -> MaxPool | MeanPool:
         window = _tuple(self.windowsizes(gen), self.ndim)
         stride = window if self.strides is None else _tuple(self.strides(gen), self.ndim)
         cls = MaxPool if self.poolfuns(gen) == "max" else MeanPool
