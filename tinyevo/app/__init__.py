@@ -8,6 +8,14 @@ when a function needs them.
 """
 
 from tinyevo.app import datasets, io
+from tinyevo.app.callbacks import (
+    CbAll,
+    MultiPlot,
+    PlotFitness,
+    ScatterOpt,
+    ScatterPop,
+    history,
+)
 from tinyevo.app.datasets import (
     load_cifar10,
     load_dataset,
@@ -33,4 +41,5 @@ __all__ = [
     "load_dataset", "load_digits", "load_mnist", "load_fashion_mnist", "load_cifar10", "load_npz",
     "atomic_open", "write_text", "write_json", "read_json", "write_npz", "read_npz",
     "atomic_dir", "recover_dir", "complete_dir",
+    "PlotFitness", "ScatterPop", "ScatterOpt", "MultiPlot", "CbAll", "history",
 ]
