@@ -288,3 +288,13 @@ def test_shield_rejects_junk():
         te.MutationShield(allow=(3,))
     with pytest.raises(TypeError):
         te.VertexSpace(te.DenseSpace(3), shielded="yes")
+
+
+def test_without_a_prefix_the_graph_numbers_vertices():
+    inp = te.input_vertex("in", 4, "dense")
+    space = te.ArchSpaceChain(te.ForkArchSpace(te.DenseSpace(3), 2), te.DenseSpace(2),
+                              te.VertexSpace(te.DenseSpace(2), name="out"))
+    g = te.CompGraph(inp, space(inp))
+    names = [v.name for v in g.vertices]
+    assert len(set(names)) == len(names) and names[-1] == "out"
+    assert all(n.split("_")[0] in ("in", "dense", "concat", "out") for n in names)

@@ -306,7 +306,7 @@ class VertexSpace(AbstractArchSpace):
                              + ("; put GlobalPoolSpace() before dense layers"
                                 if ls.kinds == ("dense",) else ""))
         layer = ls(inp.nout, ctx.rng, outsize=outsize if ls.sets_size else None, weightinit=wi)
-        v = ctx.vertex(layer, inp, _join(name, self.name), self.shielded)
+        v = ctx.vertex(layer, inp, _name(name, self.name), self.shielded)
         return v, (wi.after_absorb() if ls.sets_size else wi)
 
     def __repr__(self) -> str:
@@ -530,7 +530,7 @@ class GlobalPoolSpace(AbstractArchSpace):
             raise SpaceError(f"GlobalPoolSpace needs conv1d or conv2d data, but {inp.name!r} "
                              "outputs dense data (already pooled or flat)")
         layer = GlobalPool(self.poolfuns(ctx.rng))
-        return ctx.vertex(layer, inp, _join(name, "globpool") if name else None,
+        return ctx.vertex(layer, inp, _join(name, "globpool"),
                           self.shielded), wi
 
     def __repr__(self) -> str:
@@ -706,7 +706,13 @@ def _split(total: int, n: int) -> list[int]:
     return out
 
 
-def _join(prefix: str | None, part: str | None) -> str | None:
-    if prefix is None:
-        return part
-    return prefix if part is None else f"{prefix}.{part}"
+def _join(prefix: str | None, part: str) -> str | None:
+    """The name prefix of a child space; None (the graph numbers vertices) without a prefix."""
+    return None if prefix is None else f"{prefix}.{part}"
+
+
+def _name(prefix: str | None, own: str | None) -> str | None:
+    """A VertexSpace's vertex name: its own name appended to the prefix, or either alone."""
+    if prefix is None or own is None:
+        return own if prefix is None else prefix
+    return f"{prefix}.{own}"
