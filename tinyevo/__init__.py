@@ -2,6 +2,8 @@
 
 from tinyevo import backend, layers, losses, optimizers
 from tinyevo.app.datasets import load_dataset, load_digits  # numpy only at import
+from tinyevo.app.export_onnx import export_onnx  # imports onnx only when called
+from tinyevo.app.model_io import load_model, save_model
 from tinyevo.backend import seed
 from tinyevo.evolution import (  # also binds tinyevo.evolution; graph/opt/lossfun stay there
     AbstractCandidate,
@@ -124,6 +126,7 @@ __version__ = "0.1.0"
 
 __all__ = ["backend", "layers", "losses", "optimizers", "seed", "__version__"]
 __all__ += ["load_dataset", "load_digits"]
+__all__ += ["save_model", "load_model", "export_onnx"]
 __all__ += [
     "evolution", "AbstractCandidate", "CandidateModel", "CandidateOptModel", "FittedCandidate",
     "new_candidate", "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness",

@@ -24,6 +24,7 @@ from tinyevo.app.datasets import (
     load_mnist,
     load_npz,
 )
+from tinyevo.app.export_onnx import export_onnx  # imports onnx only when called
 from tinyevo.app.io import (
     atomic_dir,
     atomic_open,
@@ -35,6 +36,7 @@ from tinyevo.app.io import (
     write_npz,
     write_text,
 )
+from tinyevo.app.model_io import load_model, save_model
 
 __all__ = [
     "datasets", "io",
@@ -43,3 +45,4 @@ __all__ = [
     "atomic_dir", "recover_dir", "complete_dir",
     "PlotFitness", "ScatterPop", "ScatterOpt", "MultiPlot", "CbAll", "history",
 ]
+__all__ += ["save_model", "load_model", "export_onnx"]
