@@ -408,7 +408,7 @@ class ForkArchSpace(AbstractArchSpace):
         offset = 0
         after = wi
         for i, size in enumerate(sizes, 1):
-            pwi = PartialIdentityWeightInit(offset, wi.activation) if wi.identity else wi
+            pwi = wi.at_offset(offset) if wi.identity else wi
             mark = len(ctx.made)
             out, after = self.space._build(inp, ctx, size, pwi,
                                            _join(name, f"path{i}") if n > 1 else name)
@@ -435,7 +435,9 @@ class ResidualArchSpace(AbstractArchSpace):
     init the last layer of the branch is zeroed (instead of the seed's 0.5 scaling, which needs a
     scaling vertex), so the block starts as the identity: ``x + 0``. If the branch cannot be
     added to its input (it changed the spatial size with a stride, or its size or kind) the
-    block falls back to the plain branch, without the skip connection.
+    block falls back to the plain branch, without the skip connection; so it does with an
+    identity init when no layer with parameters ends the branch (a pooling-only branch, or one
+    ending in another residual), since the branch is then already the identity.
     """
 
     def __init__(self, space: Any) -> None:
@@ -448,8 +450,8 @@ class ResidualArchSpace(AbstractArchSpace):
         if (branch.kind != inp.kind or branch.nout != inp.nout
                 or any(s != 1 for s in _stride(branch, inp))):
             return branch, wi
-        if wi.identity:
-            _zero_output(branch, inp)
+        if wi.identity and not _zero_output(branch, inp):
+            return branch, wi                # x + branch(x) would be 2x: keep the plain branch
         return ctx.merge(add, [inp, branch], _join(name, "add")), wi
 
     def __repr__(self) -> str:
@@ -607,26 +609,40 @@ def _stride(out: Vertex, inp: Vertex) -> tuple[int, ...]:
     return total or (1,)
 
 
-def _zero_output(v: Vertex, stop: Vertex) -> bool:
-    """Make ``v`` output zeros by zeroing the last layers with parameters before it."""
+def _zero_output(v: Vertex, stop: Vertex, apply: bool = True) -> bool:
+    """Make ``v`` output zeros by zeroing the last layers with parameters before it.
+
+    Returns False, changing nothing, where that is impossible (a path reaches ``stop`` through
+    parameter-free vertices, or an add of ``stop``). ``apply=False`` only checks.
+    """
     if v is stop or v.is_input:
         return False
     if v.op == "layer":
         layer = v.layer
         if layer.SIZE_TRAIT == "absorb":
-            for a in layer.params.values():
-                a[...] = 0.0
+            if apply:
+                for a in layer.params.values():
+                    a[...] = 0.0
             return True
-        if _zero_output(v._inputs[0], stop):
-            return True
+        if _zero_output(v._inputs[0], stop, apply=False):
+            return _zero_output(v._inputs[0], stop, apply)
         if "weight" in layer.params and "bias" in layer.params:   # BatchNorm: gamma = beta = 0
-            layer.params["weight"][...] = 0.0
-            layer.params["bias"][...] = 0.0
+            if apply:
+                layer.params["weight"][...] = 0.0
+                layer.params["bias"][...] = 0.0
             return True
         return False
     if v.op == "mul":
-        return any(_zero_output(u, stop) for u in v._inputs)
-    return all([_zero_output(u, stop) for u in v._inputs])
+        for u in v._inputs:
+            if _zero_output(u, stop, apply=False):
+                return _zero_output(u, stop, apply)
+        return False
+    if not all(_zero_output(u, stop, apply=False) for u in v._inputs):
+        return False
+    if apply:
+        for u in v._inputs:
+            _zero_output(u, stop)
+    return True
 
 
 def _layer_init(wi: WeightInit) -> str:

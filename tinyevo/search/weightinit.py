@@ -78,6 +78,10 @@ class IdentityWeightInit(WeightInit):
             _activations.get(activation)
         self.activation = activation
 
+    def at_offset(self, offset: int) -> PartialIdentityWeightInit:
+        """The partial identity for a fork path whose channels start ``offset`` further on."""
+        return PartialIdentityWeightInit(getattr(self, "offset", 0) + offset, self.activation)
+
 
 class PartialIdentityWeightInit(IdentityWeightInit):
     """An identity that passes input channels ``offset .. offset + nout - 1`` through.
