@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse.csgraph import connected_components
 
 from tinyevo.graph.vertex import Vertex
 
@@ -40,6 +41,9 @@ ValueFn = Callable[[Vertex], Any]
 TIME_LIMIT = 10.0          # seconds per MILP; a feasible incumbent is accepted at the limit
 _VALUE_TOP = 100.0         # values are rescaled so the largest |value| is this
 _VALUE_FLOOR = 1e-2        # ... and non-zero |value| at least this
+# HiGHS's presolve buys nothing on these small models and, on a few, makes HiGHS print a stray
+# "transformNewIntegerFeasibleSolution" line to stdout; the models are solved without it.
+PRESOLVE = False
 
 
 @dataclass
@@ -241,18 +245,60 @@ def _fast_path(comp, spaces, sources, targets, value_fn, pins):
 def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins, equal):
     nvar_s = sum(n for _, _, n in sources)
     values = _values(comp, spaces, value_fn, pins)
-    nodes = {v: i for i, v in enumerate(comp)}
     cur = {v: v.nout for v in comp}
     grow = any(t > v.nout_org for v, t in targets.items()) or bool(equal) or any(
         p.new.any() for p in pins.values())
-    cap = {v: (max(10 * n, 200) if grow else 0) for v, _, n in sources}
 
-    # Variables: s (nvar_s) | n (nvar_s) | d_v per vertex | m | relaxed: e_v, b_v per request.
+    # Neurons that elementwise vertices tie together are one variable (a class), not an
+    # equality row: a residual trunk collapses to one class per channel.
+    if eq_pairs:
+        a = np.concatenate([p[0] for p in eq_pairs])
+        b = np.concatenate([p[1] for p in eq_pairs])
+        graph = sparse.coo_array((np.ones(len(a)), (a, b)), shape=(nvar_s, nvar_s))
+        ncls, label = connected_components(graph, directed=False)
+    else:
+        ncls, label = nvar_s, np.arange(nvar_s)
+    s_lb, s_ub = np.zeros(ncls), np.ones(ncls)
+    n_lb, n_ub = np.zeros(ncls), np.full(ncls, np.inf)
+    insertable = np.zeros(ncls, dtype=bool)
+    for v, off, n in sources:
+        cls = label[off:off + n]
+        if v in pins:
+            keep, new = pins[v].keep.astype(float), pins[v].new.astype(float)
+        elif v.op == "input":
+            keep, new = np.ones(n), np.zeros(n)
+        else:
+            # New neurons go at the end of a block (and where other blocks' ends are tied).
+            insertable[cls[-1]] = True
+            np.minimum.at(n_ub, cls[-1:], max(10 * n, 200) if grow else 0)
+            continue
+        np.maximum.at(s_lb, cls, keep)
+        np.minimum.at(s_ub, cls, keep)
+        np.maximum.at(n_lb, cls, new)
+        np.minimum.at(n_ub, cls, new)
+    if (s_lb > s_ub).any() or (n_lb > n_ub).any():
+        return None
+    has_n = insertable | (n_lb > 0)
+    n_index = np.full(ncls, -1)
+    n_index[has_n] = ncls + np.arange(int(has_n.sum()))
+    nvar_n = int(has_n.sum())
+
+    # Variables: s (ncls) | n (nvar_n) | z per distinct index space (a size) | d_v per vertex
+    # (deviation from the wanted size) | m (the largest weighted deviation) | relaxed: e_v, b_v.
+    group_of: dict[int, int] = {}
+    zgroup = {}
+    for v in comp:
+        zgroup[v] = group_of.setdefault(id(spaces[v]), len(group_of))
+    ngroups = len(group_of)
+    rep = {}
+    for v in comp:
+        rep.setdefault(zgroup[v], v)
     relaxed_list = [v for v in comp if v in relaxed_set]
-    nv = len(comp)
+    valued = [v for v in comp if v in values and len(values[v])]
     n_rel = len(relaxed_list)
-    i_d = 2 * nvar_s
-    i_m = i_d + nv
+    i_z = ncls + nvar_n
+    i_d = i_z + ngroups
+    i_m = i_d + len(valued)
     i_e = i_m + 1
     i_b = i_e + n_rel
     nvar = i_b + n_rel
@@ -261,25 +307,15 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
     lb = np.zeros(nvar)
     ub = np.full(nvar, np.inf)
     integrality = np.zeros(nvar)
-    integrality[:2 * nvar_s] = 1
+    integrality[:ncls + nvar_n] = 1
     integrality[i_b:] = 1
-    ub[:nvar_s] = 1
+    lb[:ncls], ub[:ncls] = s_lb, s_ub
+    lb[ncls:i_z], ub[ncls:i_z] = n_lb[has_n], n_ub[has_n]
+    lb[i_z:i_d] = 1                                     # every vertex keeps a neuron
     ub[i_b:] = 1
-    for v, off, n in sources:
-        sl, nl = slice(off, off + n), slice(nvar_s + off, nvar_s + off + n)
-        if v in pins:
-            lb[sl] = ub[sl] = pins[v].keep
-            lb[nl] = ub[nl] = pins[v].new
-        elif v.op == "input":
-            lb[sl] = ub[sl] = 1
-            ub[nl] = 0
-        else:
-            ub[nl] = cap[v]
-            # New neurons go last: a tiny cost that falls along the block.
-            c[nl] += 1e-4 * (1.0 + (n - 1 - np.arange(n)) / max(n, 1))
-
+    c[ncls:i_z] = 1e-4                                  # no gratuitous new neurons
     for v, u in values.items():
-        np.subtract.at(c, spaces[v], u)
+        np.subtract.at(c, label[spaces[v]], u)
 
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
@@ -288,73 +324,84 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
     rhi: list[float] = []
 
     def row(idx, coef, lo, hi):
-        r = len(rlo)
-        rows.append(np.full(len(idx), r))
+        rows.append(np.full(len(idx), len(rlo)))
         cols.append(np.asarray(idx))
         vals.append(np.asarray(coef, dtype=float))
         rlo.append(lo)
         rhi.append(hi)
 
-    def size_terms(v):
-        sp = spaces[v]
-        return np.concatenate([sp, sp + nvar_s]), np.ones(2 * len(sp))
-
-    big = float(sum(cap.values()) + nvar_s + 1)
-    weight_relaxed = 10.0 * (sum(np.abs(u).sum() for u in values.values()) + 1.0) + 1e3
+    for g, v in rep.items():                            # z_g = sum(s) + sum(n) of its space
+        cls = label[spaces[v]]
+        ni = n_index[cls]
+        ni = ni[ni >= 0]
+        idx = np.concatenate([cls, ni, [i_z + g]])
+        coef = np.ones(len(idx))
+        coef[-1] = -1.0
+        row(idx, coef, 0, 0)
     for v in comp:
-        idx, coef = size_terms(v)
-        t_req = targets.get(v)
-        if t_req is not None and v not in relaxed_set:
-            row(idx, coef, t_req, t_req)
-        else:
-            row(idx, coef, 1, np.inf)
+        t = targets.get(v)
+        if t is not None and v not in relaxed_set:
+            z = i_z + zgroup[v]
+            lb[z] = max(lb[z], t)
+            ub[z] = min(ub[z], t)
+    if (lb > ub).any():
+        return None
+    for k, v in enumerate(valued):
         # Deviation from the wanted size, relative, weighted by the vertex's largest value.
-        u = values.get(v)
-        want = t_req if t_req is not None else cur[v]
-        if u is not None and len(u):
-            scale = np.abs(u).max()
-            t = max(1, want - int((u < 0).sum()))
-            j = i_d + nodes[v]
-            row(np.append(idx, j), np.append(coef, -1.0), -np.inf, t)      # size - d <= t
-            row(np.append(idx, j), np.append(coef, 1.0), t, np.inf)        # size + d >= t
-            c[j] += 0.1 * scale / t
-            row(np.array([j, i_m]), np.array([scale / t, -1.0]), -np.inf, 0)
+        u = values[v]
+        want = targets.get(v, cur[v])
+        scale = np.abs(u).max()
+        t = max(1, want - int((u < 0).sum()))
+        z, j = i_z + zgroup[v], i_d + k
+        row(np.array([z, j]), np.array([1.0, -1.0]), -np.inf, t)             # z - d <= t
+        row(np.array([z, j]), np.array([1.0, 1.0]), t, np.inf)               # z + d >= t
+        c[j] += 0.1 * scale / t
+        row(np.array([j, i_m]), np.array([scale / t, -1.0]), -np.inf, 0)
     c[i_m] += 0.8
+    big = float(np.where(has_n, np.minimum(n_ub, 1e6), 0).sum() + nvar_s + 1)
+    weight_relaxed = 10.0 * (sum(np.abs(u).sum() for u in values.values()) + 1.0) + 1e3
     for k, v in enumerate(relaxed_list):
-        idx, coef = size_terms(v)
-        e, b = i_e + k, i_b + k
+        z, e, b = i_z + zgroup[v], i_e + k, i_b + k
         t = targets[v]
-        row(np.append(idx, e), np.append(coef, -1.0), -np.inf, t)
-        row(np.append(idx, e), np.append(coef, 1.0), t, np.inf)
+        row(np.array([z, e]), np.array([1.0, -1.0]), -np.inf, t)
+        row(np.array([z, e]), np.array([1.0, 1.0]), t, np.inf)
         c[e] += weight_relaxed
-        # Change by at least one: size >= cur + 1 - M b  and  size <= cur - 1 + M (1 - b).
-        row(np.append(idx, b), np.append(coef, big), cur[v] + 1, np.inf)
-        row(np.append(idx, b), np.append(coef, big), -np.inf, cur[v] - 1 + big)
-    for a, b in eq_pairs:
-        for off in (0, nvar_s):
-            k = np.arange(len(a))
-            r0 = len(rlo)
-            rows.append(np.repeat(r0 + k, 2))
-            cols.append(np.stack([a + off, b + off], axis=1).reshape(-1))
-            vals.append(np.tile([1.0, -1.0], len(a)))
-            rlo.extend([0.0] * len(a))
-            rhi.extend([0.0] * len(a))
+        # Change by at least one: z >= cur + 1 - M b  and  z <= cur - 1 + M (1 - b).
+        row(np.array([z, b]), np.array([1.0, big]), cur[v] + 1, np.inf)
+        row(np.array([z, b]), np.array([1.0, big]), -np.inf, cur[v] - 1 + big)
     for a, b in equal:
-        ia, ca = size_terms(a)
-        ib, cb = size_terms(b)
-        row(np.concatenate([ia, ib]), np.concatenate([ca, -cb]), 0, 0)
+        za, zb = i_z + zgroup[a], i_z + zgroup[b]
+        if za != zb:
+            row(np.array([za, zb]), np.array([1.0, -1.0]), 0, 0)
 
     A = sparse.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                          shape=(len(rlo), nvar))
-    res = milp(c, integrality=integrality, bounds=Bounds(lb, ub),
-               constraints=LinearConstraint(A, np.array(rlo), np.array(rhi)),
-               options={"time_limit": TIME_LIMIT, "disp": False, "mip_rel_gap": 1e-6})
+    x = _solve(c, integrality, Bounds(lb, ub), LinearConstraint(A, np.array(rlo), np.array(rhi)))
+    if x is None:
+        return None
+    keep = x[:ncls].astype(bool)[label]
+    new = np.where(n_index >= 0, x[np.maximum(n_index, 0)], 0)[label]
+    return {v: _indices(keep[spaces[v]], new[spaces[v]]) for v in comp}
+
+
+def _solve(c, integrality, bounds, constraints) -> np.ndarray | None:
+    """The LP relaxation first: these models are nearly totally unimodular, so its optimum is
+    usually integral, hence optimal, at a fraction of the branch-and-bound cost."""
+    options = {"time_limit": TIME_LIMIT, "disp": False, "presolve": PRESOLVE}
+    lp = milp(c, integrality=np.zeros_like(integrality), bounds=bounds,
+              constraints=constraints, options=options)
+    if lp.x is None:
+        logger.debug("neuron selection LP: %s", lp.message)
+        return None
+    ints = integrality.astype(bool)
+    if np.abs(lp.x[ints] - np.round(lp.x[ints])).max(initial=0.0) < 1e-7:
+        return np.round(lp.x).astype(np.int64)
+    res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints,
+               options={**options, "mip_rel_gap": 1e-6})
     if res.x is None:
         logger.debug("neuron selection MILP: %s", res.message)
         return None
-    x = np.round(res.x).astype(np.int64)
-    s, n = x[:nvar_s].astype(bool), x[nvar_s:2 * nvar_s]
-    return {v: _indices(s[spaces[v]], n[spaces[v]]) for v in comp}
+    return np.round(res.x).astype(np.int64)
 
 
 def _indices(keep: np.ndarray, new: np.ndarray) -> np.ndarray:
