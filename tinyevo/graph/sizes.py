@@ -8,14 +8,18 @@ index space: their nout is free of their nin. All tied vertices are solved toget
 Formulation (per *source* of an index space, i.e. a graph input, an absorbing vertex, or a pinned
 vertex, with L current neurons): binaries ``s[i]`` (keep neuron i) and integers ``n[i]`` (insert
 that many new neurons after position i). A tied vertex's neurons are its source's (invariant) or
-the concatenation of its inputs' (concat), so its variables *are* theirs; elementwise vertices with
-inputs from different sources add equality rows. ``nout_v = sum(s) + sum(n)`` over its variables.
+the concatenation of its inputs' (concat), so its variables *are* theirs; neurons that an
+elementwise vertex ties across sources are merged into one variable (the seed adds equality rows;
+merging makes a residual trunk one variable per channel). New neurons are allowed only at the end
+of a source's block and wherever that end is tied to (the seed allows any position and pushes them
+to the end with a small cost, which comes to the same). ``nout_v = sum(s) + sum(n)``.
 Objective (maximised): the total value of kept neurons minus ``0.1 * sum_v c_v |nout_v - t_v| /
-t_v`` and ``0.8 * max_v`` of the same, minus a tiny cost that pushes new neurons to the end.
-Exact mode requires ``nout_v == target`` for requested vertices; relaxed mode penalises the
-distance heavily and only requires that each requested vertex changes by at least one.
-``scipy.optimize.milp`` (HiGHS) solves it; a fast path handles the common case of a single source
-without the solver.
+t_v`` and ``0.8 * max_v`` of the same (``c_v`` the vertex's largest value, ``t_v`` its wanted
+size less its negative-valued neurons), minus a tiny cost per new neuron. Exact mode requires
+``nout_v == target`` for requested vertices; relaxed mode penalises the distance heavily and only
+requires that each requested vertex changes by at least one. ``scipy.optimize.milp`` (HiGHS)
+solves it, the LP relaxation first (usually integral already); a fast path handles the common
+case of a single source without the solver.
 """
 
 from __future__ import annotations
