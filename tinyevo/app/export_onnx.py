@@ -236,7 +236,7 @@ def _emit_layer(b: _Builder, layer: Layer, x: _Value, stem: str) -> _Value:
         ranks = (layer.ndim + 2,) if layer.ndim else (3, 4)
         _need_rank(x, ranks, layer, stem)
         nd = x.rank - 2
-        window, stride, padding = layer._geometry(nd)
+        window, stride, padding = layer.geometry(nd)
         mean = isinstance(layer, MeanPool)
         source, attrs, spatial = _window(b, x, padding, window, stride, (1,) * nd, stem,
                                          0.0 if mean else -np.inf)

@@ -12,7 +12,14 @@ import numpy as np
 from tinyevo import backend as B
 from tinyevo.layers._layout import from_cl, to_cl
 from tinyevo.layers.base import Layer, register
-from tinyevo.layers.conv import _check_padding, _pad_cl, _tuple, _window_slices, conv_output_size
+from tinyevo.layers.conv import (
+    _check_padding,
+    _pad_cl,
+    _tuple,
+    _window_slices,
+    conv_output_size,
+    resolve_padding,
+)
 
 __all__ = ["MaxPool", "MeanPool", "GlobalPool", "Flatten", "Dropout"]
 
@@ -27,6 +34,8 @@ class _Pool(Layer):
         super().__init__("identity")
         if ndim is None and isinstance(window, (tuple, list)):
             ndim = len(window)
+        elif ndim is None and isinstance(padding, (tuple, list)):
+            ndim = len(padding)
         if ndim not in (None, 1, 2):
             raise ValueError(f"{type(self).__name__} supports 1-D and 2-D, got ndim={ndim}")
         self.ndim = ndim
@@ -34,15 +43,22 @@ class _Pool(Layer):
         stride = self.window if stride is None else stride
         self.stride = tuple(stride) if isinstance(stride, (tuple, list)) else stride
         self.padding = padding
-        self._geometry(ndim or 1)                         # validate now, not at the first call
+        self.geometry(ndim or 1)                          # validate now, not at the first call
 
-    def _geometry(self, nd: int) -> tuple:
-        """(window, stride, ((lo, hi), ...)) for ``nd`` spatial dimensions."""
-        return (_tuple(self.window, nd, "window"), _tuple(self.stride, nd, "stride"),
-                _check_padding(self.padding, nd))
+    def geometry(self, nd: int) -> tuple:
+        """(window, stride, padding) for ``nd`` spatial dimensions; padding is ((lo, hi), ...)
+        or "same" (ceil(n / stride) outputs, resolved per input size by :meth:`padding_for`)."""
+        pad = "same" if self.padding == "same" else _check_padding(self.padding, nd)
+        return _tuple(self.window, nd, "window"), _tuple(self.stride, nd, "stride"), pad
+
+    def padding_for(self, spatial: Sequence[int]) -> tuple:
+        """Explicit ((lo, hi), ...) padding for an input of spatial size ``spatial``."""
+        win, st, pad = self.geometry(len(spatial))
+        return resolve_padding(pad, spatial, win, st, (1,) * len(spatial))
 
     def output_shape(self, spatial: Sequence[int]) -> tuple[int, ...]:
-        win, st, pad = self._geometry(len(spatial))
+        win, st, _ = self.geometry(len(spatial))
+        pad = self.padding_for(spatial)
         return tuple(conv_output_size(n, k, s, 1, p) for n, k, s, p in zip(spatial, win, st, pad))
 
     def __call__(self, x: Any, train: bool = False):
@@ -52,7 +68,8 @@ class _Pool(Layer):
                              " or ".join(f"{r}-D (N, C, *spatial)" for r in ranks),
                              f"shape {getattr(x, 'shape', type(x).__name__)}")
         nd = x.ndim - 2
-        win, st, pad = self._geometry(nd)
+        win, st, _ = self.geometry(nd)
+        pad = self.padding_for(x.shape[2:])
         out = self.output_shape(x.shape[2:])
         if min(out) < 1:
             raise self._fail("input too small for the window", f"spatial size >= {win}",
