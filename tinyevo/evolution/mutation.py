@@ -47,7 +47,7 @@ from tinyevo.graph import add as add_vertex
 from tinyevo.graph import concat as concat_vertex
 from tinyevo.graph import vertex as layer_vertex
 from tinyevo.graph.surgery import Snapshot
-from tinyevo.graph.vertex import touch
+from tinyevo.graph.vertex import structure_version, touch
 from tinyevo.layers import Conv, GlobalPool, Layer, MaxPool, MeanPool
 from tinyevo.optimizers import OPTIMIZERS, Optimizer
 
@@ -427,8 +427,14 @@ def apply_pending(vertices: Iterable[Vertex], value_fn: ValueFn | None = None,
     """Cut and pad the parameters for the pending sizes of ``vertices``, one solve per set of
     tied vertices (the seed's ``Δoutputs``). A set that cannot be solved keeps its old sizes."""
     ok = True
+    cached = _DEFERRED["sels"] if (_DEFERRED["version"] == structure_version()
+                                   and _DEFERRED["value_fn"] is value_fn) else []
+    _DEFERRED.update(version=None, value_fn=None, sels=[])
     for group in _groups([v for v in vertices if v.pending]):
-        sel = _solve({v: v.nout for v in group}, value_fn)
+        sel = next((c for c in cached if all(len(c.outputs.get(v, ())) == v.nout
+                                             for v in group)), None)
+        if sel is None:
+            sel = _solve({v: v.nout for v in group}, value_fn)
         if sel is None:
             logger.info("neuron selection failed for %s; sizes restored",
                         [v.name for v in group])
@@ -509,6 +515,12 @@ class NoutMutation(_VertexLeaf):
         return f"NoutMutation({self.lo}, {self.hi})"
 
 
+# Selections solved for deferred size changes, reused by apply_pending when no graph changed in
+# between (the graph bumps a global structure version on every change): halves the solver time
+# of NoutMutation + neuron selection.
+_DEFERRED: dict[str, Any] = {"version": None, "value_fn": None, "sels": []}
+
+
 def resize(requests: dict[Vertex, int], value_fn: ValueFn | None = None, rng: Rng = None,
            deferred: bool = True) -> list[Vertex]:
     """Set the output sizes of ``requests`` ({vertex: nout}), solved per set of tied vertices.
@@ -518,6 +530,7 @@ def resize(requests: dict[Vertex, int], value_fn: ValueFn | None = None, rng: Rn
     Returns the requested vertices whose set could not be solved (they are left unchanged).
     """
     failed: list[Vertex] = []
+    solved = []
     for group in _groups(list(requests)):
         sel = _solve({v: requests[v] for v in group}, value_fn)
         if sel is None:
@@ -526,6 +539,9 @@ def resize(requests: dict[Vertex, int], value_fn: ValueFn | None = None, rng: Rn
             failed.extend(group)
             continue
         apply_selection(sel, rng, sizes_only=deferred)
+        solved.append(sel)
+    if deferred:
+        _DEFERRED.update(version=structure_version(), value_fn=value_fn, sels=solved)
     return failed
 
 
@@ -538,14 +554,12 @@ class RemoveVertexMutation(_VertexLeaf):
         self.value_fn, self.rng = value_fn, rng
 
     def mutate_vertex(self, v: Vertex) -> None:
-        guard = None if _keeps_shape(v) else _ShapeGuard(v)
-        u = v.inputs[0] if v.inputs else None
-        if not remove_vertex(v, value_fn=self.value_fn, rng=self._gen()):
-            return
-        if guard is not None and not guard.still_ok(u):
-            guard.undo()
-            logger.info("RemoveVertexMutation(%r): undone, feature-map shapes would not match",
+        _flush_pending(v, self.value_fn, self._gen())
+        if not _keeps_shape(v) and v.inputs and not _shapes_ok(connected(v), {v: v.inputs[0]}):
+            logger.info("RemoveVertexMutation(%r): kept, feature-map shapes would not match",
                         v.name)
+            return
+        remove_vertex(v, value_fn=self.value_fn, rng=self._gen())
 
     def __repr__(self) -> str:
         return "RemoveVertexMutation()"
@@ -570,26 +584,23 @@ class AddVertexMutation(_VertexLeaf):
 
     def mutate_vertex(self, v: Vertex) -> None:
         gen = self._gen()
-        made: list[Vertex] = []
+        _flush_pending(v, None, gen)
 
         def factory(u: Vertex) -> Vertex:
             new = self._draw(u, gen)
-            made.append(new)
-            if isinstance(new, Vertex) and new.nout != u.nout and new is not u:
-                _fit_nout(new, u, gen)
+            if isinstance(new, Vertex) and new is not u:
+                if new.nout != u.nout:
+                    _fit_nout(new, u, gen)
+                if u.kind != "dense" and not _chain_keeps_shape(u, new) and not _shapes_ok(
+                        [w for w in connected(u) if w not in _chain(u, new)], {u: new},
+                        readers=set(u.outputs) - _chain(u, new), chain=(u, new)):
+                    raise ValueError("feature-map shapes would not match")
             return new
 
         try:
-            guard = _ShapeGuard(v) if v.kind != "dense" else None
-            if not insert_after(v, factory):
-                return
+            insert_after(v, factory)
         except ValueError as e:
             logger.info("AddVertexMutation(%r): not added, %s", v.name, e)
-            return
-        if guard is not None and not guard.still_ok(v):
-            guard.undo()
-            logger.info("AddVertexMutation(%r): undone, feature-map shapes would not match",
-                        v.name)
 
     def _draw(self, u: Vertex, gen: np.random.Generator) -> Any:
         kw = {}
@@ -623,6 +634,7 @@ class RemoveEdgeMutation(_VertexLeaf):
         if v.layer is not None or len(v.inputs) < 2:
             return
         gen = self._gen()
+        _flush_pending(v, self.value_fn, gen)
         ins = list(dict.fromkeys(v.inputs))
         for k in gen.permutation(len(ins)):
             if remove_edge(ins[k], v, value_fn=self.value_fn, rng=gen):
@@ -660,6 +672,7 @@ class AddEdgeMutation(_VertexLeaf):
         if not vs:
             return xs
         gen = self._gen()
+        _flush_pending(vs[0], self.value_fn, gen)
         order, shapes = _trace(connected(vs[0]))
         pos = {u: i for i, u in enumerate(order)}
         for v in vs:
@@ -855,6 +868,14 @@ def _find(m: Any, cls: type) -> list:
     return out
 
 
+def _flush_pending(v: Vertex, value_fn: ValueFn | None, rng: Rng) -> None:
+    """Apply the pending sizes of ``v``'s graph before a structural edit (which would otherwise
+    apply them itself, in one joint solve, without reusing the deferred selections)."""
+    pending = [u for u in connected(v) if u.pending]
+    if pending:
+        apply_pending(pending, value_fn, rng)
+
+
 def _groups(vs: list[Vertex]) -> list[list[Vertex]]:
     """``vs`` split into sets whose sizes are tied (solved together)."""
     assigned: set[Vertex] = set()
@@ -956,10 +977,15 @@ def _keeps_shape(v: Vertex) -> bool:
     return not isinstance(layer, GlobalPool)
 
 
-def _trace(vertices: list[Vertex]) -> tuple[list[Vertex], list[dict]]:
+def _trace(vertices: list[Vertex], replace: dict | None = None,
+           readers: set | None = None, chain: tuple | None = None) -> tuple[list, list[dict]]:
     """Topological order of ``vertices`` (a whole graph) and, per probe size, each vertex's
     spatial output shape (``None`` where the shapes stop making sense: a merge of different
-    shapes, a window larger than its input)."""
+    shapes, a window larger than its input).
+
+    ``replace`` {old: new} traces the graph as if ``readers`` (default: every vertex) read
+    ``new`` in place of ``old``; ``chain`` (u, end) gives the shapes of a new chain built on u.
+    """
     members = set(vertices)
     order: list[Vertex] = []
     state: dict[Vertex, int] = {}
@@ -980,18 +1006,28 @@ def _trace(vertices: list[Vertex]) -> tuple[list[Vertex], list[dict]]:
                 state[v] = 2
                 order.append(v)
     shapes = []
+    links = None
+    if chain is not None:
+        links = [w for w in _chain_order(*chain)]
     for p in _PROBES:
         s: dict[Vertex, Any] = {}
         for v in order:
-            s[v] = _shape_of(v, s, p)
+            if replace and (readers is None or v in readers):
+                ins = [replace.get(u, u) for u in v._inputs]
+                if links is not None and any(u is chain[1] for u in ins) and chain[1] not in s:
+                    for w in links:
+                        s[w] = _shape_of(w, w._inputs, s, p)
+                s[v] = _shape_of(v, ins, s, p)
+            else:
+                s[v] = _shape_of(v, v._inputs, s, p)
         shapes.append(s)
     return order, shapes
 
 
-def _shape_of(v: Vertex, s: dict, p: int) -> Any:
+def _shape_of(v: Vertex, inputs: Sequence[Vertex], s: dict, p: int) -> Any:
     if v.op == "input":
         return {"dense": (), "conv1d": (p,), "conv2d": (p, p)}[v.kind]
-    ins = [s.get(u) for u in v._inputs]
+    ins = [s.get(u) for u in inputs]
     if any(x is None for x in ins) or not ins:
         return None
     if v.op != "layer":
@@ -1008,30 +1044,49 @@ def _shape_of(v: Vertex, s: dict, p: int) -> Any:
     return ins[0]
 
 
-class _ShapeGuard:
-    """Snapshot of a graph before an edit that may change feature-map shapes; ``still_ok``
-    checks that every merge still joins equal shapes and the outputs' shapes are unchanged."""
+def _shapes_ok(vertices: list[Vertex], replace: dict, readers: set | None = None,
+               chain: tuple | None = None) -> bool:
+    """True when tracing the graph with ``replace`` keeps every merge's inputs of equal shape
+    and the outputs' shapes as they are (probes where the graph is already broken are skipped)."""
+    _, now = _trace(vertices)
+    _, then = _trace(vertices, replace, readers, chain)
+    for a, b in zip(now, then):
+        if any(x is None for x in a.values()):
+            continue
+        if any(x is None for x in b.values()):
+            return False
+        if any(a[o] != b.get(o) for o in vertices if o.is_output):
+            return False
+    return True
 
-    def __init__(self, v: Vertex) -> None:
-        conn = connected(v)
-        self.snap = Snapshot(conn)
-        _, shapes = _trace(conn)
-        self.before = [{o: s.get(o) for o in conn if o.is_output} for s in shapes]
-        self.valid = [all(x is not None for x in s.values()) for s in shapes]
 
-    def still_ok(self, anchor: Vertex | None) -> bool:
-        if anchor is None:
-            return True
-        conn = connected(anchor)
-        _, shapes = _trace(conn)
-        for s, before, valid in zip(shapes, self.before, self.valid):
-            if not valid:
-                continue
-            if any(x is None for x in s.values()):
-                return False
-            if {o: s.get(o) for o in conn if o.is_output} != before:
-                return False
-        return True
+def _chain_order(u: Vertex, end: Vertex) -> list[Vertex]:
+    """The new vertices between ``u`` and ``end`` (exclusive of u), inputs first."""
+    order: list[Vertex] = []
+    seen: set[Vertex] = {u}
 
-    def undo(self) -> None:
-        self.snap.restore()
+    def visit(w: Vertex) -> None:
+        if w in seen:
+            return
+        seen.add(w)
+        for x in w._inputs:
+            visit(x)
+        order.append(w)
+
+    visit(end)
+    return order
+
+
+def _chain(u: Vertex, end: Vertex) -> set[Vertex]:
+    return set(_chain_order(u, end))
+
+
+def _chain_keeps_shape(u: Vertex, end: Vertex) -> bool:
+    nd = 1 if u.kind == "conv1d" else 2
+    for p in _PROBES:
+        s = {u: (p,) * nd}
+        for w in _chain_order(u, end):
+            s[w] = _shape_of(w, w._inputs, s, p)
+        if s[end] != (p,) * nd:
+            return False
+    return True
