@@ -492,3 +492,19 @@ def test_optimizer_mutations_through_evolve_model():
     assert not child.model.pending()
     runs(child.model)
     runs(parent.model)
+
+
+def test_add_vertex_mutation_refuses_shape_breaking_insert():
+    def pool_space(v, rng=None):
+        return vertex(MaxPool(2), v)
+
+    graph = residual_graph()
+    VertexMutation(MutationFilter(lambda v: v.name in ("c2", "ca", "p1"),
+                                  AddVertexMutation(pool_space)))(graph)
+    # after c2 (inside the residual) and ca (one path of the fork) the merge would break;
+    # after p1 (before the fork) both paths shrink alike
+    assert [v.name for v in graph["res"].inputs] == ["c1", "c2"]
+    assert graph["cat"].inputs[0].name == "ca"
+    assert isinstance(graph["ca"].inputs[0].layer, MaxPool) and graph["ca"].inputs[0] is not \
+        graph["p1"]
+    runs(graph)
