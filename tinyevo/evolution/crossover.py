@@ -22,6 +22,7 @@ returns the parents themselves.
 
 from __future__ import annotations
 
+import contextvars
 import copy as _copy
 import logging
 from collections.abc import Callable, Sequence
@@ -41,12 +42,11 @@ from tinyevo.graph import (
     concat,
     connected,
     neuron_value,
-    remove_vertex,
     select_neurons,
     vertex,
 )
 from tinyevo.graph.sizes import solve_selection
-from tinyevo.graph.surgery import apply_selection
+from tinyevo.graph.surgery import Snapshot, apply_selection
 from tinyevo.graph.vertex import touch
 from tinyevo.layers import Conv, Dense, GlobalPool, MaxPool, MeanPool
 from tinyevo.optimizers import Optimizer
@@ -61,6 +61,26 @@ logger = logging.getLogger("tinyevo.evolution.crossover")
 
 Rng = np.random.Generator | None
 Selection = Callable[[Vertex], bool]
+
+
+
+class _Session:
+    """What one VertexCrossover call knows: the graph of each vertex it has seen, and which
+    graphs it made itself (later swaps work on those in place instead of copying them again)."""
+
+    def __init__(self) -> None:
+        self.graph_of: dict[Vertex, CompGraph] = {}
+        self.owned: set[Vertex] = set()
+
+    def add(self, g: CompGraph, owned: bool) -> None:
+        for v in g.vertices:
+            self.graph_of[v] = g
+            if owned:
+                self.owned.add(v)
+
+
+_SESSION: contextvars.ContextVar[_Session | None] = contextvars.ContextVar(
+    "tinyevo_crossover_session", default=None)
 
 # Spatial sizes at which two segments must change the feature-map shape the same way. Odd and
 # even sizes both, so that strided layers with different paddings are told apart.
@@ -169,6 +189,16 @@ class VertexCrossover:
         def select(g: CompGraph) -> list[Vertex]:
             return [v for v in g.vertices if _allowed(v, self.selection)]
 
+        session = _Session()
+        session.add(g1, owned=False)
+        session.add(g2, owned=False)
+        token = _SESSION.set(session)
+        try:
+            return self._cross(g1, g2, select, rng)
+        finally:
+            _SESSION.reset(token)
+
+    def _cross(self, g1: CompGraph, g2: CompGraph, select: Callable, rng: np.random.Generator):
         vs1, vs2 = select(g1), select(g2)
         i = 0
         while i < len(vs1):
@@ -214,24 +244,39 @@ def crossover_swap(g1: CompGraph, v1: Vertex, g2: CompGraph, v2: Vertex, *,
                      v2.name)
         return g1, g2, v1, v2
 
-    # Work on copies; the parents' vertices are found in them by topological position.
+    # Work on copies (graphs made earlier in the same VertexCrossover call are worked on in
+    # place, with a snapshot to go back to); parents' vertices are found by topological position.
     order1, order2 = g1.vertices, g2.vertices
     if v1 not in order1 or v2 not in order2:
         raise ValueError("crossover_swap: v1 must be a vertex of g1 and v2 a vertex of g2")
-    c1, c2 = g1.copy(), g2.copy()
-    m1 = dict(zip(order1, c1.vertices))
-    m2 = dict(zip(order2, c2.vertices))
-    if (c1.pending() and not select_neurons(c1, rng=rng)) or \
-            (c2.pending() and not select_neurons(c2, rng=rng)):
+    session = _SESSION.get()
+    own1 = session is not None and v1 in session.owned
+    own2 = session is not None and v2 in session.owned
+    w1, m1 = _working(g1, order1, own1)
+    w2, m2 = _working(g2, order2, own2)
+    snap = Snapshot([*(order1 if own1 else ()), *(order2 if own2 else ())]) \
+        if own1 or own2 else None
+    if (w1.pending() and not select_neurons(w1, rng=rng)) or \
+            (w2.pending() and not select_neurons(w2, rng=rng)):
+        if snap is not None:
+            snap.restore()
         return g1, g2, v1, v2
     seg1 = _Segment.cut(m1[starts1[i]], m1[v1])
     seg2 = _Segment.cut(m2[starts2[j]], m2[v2])
-    ok1 = _implant(c1, seg1, seg2, rng)          # g2's segment into g1's place
-    ok2 = _implant(c2, seg2, seg1, rng)
-    child1 = _finish(c1) if ok1 else None
-    child2 = _finish(c2) if ok2 else None
+    ok1 = _implant(w1, seg1, seg2, rng)          # g2's segment into g1's place
+    ok2 = _implant(w2, seg2, seg1, rng)
+    child1 = _finish(w1) if ok1 else None
+    child2 = _finish(w2) if ok2 else None
     logger.debug("crossover_swap: %s..%s <-> %s..%s: %s, %s", starts1[i].name, v1.name,
                  starts2[j].name, v2.name, child1 is not None, child2 is not None)
+    if snap is not None and (child1 is None or child2 is None):
+        # A graph worked on in place shares the moved segment with the other side: all or none.
+        snap.restore()
+        return g1, g2, v1, v2
+    if session is not None:
+        for child in (child1, child2):
+            if child is not None:
+                session.add(child, owned=True)
     return (child1 if child1 is not None else g1, child2 if child2 is not None else g2,
             seg2.end if child1 is not None else v1, seg1.end if child2 is not None else v2)
 
@@ -303,6 +348,9 @@ def regraph(v: Vertex, like: CompGraph | None = None) -> CompGraph:
     """
     if not isinstance(v, Vertex):
         raise TypeError(f"regraph takes a Vertex, got {type(v).__name__}")
+    session = _SESSION.get()
+    if session is not None and v in session.graph_of:
+        return session.graph_of[v]
     vs = connected(v)
     ins = [u for u in vs if u.is_input]
     outs = [u for u in vs if u.is_output]
@@ -504,9 +552,8 @@ def _implant(host: CompGraph, place: _Segment, seg: _Segment, rng: np.random.Gen
         if adapters and not _align(host, adapters, out, values, rng):
             logger.info("crossover: sizes around %r..%r cannot be aligned", s.name, e.name)
             return False
-        for a, _ in adapters:
-            if not remove_vertex(a, rng=rng):
-                return False
+        for a, feed in adapters:
+            _bypass(a, feed)
     except ValueError as err:                        # a structural misfit: keep the parent
         logger.info("crossover: %r..%r does not fit: %s", s.name, e.name, err)
         return False
@@ -543,14 +590,33 @@ def _align(host: CompGraph, adapters: list[tuple[Vertex, Vertex]], out: Vertex,
     return all(a.nout == f.nout for a, f in adapters)
 
 
+def _bypass(a: Vertex, feed: Vertex) -> None:
+    """Take the aligned adapter ``a`` (nin == nout) out: its readers read ``feed`` instead."""
+    for o in a._outputs:
+        o._inputs = [feed if x is a else x for x in o._inputs]
+        if o not in feed._outputs:
+            feed._outputs.append(o)
+    feed._outputs.remove(a)
+    a._inputs, a._outputs = [], []
+    touch()
+
+
 def _finish(g: CompGraph) -> CompGraph | None:
     try:
-        child = CompGraph(g.inputs, g.outputs)
-        child.validate()
+        child = CompGraph(g.inputs, g.outputs)      # checks order and every size
     except ValueError as err:
         logger.info("crossover: child does not validate: %s", err)
         return None
     return child
+
+
+def _working(g: CompGraph, order: list[Vertex], own: bool):
+    """The graph to work on and the map from ``g``'s vertices to it: ``g`` itself when this
+    crossover made it, else a copy."""
+    if own:
+        return g, {v: v for v in order}
+    c = g.copy()
+    return c, dict(zip(order, c.vertices))
 
 
 def _adapter_layer(feed: Vertex, size: int):
@@ -643,11 +709,9 @@ def _order_like(vs: list[Vertex], names: list[str]) -> list[Vertex]:
 
 
 def _pair_of(pair: Any, who: str) -> tuple[Any, Any]:
-    try:
-        a, b = pair
-    except (TypeError, ValueError):
-        raise TypeError(f"{who}: expected a tuple of two, got {pair!r}") from None
-    return a, b
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise TypeError(f"{who}: expected a tuple of two, got {pair!r}")
+    return pair[0], pair[1]
 
 
 def _fresh(o: Any) -> Any:
