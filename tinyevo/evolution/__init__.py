@@ -23,6 +23,18 @@ from tinyevo.evolution.candidate import (
     nparams,
     opt,
 )
+from tinyevo.evolution.crossover import (
+    CrossoverSwap,
+    LearningRateCrossover,
+    OptimizerCrossover,
+    VertexCrossover,
+    crossover_swap,
+    evolve_crossover,
+    learning_rate_swap,
+    optimizer_swap,
+    regraph,
+    separable_starts,
+)
 from tinyevo.evolution.fitness import (  # binds `fitness` the function over the module name
     AbstractFitness,
     AccuracyFitness,
@@ -114,4 +126,8 @@ __all__ = [
     "NeuronSelectMutation", "NoutMutation", "OptimizerMutation", "PostMutation",
     "RemoveEdgeMutation", "RemoveVertexMutation", "VertexMutation", "WeightedMutationProbability",
     "neuronselect",
+    # crossover
+    "CrossoverSwap", "VertexCrossover", "OptimizerCrossover", "LearningRateCrossover",
+    "evolve_crossover", "crossover_swap", "separable_starts", "regraph", "optimizer_swap",
+    "learning_rate_swap",
 ]
