@@ -291,3 +291,32 @@ def test_evolve_crossover_on_candidate_pairs(models):
     pairs = PairCandidates(EvolveCandidates(f))
     out = pairs([c1, c2, CandidateOptModel(Adam(0.3), model_a.copy())])
     assert len(out) == 3
+
+
+# ---------------------------------------------------------------------- with the search spaces
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_graphs_from_the_complex_search_space(seed):
+    """Two draws of the seed README's complex space (small channel counts) cross over validly."""
+    from search_cases import complex_space
+
+    space = complex_space(classes=4, max_channels=12)
+    gs = []
+    for prefix, s in (("A.", seed), ("B.", seed + 10)):
+        inp = input_vertex("input", 3, "conv2d")
+        g = CompGraph(inp, space(inp, np.random.default_rng(s)))
+        gs.append(g.copy(rename=lambda n, p=prefix: p + n))
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    y = [g(x) for g in gs]
+    rng = np.random.default_rng(seed)
+    op = VertexCrossover(MutationProbability(CrossoverSwap(0.3, rng=rng), 0.3, rng=rng), 0.3,
+                         rng=rng)
+    c1, c2 = op((gs[0], gs[1]))
+    assert any(v.name.startswith("B.") for v in c1.vertices)
+    for g, yy in zip(gs, y):
+        np.testing.assert_array_equal(g(x), yy)
+    for c in (c1, c2):
+        c.validate()
+        out, back = c(x, train=True)
+        assert out.shape == (2, 4)
+        back(np.ones_like(out))

@@ -200,9 +200,10 @@ class VertexCrossover:
 
     def _cross(self, g1: CompGraph, g2: CompGraph, select: Callable, rng: np.random.Generator):
         vs1, vs2 = select(g1), select(g2)
+        kinds2 = _by_kinds(vs2)
         i = 0
         while i < len(vs1):
-            j = _nearest(vs1, vs2, i, _same_kinds, self.deviation, rng)
+            j = _nearest(vs1, vs2, i, kinds2.get(_kinds(vs1[i]), ()), self.deviation, rng)
             if j is not None:
                 v1, v2 = vs1[i], vs2[j]
                 u1, u2 = _pair_of(self.crossover((v1, v2)), repr(self.crossover))
@@ -213,6 +214,7 @@ class VertexCrossover:
                     g2, changed = regraph(u2, like=g2), True
                 if changed:
                     vs1, vs2 = select(g1), select(g2)
+                    kinds2 = _by_kinds(vs2)
             i += 1
         return g1, g2
 
@@ -645,26 +647,39 @@ def _value(v: Vertex) -> Any:
 # ====================================================================== pairing helpers
 
 def _nearest(vs1: Sequence[Vertex], vs2: Sequence[Vertex], i: int,
-             compatible: Callable[[Vertex, Vertex], bool], deviation: float,
+             compatible: Callable[[Vertex, Vertex], bool] | Sequence[int], deviation: float,
              rng: np.random.Generator) -> int | None:
-    """Index into ``vs2`` of the compatible vertex nearest ``vs1[i]`` by relative position."""
-    cands = [j for j, v in enumerate(vs2) if compatible(vs1[i], v)]
+    """Index into ``vs2`` of the compatible vertex nearest ``vs1[i]`` by relative position
+    (``compatible`` is a predicate or the indices of the compatible vertices)."""
+    if callable(compatible):
+        cands = [j for j, v in enumerate(vs2) if compatible(vs1[i], v)]
+    else:
+        cands = list(compatible)
     if not cands:
         return None
     n1, n2 = len(vs1), len(vs2)
     pos1 = (i + 1) / n1
-    pos2 = (np.arange(1, n2 + 1)) / n2
     if deviation:
         pos1 += deviation * float(rng.standard_normal())
-        pos2 = pos2 + deviation * rng.standard_normal(n2)
-    return min(cands, key=lambda j: abs(pos2[j] - pos1))
+        noise = deviation * rng.standard_normal(n2)
+        return min(cands, key=lambda j: abs((j + 1) / n2 + noise[j] - pos1))
+    return min(cands, key=lambda j: abs((j + 1) / n2 - pos1))
+
+
+def _kinds(v: Vertex) -> tuple[str, str | None]:
+    return v.kind, (v._inputs[0].kind if v._inputs else None)
+
+
+def _by_kinds(vs: Sequence[Vertex]) -> dict[tuple, list[int]]:
+    out: dict[tuple, list[int]] = {}
+    for j, v in enumerate(vs):
+        out.setdefault(_kinds(v), []).append(j)
+    return out
 
 
 def _same_kinds(v1: Vertex, v2: Vertex) -> bool:
     """Same kind of data in and out (a dense vertex never pairs with a conv one)."""
-    k1 = v1._inputs[0].kind if v1._inputs else None
-    k2 = v2._inputs[0].kind if v2._inputs else None
-    return v1.kind == v2.kind and k1 == k2
+    return _kinds(v1) == _kinds(v2)
 
 
 def _shape_change(start: Vertex, end: Vertex) -> tuple | None:
