@@ -1,8 +1,11 @@
 """tinyevo: evolve neural networks with a genetic algorithm while training them."""
 
+__version__ = "0.1.0"  # before the imports: submodules read it
+
 from tinyevo import backend, layers, losses, optimizers
 from tinyevo.app.datasets import load_dataset, load_digits  # numpy only at import
 from tinyevo.app.export_onnx import export_onnx  # imports onnx only when called
+from tinyevo.app.fit import fit
 from tinyevo.app.model_io import load_model, save_model
 from tinyevo.backend import seed
 from tinyevo.evolution import (  # also binds tinyevo.evolution; graph/opt/lossfun stay there
@@ -127,8 +130,6 @@ from tinyevo.search import (  # search spaces; tinyevo.search is the package
     mutation_shield,
 )
 
-__version__ = "0.1.0"
-
 __all__ = ["backend", "layers", "losses", "optimizers", "seed", "__version__"]
 __all__ += ["load_dataset", "load_digits"]
 __all__ += ["save_model", "load_model", "export_onnx"]
@@ -166,3 +167,4 @@ __all__ += [
 ]
 __all__ += ["CrossoverSwap", "VertexCrossover", "OptimizerCrossover", "LearningRateCrossover",
             "evolve_crossover"]
+__all__ += ["fit"]

@@ -1,4 +1,4 @@
-"""The application layer: data sets from local files and crash-safe persistence.
+"""The application layer: ``fit``, data sets from local files, checkpoints, plots, export.
 
 Importing it needs only NumPy; optional extras (scikit-learn for the bundled digits) are imported
 when a function needs them.
@@ -16,6 +16,7 @@ from tinyevo.app.callbacks import (
     ScatterPop,
     history,
 )
+from tinyevo.app.checkpoint import load_checkpoint, persist, save_checkpoint
 from tinyevo.app.datasets import (
     load_cifar10,
     load_dataset,
@@ -24,7 +25,15 @@ from tinyevo.app.datasets import (
     load_mnist,
     load_npz,
 )
+from tinyevo.app.executors import (  # dask is imported only by DaskEvaluator
+    DaskEvaluator,
+    ExecutorEvaluator,
+    ProcessEvaluator,
+    SerialEvaluator,
+    make_evaluator,
+)
 from tinyevo.app.export_onnx import export_onnx  # imports onnx only when called
+from tinyevo.app.fit import fit
 from tinyevo.app.io import (
     atomic_dir,
     atomic_open,
@@ -46,3 +55,6 @@ __all__ = [
     "PlotFitness", "ScatterPop", "ScatterOpt", "MultiPlot", "CbAll", "history",
 ]
 __all__ += ["save_model", "load_model", "export_onnx"]
+__all__ += ["make_evaluator", "SerialEvaluator", "ProcessEvaluator", "DaskEvaluator",
+            "ExecutorEvaluator"]
+__all__ += ["fit", "persist", "save_checkpoint", "load_checkpoint"]

@@ -58,6 +58,29 @@ class AbstractCandidate:
         """The candidate's own optimiser, else ``default``."""
         return default
 
+    def __call__(self, x: Any) -> Any:
+        """The model's inference output on ``x`` (logits, for a classifier)."""
+        model = self.graph()
+        if model is None:
+            raise TypeError(f"{type(self).__name__} has no model to run")
+        from tinyevo.evolution.fitness import predict as _run
+        return _run(model, x)
+
+    def predict(self, x: Any, batch_size: int = 256) -> Any:
+        """Class labels (argmax of the output) for the samples of ``x``, in batches.
+
+            >>> labels = population.best().predict(x_test)  # doctest: +SKIP
+        """
+        return _map_batches(lambda xb: self(xb).argmax(axis=1), x, batch_size)
+
+    def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> float:
+        """Accuracy of :meth:`predict` against integer labels ``y``."""
+        labels = _map_batches(lambda xb: self(xb).argmax(axis=1), x, batch_size)
+        y = getattr(y, "get", lambda: y)()
+        if len(labels) != len(y):
+            raise ValueError(f"evaluate: {len(labels)} samples in x but {len(y)} labels in y")
+        return float((labels == y).mean()) if len(y) else float("nan")
+
     def lossfun(self, default: Any = None) -> Any:
         """The candidate's own loss function, else ``default``."""
         return default
@@ -207,3 +230,17 @@ def nparams(model: Any) -> int:
 def _short(model: Any) -> str:
     text = repr(model)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _map_batches(fn: Callable[[Any], Any], x: Any, batch_size: int) -> Any:
+    """``fn`` over batches of ``x``, concatenated on the host."""
+    import numpy as np
+
+    from tinyevo import backend as B
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if getattr(x, "ndim", 0) < 1:
+        raise ValueError(f"expected a batch-first array, got {type(x).__name__}")
+    parts = [B.to_numpy(fn(B.to_device(x[i:i + batch_size])))
+             for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)

@@ -311,6 +311,10 @@ class CompGraph:
             if v.layer is not None:
                 layer = v.layer
                 d["layer"] = layer.to_spec()
+                # A shield's allow-list (tinyevo.search.shield) lives on the layer: keep it.
+                allow = getattr(getattr(layer, "mutation_shield", None), "allow", None)
+                if allow:
+                    d["shield_allow"] = sorted(allow)
                 d["dtype"] = np.dtype(layer.dtype).name
                 if layer._value_every:
                     d["track_value"] = {"every": layer._value_every,
@@ -368,6 +372,8 @@ class CompGraph:
                     layer.track_value(tv["every"], tv["momentum"])
                     if value is not None:
                         layer.neuron_value = value
+            if layer is not None and d.get("shield_allow"):
+                layer.mutation_shield = frozenset(d["shield_allow"])
             made.append(Vertex(d["name"], d["op"], layer, ins, d["kind"],
                                d.get("shielded", False)))
         return cls([made[i] for i in spec["inputs"]], [made[i] for i in spec["outputs"]])

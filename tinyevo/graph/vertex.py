@@ -47,12 +47,27 @@ MERGE_OPS = ("concat", "add", "mul")
 
 # Bumped on every structural change anywhere; graphs cache their topological order against it.
 _VERSION = [0]
-_COUNTER = itertools.count(1)
+_COUNTER = [itertools.count(1)]
 
 
 def touch() -> None:
     """Record that some graph's structure changed (invalidates cached vertex orders)."""
     _VERSION[0] += 1
+
+
+def name_counter() -> int:
+    """The number the next automatically named vertex gets (saved with checkpoints so that a
+    resumed run names new vertices as an uninterrupted one would)."""
+    n = next(_COUNTER[0])
+    _COUNTER[0] = itertools.count(n)
+    return n
+
+
+def set_name_counter(n: int) -> None:
+    """Continue automatic vertex names from ``n``."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"set_name_counter expects a positive int, got {n!r}")
+    _COUNTER[0] = itertools.count(n)
 
 
 def structure_version() -> int:
@@ -322,7 +337,7 @@ def _check_kind(kind: Any, who: str) -> None:
 
 def _name(name: str | None, stem: str) -> str:
     if name is None:
-        return f"{stem}_{next(_COUNTER)}"
+        return f"{stem}_{next(_COUNTER[0])}"
     if not isinstance(name, str) or not name:
         raise ValueError(f"a vertex name must be a non-empty string, got {name!r}")
     return name

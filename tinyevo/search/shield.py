@@ -9,9 +9,9 @@ touch the vertex. Mutation operators ask :func:`is_shielded`:
     >>> v.shielded, is_shielded(v), is_shielded(v, KernelSizeMutation())
     (True, True, False)
 
-The allow-list lives on the vertex's layer, so it survives ``CompGraph.copy``; a graph saved and
-loaded back keeps the flag but not the allow-list (the vertex is then fully shielded, the safe
-side). A merge vertex (concat/add) can only be fully shielded.
+The allow-list lives on the vertex's layer, so it survives ``CompGraph.copy`` and is kept by
+``CompGraph.to_spec``/``from_spec`` (as class names). A merge vertex (concat/add) can only be
+fully shielded.
 """
 
 from __future__ import annotations
@@ -93,6 +93,8 @@ def mutation_shield(v: Any) -> MutationShield | None:
     if not v.shielded:
         return None
     shield = getattr(v.layer, _ATTR, None) if v.layer is not None else _MERGE_SHIELDS.get(v)
+    if isinstance(shield, (frozenset, set, tuple, list)):   # as a loaded graph spec holds it
+        shield = MutationShield(shield)
     return shield if shield is not None else MutationShield()
 
 

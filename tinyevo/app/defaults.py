@@ -1,0 +1,200 @@
+"""The application's defaults: search space, mutation, crossover and selection per data kind.
+
+They follow the seed's AutoFlux ImageClassifier (see docs/fit.md for where and why they differ):
+conv blocks of {conv, conv->BN, BN->conv} units in plain, forked (inception-like) and residual
+arrangements, each block followed by a downsampling; then global pooling, 0-2 dense layers and a
+shielded dense output. Selection keeps 2 elites and fills the rest with best-of-2 tournament
+winners, which go through crossover (p 0.3) and mutation (p 0.8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tinyevo import backend as B
+from tinyevo.evolution.crossover import (
+    CrossoverSwap,
+    LearningRateCrossover,
+    OptimizerCrossover,
+    VertexCrossover,
+    evolve_crossover,
+)
+from tinyevo.evolution.mutation import (
+    ActivationFunctionMutation,
+    AddEdgeMutation,
+    AddVertexMutation,
+    HighUtilityMutationProbability,
+    KernelSizeMutation,
+    LearningRateMutation,
+    LowUtilityMutationProbability,
+    MutationChain,
+    MutationProbability,
+    NoutMutation,
+    OptimizerMutation,
+    RemoveEdgeMutation,
+    RemoveVertexMutation,
+    VertexMutation,
+)
+from tinyevo.evolution.strategies import (
+    CombinedEvolution,
+    EliteSelection,
+    EvolutionChain,
+    EvolveCandidates,
+    PairCandidates,
+    TournamentSelection,
+    evolve_model,
+)
+from tinyevo.graph import select_neurons
+from tinyevo.optimizers import Adam, AdamW, Momentum, NAdam, Nesterov, RMSProp
+from tinyevo.search import (
+    ArchSpace,
+    ArchSpaceChain,
+    BatchNormSpace,
+    ConvSpace,
+    DenseSpace,
+    ForkArchSpace,
+    GlobalPoolSpace,
+    MutationShield,
+    PoolSpace,
+    RepeatArchSpace,
+    ResidualArchSpace,
+    VertexSpace,
+)
+
+__all__ = ["ACTIVATIONS", "default_search_space", "default_mutation", "default_crossover",
+           "default_strategy", "default_optimizer", "OPTIMIZER_CHOICES", "GraphMutation"]
+
+ACTIVATIONS = ("identity", "relu", "elu", "selu")
+OPTIMIZER_CHOICES = (Adam, AdamW, NAdam, RMSProp, Momentum, Nesterov)
+
+
+def default_search_space(kind: str, nclasses: int, widths: tuple[int, int] = (16, 64)) -> Any:
+    """The architecture space ``fit`` draws initial models from, for "dense", "conv1d" or
+    "conv2d" data. ``widths`` bounds the first conv block's channels; the second block draws
+    up to twice as many (the seed: 8-256 then 32-512; smaller here so that a CPU run of minutes
+    trains many generations)."""
+    head = _head(nclasses)
+    if kind == "dense":
+        hidden = VertexSpace(DenseSpace(range(16, 257), ACTIVATIONS))
+        return ArchSpaceChain(RepeatArchSpace(hidden, range(1, 4)), head)
+    if kind not in ("conv1d", "conv2d"):
+        raise ValueError(f"unknown data kind {kind!r}: expected 'dense', 'conv1d' or 'conv2d'")
+    nd = 1 if kind == "conv1d" else 2
+    lo, hi = widths
+    blocks = [_conv_block(nd, range(lo, hi + 1)), _conv_block(nd, range(lo, 2 * hi + 1))]
+    features = ArchSpaceChain(*(ArchSpaceChain(b, _downsample(nd, range(lo, 2 * hi + 1)))
+                                for b in blocks))
+    return ArchSpaceChain(features, GlobalPoolSpace(), head)
+
+
+def _head(nclasses: int) -> Any:
+    dense = VertexSpace(DenseSpace(range(16, 257), ("relu", "elu", "selu")))
+    # The output keeps its size; only its activation may change (the seed's shield).
+    out = VertexSpace(DenseSpace(nclasses, "identity"),
+                      shielded=MutationShield(allow=(ActivationFunctionMutation,)))
+    return ArchSpaceChain(RepeatArchSpace(dense, range(0, 3)), out)
+
+
+def _conv_block(nd: int, widths: range) -> Any:
+    conv = VertexSpace(ConvSpace(nd, widths, ACTIVATIONS, kernelsizes=(1, 3, 5)))
+    bn = VertexSpace(BatchNormSpace(ACTIVATIONS))
+    unit = ArchSpace(conv, ArchSpaceChain(conv, bn), ArchSpaceChain(bn, conv))
+    rep = RepeatArchSpace(unit, range(1, 3))
+    arrangement = ArchSpace(rep, ForkArchSpace(rep, range(1, 4)), ResidualArchSpace(rep))
+    return RepeatArchSpace(arrangement, range(1, 3))
+
+
+def _downsample(nd: int, widths: range) -> Any:
+    return ArchSpace(
+        VertexSpace(PoolSpace(nd, 2, 2, poolfuns="max")),
+        VertexSpace(PoolSpace(nd, 2, 2, poolfuns="mean")),
+        VertexSpace(ConvSpace(nd, widths, ACTIVATIONS, kernelsizes=(3,), strides=2)),
+    )
+
+
+def default_mutation(kind: str, nclasses: int, max_params: float = 2e8) -> Any:
+    """Per-vertex graph mutations with the seed's probabilities (a child is mutated with p 0.8):
+    output size +-20 % (0.05), low-value shrink (0.05), add a layer where values are high
+    (0.005), add a downsampling (0.01), remove a layer (0.01, graphs over 5 vertices), kernel
+    size +-2 (0.02), activation (0.005), add and remove an edge (0.02 each). Graphs over
+    ``max_params`` parameters get only the non-growing ones."""
+    nd = {"conv1d": 1, "conv2d": 2}.get(kind)
+    if nd is None:
+        addspace = VertexSpace(DenseSpace(range(16, 257), ACTIVATIONS))
+    else:
+        addspace = ArchSpace(VertexSpace(ConvSpace(nd, range(8, 129), ACTIVATIONS,
+                                                   kernelsizes=(1, 3, 5))),
+                             VertexSpace(BatchNormSpace(ACTIVATIONS)))
+
+    def vm(m: Any, p: float) -> Any:
+        return VertexMutation(MutationProbability(m, p))
+
+    shrinking = [VertexMutation(LowUtilityMutationProbability(NoutMutation(-0.2, 0.0), 0.05)),
+                 vm(RemoveEdgeMutation(), 0.02),
+                 vm(ActivationFunctionMutation(ACTIVATIONS), 0.005)]
+    growing = [vm(NoutMutation(-0.2, 0.2), 0.05),
+               VertexMutation(HighUtilityMutationProbability(AddVertexMutation(addspace), 0.005)),
+               vm(AddEdgeMutation(), 0.02)]
+    if nd is not None:
+        growing.append(vm(AddVertexMutation(VertexSpace(PoolSpace(nd, 2, 2, "max"))), 0.01))
+        shrinking.append(vm(KernelSizeMutation(2, 7), 0.02))
+    return GraphMutation(MutationChain(*growing), MutationChain(*shrinking),
+                         vm(RemoveVertexMutation(), 0.01), max_params)
+
+
+class GraphMutation:
+    """The default mutation of a graph: ``growing`` only for graphs under ``max_params``
+    parameters, ``other`` always, ``remove`` only for graphs of more than 5 vertices; then the
+    deferred size changes are applied in one neuron selection."""
+
+    def __init__(self, growing: Any, other: Any, remove: Any, max_params: float) -> None:
+        self.growing, self.other, self.remove = growing, other, remove
+        self.max_params = max_params
+
+    def __call__(self, graph: Any) -> Any:
+        if graph.nparams() < self.max_params:
+            self.growing(graph)
+        self.other(graph)
+        if len(graph.vertices) > 5:
+            self.remove(graph)
+        select_neurons(graph)
+        return graph
+
+    def __repr__(self) -> str:
+        return (f"GraphMutation({self.growing!r}, {self.other!r}, {self.remove!r}, "
+                f"max_params={self.max_params:g})")
+
+
+def default_crossover() -> Any:
+    """Crossover of a pair (p 0.3 in the strategy): swap graph segments between matched vertices
+    (p 0.05 each), swap learning rates (p 0.4) and optimiser types (p 0.3)."""
+    return evolve_crossover(
+        VertexCrossover(MutationProbability(CrossoverSwap(), 0.05)),
+        MutationChain(MutationProbability(LearningRateCrossover(), 0.4),
+                      MutationProbability(OptimizerCrossover(), 0.3)))
+
+
+def default_strategy(population_size: int, mutation: Any, crossover: Any,
+                     elites: int = 2) -> Any:
+    """Elites unchanged; the rest are best-of-2 tournament winners, crossed over with p 0.3
+    and mutated with p 0.8 (the learning rate is always nudged, the optimiser type changed with
+    p 0.1). Children never share a model with their parent."""
+    elites = min(elites, population_size - 1)
+    opt_mutation = MutationChain(LearningRateMutation(),
+                                 MutationProbability(OptimizerMutation(OPTIMIZER_CHOICES), 0.1))
+    children = EvolutionChain(
+        PairCandidates(EvolveCandidates(MutationProbability(crossover, 0.3))),
+        EvolveCandidates(evolve_model(MutationProbability(mutation, 0.8), opt_mutation)),
+    )
+    winners = TournamentSelection(population_size - elites, 2, 1.0, then=children)
+    return CombinedEvolution(EliteSelection(elites), winners)
+
+
+def default_optimizer(rng: np.random.Generator | None = None) -> Any:
+    """The initial optimiser of a candidate: Adam with a learning rate log-uniform in
+    [3e-4, 3e-3]. (The seed starts from plain SGD with lr ~ U(0.01, 0.11); on a CPU budget of
+    minutes Adam gets far sooner to where selection means something.)"""
+    lr = float(np.exp(B.rng(rng).uniform(np.log(3e-4), np.log(3e-3))))
+    return Adam(learning_rate=lr)

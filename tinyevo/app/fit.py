@@ -1,0 +1,414 @@
+"""``tinyevo.fit``: evolve a classifier end to end, with checkpoints to resume.
+
+    >>> import tinyevo as te
+    >>> (x, y), (x_test, y_test) = te.load_dataset("digits")
+    >>> population = te.fit(x, y, generations=3, population_size=4, seed=0)  # doctest: +SKIP
+    >>> population.best().evaluate(x_test, y_test)                             # doctest: +SKIP
+
+Each generation every candidate trains on the same batches (drawn from the run seed and the
+generation number alone, so any process computes them alike), is scored on the validation set,
+and the strategy makes the next generation from the scores. With ``mdir`` the evaluated
+population is checkpointed after every generation (JSON + ``.npz``, atomically); calling ``fit``
+again on the same ``mdir`` continues from the last complete generation and reaches the same
+result as a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyevo import backend as B
+from tinyevo.app import defaults
+from tinyevo.app.checkpoint import load_checkpoint, save_checkpoint
+from tinyevo.evolution.candidate import CandidateOptModel, FittedCandidate, nparams
+from tinyevo.evolution.fitness import AbstractFitness, AccuracyFitness, TrainThenFitness
+from tinyevo.evolution.population import Population
+from tinyevo.graph import CompGraph, input_vertex
+from tinyevo.graph.vertex import name_counter, set_name_counter
+from tinyevo.losses import logit_cross_entropy
+from tinyevo.optimizers import Adam
+
+__all__ = ["fit", "FitConfig", "GenerationBatches", "ClassifierFitness", "initial_population"]
+
+log = logging.getLogger("tinyevo")
+
+KIND_OF_RANK = {2: "dense", 3: "conv1d", 4: "conv2d"}
+
+
+@dataclass
+class FitConfig:
+    """Everything that decides a run's result; stored in checkpoints, checked on resume.
+
+    Defaults (see docs/fit.md): the seed's AutoFlux ImageClassifier scaled to minutes on a CPU.
+    """
+
+    population_size: int = 12
+    batch_size: int = 32
+    batches_per_generation: int | None = None   # None: one pass over the training split
+    budget_growth: float = 0.0                  # extra share of batches per generation
+    valid_fraction: float = 0.1
+    augment: bool = False                       # +-1 pixel shifts of image batches
+    seed: int = 0
+    elites: int = 2
+    widths: tuple[int, int] = (16, 64)
+    candidate_time_limit: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def batches_at(self, generation: int, ntrain: int) -> int:
+        base = self.batches_per_generation or max(1, math.ceil(ntrain / self.batch_size))
+        return max(1, int(round(base * (1.0 + self.budget_growth * (generation - 1)))))
+
+
+def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int | None = None,
+        time_limit: float | None = None, target_fitness: float | None = None,
+        population_size: int = 12, batch_size: int = 32,
+        batches_per_generation: int | None = None, budget_growth: float = 0.0,
+        valid_fraction: float = 0.1, augment: bool | None = None, mdir: str | Path | None = None,
+        callbacks: Sequence[Callable] | Callable = (), seed: int | None = None,
+        executor: Any = None, search_space: Any = None, mutation: Any = None,
+        crossover: Any = None, strategy: Any = None, widths: tuple[int, int] = (16, 64),
+        candidate_time_limit: float | None = None,
+        progress: Callable[[dict], None] | None = None) -> Population:
+    """Evolve a classifier for ``x`` (N, C, H, W), (N, C, L) or (N, F) with integer labels ``y``.
+
+    ``x`` may also be an ``(x, y)`` tuple or an iterable of ``(x, y)`` batches (gathered into
+    arrays). Stops after ``generations`` generations, after ``time_limit`` seconds, or when the
+    best fitness reaches ``target_fitness`` (at least one must be given). The fitness of a
+    candidate is its validation accuracy plus a tie-break of ``min(1e-3, 1 / nparams)``.
+
+    Returns the last evaluated population sorted best first: ``population.best()`` is the best
+    candidate; ``.predict(x)``, ``.evaluate(x, y)`` and ``.graph()`` (the model) work on it.
+
+    ``mdir``: checkpoint every generation there and resume from it. ``callbacks``: called with
+    the evaluated population after every generation (PlotFitness, ScatterPop, ... from
+    ``tinyevo.app``). ``executor``: where candidates are evaluated (None: in this process; see
+    docs/parallel.md). ``progress(event)``: a dict per finished candidate and generation, for
+    progress displays. ``search_space``, ``mutation``, ``crossover`` and ``strategy`` replace the
+    defaults of ``tinyevo.app.defaults``.
+    """
+    if generations is None and time_limit is None and target_fitness is None:
+        raise ValueError("fit: give generations=, time_limit= or target_fitness= so the run "
+                         "knows when to stop")
+    if generations is not None and (not isinstance(generations, int) or generations < 1):
+        raise ValueError(f"fit: generations must be a positive int, got {generations!r}")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"fit: time_limit must be a positive number of seconds, got "
+                         f"{time_limit!r}")
+    if not isinstance(population_size, int) or population_size < 2:
+        raise ValueError(f"fit: population_size must be an int >= 2, got {population_size!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
+    if not 0.0 < valid_fraction < 1.0:
+        raise ValueError(f"fit: valid_fraction must be in (0, 1), got {valid_fraction!r}")
+    callbacks = _callbacks(callbacks)
+    x, y = as_arrays(x, y, "training data")
+    kind = KIND_OF_RANK[x.ndim]
+    nclasses = int(y.max()) + 1
+    seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    config = FitConfig(population_size=population_size, batch_size=batch_size,
+                       batches_per_generation=batches_per_generation,
+                       budget_growth=float(budget_growth), valid_fraction=valid_fraction,
+                       augment=bool(kind == "conv2d" if augment is None else augment), seed=seed,
+                       widths=tuple(widths), candidate_time_limit=candidate_time_limit)
+    if valid is None:
+        (x, y), (xv, yv) = split_validation(x, y, valid_fraction, seed)
+    else:
+        xv, yv = as_arrays(*valid, "validation data") if isinstance(valid, tuple) and \
+            len(valid) == 2 else as_arrays(valid, None, "validation data")
+        if xv.shape[1:] != x.shape[1:]:
+            raise ValueError(f"fit: validation samples have shape {xv.shape[1:]}, training "
+                             f"samples {x.shape[1:]}; they must match")
+    fitness = ClassifierFitness(GenerationBatches(x, y, config), (xv, yv), batch_size=256,
+                                time_limit=candidate_time_limit)
+    strategy = strategy or defaults.default_strategy(
+        population_size, mutation or defaults.default_mutation(kind, nclasses),
+        crossover or defaults.default_crossover(), config.elites)
+    evaluate = _evaluator(executor, fitness, progress)
+
+    mdir = Path(mdir) if mdir is not None else None
+    resumed = load_checkpoint(mdir) if mdir is not None else None
+    start = time.monotonic()
+    if resumed is not None:
+        fitted, state = resumed
+        _check_resume(state, config, kind, x.shape[1:], nclasses, mdir)
+        B.seed(0)
+        B.rng().bit_generator.state = state["rng"]
+        set_name_counter(int(state.get("name_counter", 1)))
+        elapsed0 = float(state.get("elapsed", 0.0))
+        log.info("resuming %s from generation %d", mdir, fitted.generation)
+        population = Population(strategy(fitted.members), fitted.generation + 1, previous=fitted)
+    else:
+        B.seed(seed)
+        set_name_counter(1)             # vertex names, like weights, follow from the seed
+        elapsed0 = 0.0
+        fitted = None
+        population = initial_population(
+            search_space or defaults.default_search_space(kind, nclasses, config.widths),
+            x.shape[1], kind, population_size)
+    try:
+        while True:
+            if fitted is not None and _done(fitted, generations, time_limit, target_fitness,
+                                             elapsed0 + time.monotonic() - start):
+                break
+            t0 = time.monotonic()
+            fitted = evaluate(population)
+            fitted = Population(fitted.best_first(), fitted.generation)
+            elapsed = elapsed0 + time.monotonic() - start
+            if mdir is not None:
+                save_checkpoint(mdir, fitted, {
+                    "config": _jsonable_config(config), "kind": kind,
+                    "sample_shape": list(x.shape[1:]), "nclasses": nclasses,
+                    "rng": B.rng().bit_generator.state, "name_counter": name_counter(),
+                    "elapsed": elapsed})
+            for cb in callbacks:
+                cb(fitted)
+            if progress is not None:
+                progress({"event": "generation", "generation": fitted.generation,
+                          "best": fitted.best().fitness, "mean": _mean_fitness(fitted),
+                          "seconds": time.monotonic() - t0, "elapsed": elapsed})
+            if _done(fitted, generations, time_limit, target_fitness, elapsed):
+                break
+            population = Population(strategy(fitted.members), fitted.generation + 1,
+                                    previous=fitted)
+    except KeyboardInterrupt:
+        if fitted is None:
+            raise
+        log.warning("interrupted: returning generation %d%s", fitted.generation,
+                    f"; run fit again with mdir={str(mdir)!r} to continue" if mdir else "")
+    return fitted
+
+
+# ---------------------------------------------------------------------------- data
+
+def as_arrays(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validated float32 samples (N, ...) and int64 labels (N,) from arrays, an ``(x, y)``
+    tuple or an iterable of ``(x, y)`` batches."""
+    if y is None:
+        if isinstance(x, tuple) and len(x) == 2:
+            x, y = x
+        elif isinstance(x, Iterable) and not hasattr(x, "shape"):
+            batches = list(x)
+            if not batches or not all(isinstance(b, tuple) and len(b) == 2 for b in batches):
+                raise ValueError(f"fit: {what} given as an iterable must yield (x, y) batches")
+            x = np.concatenate([B.to_numpy(b[0]) for b in batches])
+            y = np.concatenate([B.to_numpy(b[1]) for b in batches])
+        else:
+            raise ValueError(f"fit: {what}: labels y are missing; pass fit(x, y), fit((x, y)) "
+                             "or an iterable of (x, y) batches")
+    x, y = B.to_numpy(x), B.to_numpy(y)
+    if x.ndim not in KIND_OF_RANK:
+        raise ValueError(f"fit: {what} must be (N, F), (N, C, L) or (N, C, H, W), got shape "
+                         f"{x.shape}")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise ValueError(f"fit: {what} must be real numbers, got dtype {x.dtype}")
+    if y.ndim == 2 and y.shape[0] == x.shape[0]:
+        y = y.argmax(axis=1)                       # one-hot labels
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"fit: {what}: expected {x.shape[0]} labels (N,) or one-hot (N, K), "
+                         f"got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise ValueError(f"fit: {what}: labels must be integers 0..K-1, got dtype {y.dtype}")
+    if len(y) and (y.min() < 0):
+        raise ValueError(f"fit: {what}: labels must be integers 0..K-1, got minimum {y.min()}; "
+                         "remap them with numpy.unique(y, return_inverse=True)")
+    if x.shape[0] < 2:
+        raise ValueError(f"fit: {what} needs at least 2 samples, got {x.shape[0]}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"fit: {what} contains NaN or Inf values; clean or impute them first")
+    return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, fraction: float,
+                     seed: int) -> tuple[tuple, tuple]:
+    """A stratified, seeded split: ``fraction`` of each class to validation (at least one
+    sample of classes with two or more)."""
+    rng = np.random.default_rng([seed, 7])
+    valid_idx = []
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        take = min(len(idx) - 1, max(1, int(round(fraction * len(idx))))) if len(idx) > 1 else 0
+        valid_idx.extend(rng.permutation(idx)[:take])
+    mask = np.zeros(len(y), dtype=bool)
+    mask[np.asarray(valid_idx, dtype=np.int64)] = True
+    if mask.all() or not mask.any():
+        raise ValueError(f"fit: cannot split {len(y)} samples into training and validation; "
+                         "pass valid=(x_valid, y_valid)")
+    return (x[~mask], y[~mask]), (x[mask], y[mask])
+
+
+class GenerationBatches:
+    """The training batches of a generation, from (run seed, generation) alone.
+
+    ``itergeneration(g)`` (what TrainThenFitness asks for) gives ``config.batches_at(g)``
+    batches of shuffled samples, optionally shifted by up to one pixel (``config.augment``).
+    Being stateless, it gives every candidate, process and resumed run the same batches.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, config: FitConfig) -> None:
+        self.x, self.y, self.config = x, y, config
+
+    def itergeneration(self, generation: int | None) -> list[tuple[Any, Any]]:
+        g = 1 if generation is None else int(generation)
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, g, 1])
+        n, bs = len(self.y), min(cfg.batch_size, len(self.y))
+        nbatches = cfg.batches_at(g, n)
+        order = np.concatenate([rng.permutation(n) for _ in range(-(-nbatches * bs // n))])
+        batches = []
+        for b in range(nbatches):
+            idx = order[b * bs:(b + 1) * bs]
+            xb = self.x[idx]
+            if cfg.augment and xb.ndim == 4:
+                xb = _shift(xb, rng)
+            batches.append((B.to_device(xb), B.to_device(self.y[idx])))
+        return batches
+
+    def __iter__(self):
+        return iter(self.itergeneration(1))
+
+    def __repr__(self) -> str:
+        return f"GenerationBatches({len(self.y)} samples, batch {self.config.batch_size})"
+
+
+def _shift(xb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Shift each image by -1, 0 or +1 pixels in each direction (zeros come in)."""
+    n, _, h, w = xb.shape
+    padded = np.pad(xb, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    dy, dx = rng.integers(0, 3, n), rng.integers(0, 3, n)
+    out = np.empty_like(xb)
+    for oy in range(3):
+        for ox in range(3):
+            sel = np.flatnonzero((dy == oy) & (dx == ox))
+            if sel.size:
+                out[sel] = padded[sel, :, oy:oy + h, ox:ox + w]
+    return out
+
+
+# ---------------------------------------------------------------------------- fitness
+
+class ClassifierFitness(AbstractFitness):
+    """Train on the generation's batches, then validation accuracy + min(1e-3, 1 / nparams)
+    (the seed's fitness: accuracy first, the smaller model breaks ties). Invalid: 0.0."""
+
+    def __init__(self, train: GenerationBatches, valid: tuple[np.ndarray, np.ndarray],
+                 batch_size: int = 256, time_limit: float | None = None) -> None:
+        xv, yv = valid
+        self.valid = [(xv[i:i + batch_size], yv[i:i + batch_size])
+                      for i in range(0, len(yv), batch_size)]
+        self.train = TrainThenFitness(train, logit_cross_entropy, Adam(),
+                                      AccuracyFitness(self.valid), invalidfitness=0.0,
+                                      time_limit=time_limit)
+        self.invalidfitness = 0.0
+
+    def __call__(self, candidate: Any, generation: int | None = None) -> float:
+        acc = self.train(candidate, generation)
+        if not acc:
+            return 0.0
+        return float(acc) + min(1e-3, 1.0 / max(1, nparams(candidate.graph())))
+
+
+# ---------------------------------------------------------------------------- population
+
+def initial_population(space: Any, insize: int, kind: str, size: int,
+                       rng: np.random.Generator | None = None) -> Population:
+    """``size`` candidates drawn from ``space``, each with its own optimiser
+    (:func:`tinyevo.app.defaults.default_optimizer`)."""
+    members = []
+    for i in range(size):
+        inp = input_vertex("input", insize, kind)
+        graph = CompGraph(inp, space(inp, rng))
+        members.append(CandidateOptModel(defaults.default_optimizer(rng), graph))
+        log.debug("initial model %d: %d vertices, %d parameters", i, len(graph.vertices),
+                  graph.nparams())
+    return Population(members)
+
+
+def _evaluator(executor: Any, fitness: Any, progress: Callable | None) -> Callable:
+    """``evaluate(population) -> fitted population`` in-process or through ``executor``."""
+    mapper = None
+    if executor is not None:
+        from tinyevo.app.executors import make_mapper
+        mapper = make_mapper(executor)
+
+    def evaluate(population: Population) -> Population:
+        done = [0]
+        total = len(population.members)
+
+        def report(fitted: FittedCandidate) -> FittedCandidate:
+            done[0] += 1
+            if progress is not None:
+                progress({"event": "candidate", "generation": population.generation,
+                          "done": done[0], "total": total, "fitness": fitted.fitness})
+            return fitted
+
+        def serial(fn: Callable, members: list) -> Iterable:
+            for c in members:
+                t0 = time.perf_counter()
+                fitted = fn(c)
+                fitted.eval_time = time.perf_counter() - t0
+                yield report(fitted)
+
+        if mapper is None:
+            return population.evaluate(fitness, mapper=serial)
+        return population.evaluate(fitness, mapper=lambda fn, ms: [report(f) for f in
+                                                                   mapper(fn, ms)])
+
+    return evaluate
+
+
+def _done(fitted: Population, generations: int | None, time_limit: float | None,
+          target: float | None, elapsed: float) -> bool:
+    if generations is not None and fitted.generation >= generations:
+        return True
+    if time_limit is not None and elapsed >= time_limit:
+        return True
+    return target is not None and fitted.best().fitness >= target
+
+
+def _mean_fitness(population: Population) -> float:
+    values = [c.fitness for c in population.members if isinstance(c.fitness, (int, float))]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _callbacks(callbacks: Any) -> list[Callable]:
+    cbs = [callbacks] if callable(callbacks) else list(callbacks or ())
+    for cb in cbs:
+        if not callable(cb):
+            raise TypeError(f"fit: callbacks must be callables of the population, got "
+                            f"{type(cb).__name__}")
+    return cbs
+
+
+def _jsonable_config(config: FitConfig) -> dict:
+    d = asdict(config)
+    d["widths"] = list(d["widths"])
+    return d
+
+
+def _check_resume(state: dict, config: FitConfig, kind: str, sample_shape: tuple,
+                  nclasses: int, mdir: Path) -> None:
+    saved = state.get("config", {})
+    mine = _jsonable_config(config)
+    differ = [k for k in mine if k not in ("extra",) and saved.get(k) != mine[k]]
+    if (state.get("kind") != kind or list(state.get("sample_shape", [])) != list(sample_shape)
+            or state.get("nclasses") != nclasses):
+        raise ValueError(f"fit: the checkpoint in {mdir} is for {state.get('kind')} data of "
+                         f"shape {state.get('sample_shape')} with {state.get('nclasses')} "
+                         f"classes, not {kind} {list(sample_shape)} with {nclasses}; use "
+                         "another mdir")
+    if differ:
+        raise ValueError(f"fit: the checkpoint in {mdir} was made with other settings ("
+                         + ", ".join(f"{k}: {saved.get(k)!r} there, {mine[k]!r} now"
+                                     for k in differ)
+                         + "); resume with the same settings (and seed) or use another mdir")
