@@ -124,7 +124,7 @@ def test_best_fitness_never_decreases_with_elites():
     strategy = CombinedEvolution(
         EliteSelection(2), SusSelection(4, EvolveCandidates(evolve_model(Perturb(scale=0.3)))))
     bests = []
-    for _ in range(8):
+    for _ in range(20):
         population = evolve(strategy, accuracy, population)
         bests.append(population.previous.best().fitness)
     assert all(b2 >= b1 for b1, b2 in zip(bests, bests[1:]))

@@ -186,7 +186,7 @@ def test_train_accuracy_fitness_counts_training_hits():
     frozen = fitness(TrainAccuracyFitness(data, logit_cross_entropy, SGD(0.0)), cand)
     assert frozen == fitness(AccuracyFitness(data), cand)  # nothing learnt: same hits
     learning = TrainAccuracyFitness(data, logit_cross_entropy, Adam(0.05))
-    values = [fitness(learning, cand) for _ in range(3)]
+    values = [fitness(learning, cand) for _ in range(6)]  # the initial weights vary
     assert values[-1] > max(frozen, 0.8)
 
 

@@ -1,0 +1,257 @@
+"""The ``tinyevo`` command: ``tinyevo fit`` evolves a classifier, ``tinyevo show`` reports a run.
+
+    tinyevo fit                                   # the bundled digits, 5 minutes
+    tinyevo fit --data mnist:~/data/mnist --time-limit 1h --dir runs/mnist --workers 2
+    tinyevo show runs/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "parse_duration"]
+
+DEFAULT_DIR = "runs/digits"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as err:
+        print(f"tinyevo: error: {err}", file=sys.stderr)
+        return 1
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "90", "90s", "5m", "1h30m", "2h"."""
+    s = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", s)
+    if not parts or "".join(n + u for n, u in parts) != s:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r} as a duration: use e.g. 90, 90s, "
+                                         "5m, 1h30m")
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tinyevo",
+        description="Evolve neural network classifiers with a genetic algorithm while training "
+                    "them (NAS with weight inheritance).")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO)")
+    sub = p.add_subparsers(title="commands", dest="command")
+
+    f = sub.add_parser(
+        "fit", help="evolve a classifier on a dataset",
+        description="Evolve an image classifier. Resumes when --dir holds a run. Ends with the "
+                    "best model's test accuracy and where its checkpoint, plots and ONNX file "
+                    "are. Ctrl-C stops cleanly; run the same command again to continue.")
+    f.add_argument("--data", default="digits",
+                   help="digits (bundled, default) | mnist:DIR | fashion-mnist:DIR | "
+                        "cifar10:DIR | FILE.npz (arrays x, y or x_train, y_train, x_test, "
+                        "y_test)")
+    f.add_argument("--generations", type=_positive_int, default=None,
+                   help="stop after this many generations")
+    f.add_argument("--time-limit", type=parse_duration, default=None,
+                   help="stop after this long, e.g. 90s, 5m, 1h (default 5m when no "
+                        "--generations)")
+    f.add_argument("--population", type=_positive_int, default=12,
+                   help="candidates per generation (default 12)")
+    f.add_argument("--dir", default=DEFAULT_DIR,
+                   help=f"run directory: checkpoints, plots, best model (default {DEFAULT_DIR})")
+    f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    f.add_argument("--workers", type=_positive_int, default=None,
+                   help="evaluate candidates in this many local processes")
+    f.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="evaluate candidates on a Dask cluster, e.g. tcp://host:8786")
+    f.add_argument("--backend", choices=("numpy", "cupy"), default=None,
+                   help="array backend (default numpy, or $TINYEVO_BACKEND)")
+    f.add_argument("--no-plots", action="store_true", help="do not draw plots")
+    f.add_argument("--no-progress", action="store_true", help="plain log lines, no live display")
+    f.set_defaults(run=_fit)
+
+    s = sub.add_parser("show", help="summarise a run directory",
+                       description="Print a run's progress and its best architecture.")
+    s.add_argument("dir", help="run directory written by tinyevo fit")
+    s.set_defaults(run=_show)
+    return p
+
+
+# ---------------------------------------------------------------------------- fit
+
+def _fit(args: argparse.Namespace) -> int:
+    import tinyevo as te
+    from tinyevo.app import callbacks as cbs
+
+    if args.backend:
+        te.backend.use(args.backend)
+    if args.workers and args.dask_scheduler:
+        raise ValueError("give --workers or --dask-scheduler, not both")
+    time_limit = args.time_limit
+    if time_limit is None and args.generations is None:
+        time_limit = 300.0
+    (x, y), (x_test, y_test) = te.load_dataset(args.data)
+    mdir = Path(args.dir).expanduser()
+    mdir.mkdir(parents=True, exist_ok=True)
+    callbacks = []
+    if not args.no_plots:
+        try:
+            callbacks.append(cbs.MultiPlot(cbs.PlotFitness(mdir), cbs.ScatterPop(mdir),
+                                           cbs.ScatterOpt(mdir)))
+        except ImportError as err:
+            print(f"tinyevo: plots off ({err})", file=sys.stderr)
+    executor = None
+    if args.workers:
+        executor = te.app.ProcessEvaluator(args.workers)
+    elif args.dask_scheduler:
+        executor = te.app.DaskEvaluator(args.dask_scheduler)
+    resumed = (mdir / "checkpoint").exists()
+    print(f"tinyevo fit: {args.data}: {len(y)} training and {len(y_test)} test samples of shape "
+          f"{tuple(x.shape[1:])}; run directory {mdir}"
+          + (" (resuming)" if resumed else ""))
+    display = _Progress(args.generations, time_limit, enabled=not args.no_progress)
+    t0 = time.monotonic()
+    try:
+        with display:
+            population = te.fit(x, y, generations=args.generations, time_limit=time_limit,
+                                population_size=args.population, mdir=mdir,
+                                callbacks=callbacks, seed=args.seed, executor=executor,
+                                progress=display.update)
+    finally:
+        close = getattr(executor, "close", None)
+        if callable(close):
+            close()
+    best = population.best()
+    graph = best.graph()
+    accuracy = best.evaluate(x_test, y_test)
+    te.save_model(graph, mdir / "best")
+    onnx_path = mdir / "best.onnx"
+    try:
+        te.export_onnx(graph, onnx_path, input_shape=tuple(x.shape[1:]))
+    except ImportError:
+        onnx_path = None
+    print(f"\ngeneration {population.generation}, {time.monotonic() - t0:.0f} s this session")
+    print(f"best model: test accuracy {100 * accuracy:.2f} % on {len(y_test)} held-out samples "
+          f"(validation fitness {best.fitness:.4f}); {graph.nparams():,} parameters, "
+          f"{len(graph.vertices)} vertices")
+    print(f"checkpoint: {mdir / 'checkpoint'}   best model: {mdir / 'best'}")
+    if onnx_path is not None:
+        print(f"ONNX: {onnx_path}")
+    else:
+        print("ONNX: not written (pip install 'tinyevo[onnx]')")
+    if callbacks:
+        print(f"plots: {mdir / 'multiplot.png'}")
+    print(f"more: tinyevo show {mdir}")
+    return 0
+
+
+class _Progress:
+    """A live display with rich where available and wanted, else one line per generation."""
+
+    def __init__(self, generations: int | None, time_limit: float | None, enabled: bool):
+        self.generations, self.time_limit = generations, time_limit
+        self.live: Any = None
+        self.state = {"generation": 1, "done": 0, "total": 0, "best": None, "mean": None,
+                      "elapsed": 0.0}
+        self.t0 = time.monotonic()
+        if enabled and sys.stdout.isatty():
+            try:
+                from rich.live import Live
+                self.live = Live(self._render(), refresh_per_second=4, transient=False)
+            except ImportError:
+                self.live = None
+
+    def __enter__(self) -> _Progress:
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def update(self, event: dict) -> None:
+        st = self.state
+        if event["event"] == "candidate":
+            st.update(generation=event["generation"], done=event["done"], total=event["total"])
+        else:
+            st.update(generation=event["generation"], best=event["best"], mean=event["mean"],
+                      elapsed=event["elapsed"])
+            if self.live is None:
+                print(f"generation {event['generation']:4d}: best {event['best']:.4f}  mean "
+                      f"{event['mean']:.4f}  ({event['seconds']:.1f} s){self._left()}",
+                      flush=True)
+        if self.live is not None:
+            self.live.update(self._render())
+
+    def _left(self) -> str:
+        if self.time_limit is None:
+            return ""
+        left = max(0.0, self.time_limit - self.state["elapsed"])
+        return f"  {left:.0f} s left"
+
+    def _render(self) -> Any:
+        from rich.table import Table
+        st = self.state
+        t = Table.grid(padding=(0, 2))
+        gens = f"/{self.generations}" if self.generations else ""
+        t.add_row("generation", f"{st['generation']}{gens}")
+        t.add_row("candidates trained", f"{st['done']}/{st['total']}")
+        t.add_row("best fitness", "-" if st["best"] is None else f"{st['best']:.4f}")
+        t.add_row("mean fitness", "-" if st["mean"] is None else f"{st['mean']:.4f}")
+        t.add_row("elapsed", f"{st['elapsed']:.0f} s" + self._left())
+        return t
+
+
+# ---------------------------------------------------------------------------- show
+
+def _show(args: argparse.Namespace) -> int:
+    from tinyevo.app.callbacks import history
+    from tinyevo.app.checkpoint import load_checkpoint
+
+    mdir = Path(args.dir).expanduser()
+    if not mdir.is_dir():
+        raise FileNotFoundError(f"no run directory at {mdir}")
+    loaded = load_checkpoint(mdir)
+    if loaded is None:
+        raise FileNotFoundError(f"{mdir} holds no checkpoint yet (no complete generation)")
+    population, state = loaded
+    best = max(population.members, key=lambda c: c.fitness if c.fitness is not None else -1)
+    print(f"run {mdir}: generation {population.generation}, {len(population.members)} "
+          f"candidates, {state.get('elapsed', 0):.0f} s of evolution")
+    rows = history(mdir).get("fitness", [])
+    if rows:
+        print("generation  best     mean")
+        for r in rows[-10:]:
+            print(f"{int(r['generation']):10d}  {r['best']:.4f}  {r['mean']:.4f}")
+    print(f"\nbest candidate: fitness {best.fitness:.4f}, optimiser {best.opt()!r}")
+    print(best.graph().summary())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
