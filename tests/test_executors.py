@@ -1,0 +1,218 @@
+"""Parallel evaluation: serial, process pool and Dask agree; dead and stuck workers cost no
+candidate."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import tinyevo as te
+from tinyevo.app.executors import (
+    DaskEvaluator,
+    ExecutorEvaluator,
+    ProcessEvaluator,
+    SerialEvaluator,
+    make_evaluator,
+)
+from tinyevo.evolution.iterators import BatchIterator
+from tinyevo.layers import Dense, Dropout
+
+
+# --------------------------------------------------------------------- candidates and data
+@dataclasses.dataclass(eq=False)
+class Saboteur(te.CandidateModel):
+    """A candidate that, inside a worker process, kills it (once while ``marker`` does not exist,
+    or always) or hangs; in the test process it is an ordinary CandidateModel."""
+
+    action: str = "none"  # "kill-once", "kill-always", "hang"
+    marker: str = ""
+
+    def graph(self, default=None):
+        if multiprocessing.parent_process() is not None:  # in a worker
+            if self.action == "hang":
+                time.sleep(600)
+            kill = self.action == "kill-always" or (
+                self.action == "kill-once" and not os.path.exists(self.marker))
+            if kill:
+                if self.marker:
+                    open(self.marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+        return self.model
+
+
+def make_graphs():
+    """Four tiny dense graphs; two with dropout, so evaluation draws random numbers."""
+    graphs = []
+    for i, n in enumerate((4, 6, 8, 5)):
+        inp = te.input_vertex("in", 6, "dense")
+        v = te.vertex(Dense(6, n, "relu"), inp, name="h")
+        if i % 2:
+            v = te.vertex(Dropout(0.3), v, name="drop")
+        graphs.append(te.CompGraph(inp, te.vertex(Dense(n, 3), v, name="out")))
+    return graphs
+
+
+def make_problem(shuffle=True, candidate=te.CandidateModel, **kw):
+    """(fitness, population) from the same seed every time; reshuffled partitions of the data."""
+    te.seed(7)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 6), dtype=np.float32)
+    y = rng.integers(0, 3, 64)
+    train = te.RepeatPartitionIterator(BatchIterator((x, y), 8, shuffle=shuffle), 3, cycle=True)
+    fitness = te.TrainThenFitness(train, te.losses.logit_cross_entropy, te.optimizers.Adam(0.01),
+                                  te.AccuracyFitness([(x, y)]), invalidfitness=-1.0)
+    return fitness, te.Population([candidate(g, **kw) for g in make_graphs()])
+
+
+def run_generations(mapper, ngen=2, **kw):
+    """Fitness values and weights after evaluating the same population ``ngen`` times."""
+    fitness, population = make_problem(**kw)
+    out = []
+    for g in range(1, ngen + 1):
+        population = te.Population(population.members, g).evaluate(fitness, mapper=mapper)
+        weights = [a.copy() for c in population for layer in c.graph().layers()
+                   for a in layer.params.values()]
+        out.append((population.fitnesses(), weights))
+    return out
+
+
+def assert_same(a, b):
+    for (fa, wa), (fb, wb) in zip(a, b, strict=True):
+        assert fa == fb
+        assert len(wa) == len(wb) and all(np.array_equal(p, q) for p, q in zip(wa, wb))
+
+
+@pytest.fixture(scope="module")
+def serial_result():
+    return run_generations(SerialEvaluator())
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    cluster = client = None
+    try:
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
+        client = distributed.Client(cluster)
+        yield client
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# --------------------------------------------------------------------- fast tests
+def test_make_evaluator_picks_by_argument():
+    assert isinstance(make_evaluator(), SerialEvaluator)
+    assert isinstance(make_evaluator(workers=1), SerialEvaluator)
+    ev = make_evaluator(workers=2, timeout=30)
+    assert isinstance(ev, ProcessEvaluator) and ev.workers == 2 and ev.timeout == 30
+    assert isinstance(make_evaluator(3), ProcessEvaluator)
+    with cf.ThreadPoolExecutor(2) as pool:
+        assert isinstance(make_evaluator(pool), ExecutorEvaluator)
+    assert make_evaluator(ev) is ev and make_evaluator(map) is map
+    with pytest.raises(ValueError, match="workers"):
+        make_evaluator(workers=0)
+    with pytest.raises(ValueError, match="exclude"):
+        make_evaluator(workers=2, dask_scheduler="tcp://h:1")
+    with pytest.raises(ValueError, match="unknown executor"):
+        make_evaluator("threads")
+    with pytest.raises(TypeError, match="Executor"):
+        make_evaluator(3.5)
+
+
+def test_serial_evaluator_is_plain_map_when_evaluation_draws_nothing():
+    # Without shuffling and dropout, SerialEvaluator is exactly the built-in evaluation.
+    plain = run_generations(None, shuffle=False, candidate=_no_dropout)
+    assert_same(run_generations(SerialEvaluator(), shuffle=False, candidate=_no_dropout), plain)
+
+
+def _no_dropout(graph):
+    for v in graph.vertices:
+        if isinstance(getattr(v, "layer", None), Dropout):
+            v.layer.p = 0.0
+    return te.CandidateModel(graph)
+
+
+def test_serial_evaluation_leaves_the_library_generator_alone():
+    fitness, population = make_problem()
+    te.seed(11)
+    expected = te.backend.rng().random()
+    te.seed(11)
+    population.evaluate(fitness, mapper=SerialEvaluator())
+    assert te.backend.rng().random() == expected  # evaluation drew from its own seeds
+
+
+def test_thread_pool_matches_serial_and_ships_the_fitness_on_request(serial_result):
+    with cf.ThreadPoolExecutor(2) as pool:
+        assert_same(run_generations(ExecutorEvaluator(pool)), serial_result)
+
+
+def broken_fitness(candidate):
+    raise ValueError("bad candidate")
+
+
+def test_a_fitness_that_raises_raises_as_in_a_serial_run():
+    broken = broken_fitness
+    with cf.ThreadPoolExecutor(1) as pool, pytest.raises(ValueError, match="bad candidate"):
+        te.Population([te.CandidateModel(None)]).evaluate(broken, mapper=ExecutorEvaluator(pool))
+
+
+# --------------------------------------------------------------------- process pool
+@pytest.mark.slow
+def test_process_pool_matches_serial(serial_result):
+    with ProcessEvaluator(workers=2) as mapper:
+        assert_same(run_generations(mapper), serial_result)
+
+
+@pytest.mark.slow
+def test_process_pool_survives_killed_and_stuck_workers(tmp_path, caplog):
+    fitness, population = make_problem(candidate=Saboteur)
+    population.members[0].action, population.members[0].marker = "kill-once", str(tmp_path / "k")
+    population.members[2].action = "kill-always"
+    population.members[3].action = "hang"
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, "tinyevo"), \
+            ProcessEvaluator(workers=2, retries=1, timeout=3) as mapper:
+        evaluated = population.evaluate(fitness, mapper=mapper)
+    assert time.monotonic() - t0 < 40
+    fits = evaluated.fitnesses()
+    assert len(fits) == 4 and evaluated.fitted
+    assert fits[0] >= 0 and fits[1] >= 0  # killed once: retried; innocent bystander: retried
+    assert fits[2] == -1.0 and fits[3] == -1.0  # keeps killing; stuck: the invalid fitness
+    assert "time limit of 3 s" in caplog.text and "the worker failed 3 times" in caplog.text
+    assert not np.array_equal(first_weight(evaluated[0]), first_weight(population[0]))
+
+
+def first_weight(candidate):
+    return next(iter(candidate.graph().layers())).params["weight"]
+
+
+# --------------------------------------------------------------------- dask
+@pytest.mark.slow
+def test_dask_matches_serial(serial_result, dask_client):
+    with DaskEvaluator(dask_client) as mapper:
+        assert_same(run_generations(mapper), serial_result)
+    with make_evaluator(dask_client.get_executor()) as mapper:
+        assert isinstance(mapper, DaskEvaluator)
+
+
+@pytest.mark.slow
+def test_dask_survives_a_killed_worker(tmp_path, dask_client, serial_result):
+    fitness, population = make_problem(candidate=Saboteur)
+    population.members[1].action, population.members[1].marker = "kill-once", str(tmp_path / "k")
+    with DaskEvaluator(dask_client) as mapper:
+        evaluated = population.evaluate(fitness, mapper=mapper)
+    assert os.path.exists(tmp_path / "k")  # a worker did die
+    assert evaluated.fitted and len(evaluated) == 4
+    assert evaluated.fitnesses() == serial_result[0][0]  # nothing lost, nothing changed
