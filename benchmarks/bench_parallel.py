@@ -2,10 +2,11 @@
 
 Each candidate (two 3x3 conv layers of 8-24 channels, global pooling, a dense head) trains on
 one partition of the digits training set (``--batches`` batches of 32) and is measured on the
-test split. The same generation is evaluated serially in this process (default thread settings:
-what a user gets without ``--workers``) and by a ProcessEvaluator with ``--workers`` processes
-(one BLAS thread each). The pool is started before timing (``cold`` includes its start-up);
-every measurement is repeated ``--repeats`` times and the range is printed:
+test split. The same generation is evaluated serially in this process (SerialEvaluator: one BLAS
+thread, what a user gets without ``--workers``; and with the process's default BLAS threads) and
+by a ProcessEvaluator with ``--workers`` processes (one BLAS thread each). ``warm`` times a
+generation on a running pool, ``cold`` includes starting it. Every measurement is repeated
+``--repeats`` times and the range is printed:
 
     speed-up = serial seconds / parallel seconds        (aim on 2 cores: >= 1.7x)
 
@@ -16,7 +17,6 @@ Results are checked to be identical to the serial ones. Run with
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import time
 
@@ -69,10 +69,9 @@ def main() -> None:
     timed(SerialEvaluator(), args.batches)  # warm caches and imports
     serial, single, parallel, cold = [], [], [], []
     for _ in range(args.repeats):
+        serial.append(timed(SerialEvaluator(single_thread=False), args.batches)[0])
         t, serial_fits = timed(SerialEvaluator(), args.batches)
-        serial.append(t)
-        with _one_thread():
-            single.append(timed(SerialEvaluator(), args.batches)[0])
+        single.append(t)
         with ProcessEvaluator(workers=args.workers) as mapper:
             t, fits = timed(mapper, args.batches)  # the pool starts inside this call
             cold.append(t)
@@ -80,28 +79,15 @@ def main() -> None:
             parallel.append(t)
         if not fits == fits_warm == serial_fits:
             raise SystemExit(f"results differ: serial {serial_fits}, parallel {fits_warm}")
-    print(f"serial, default threads  {_range(serial)} s")
-    print(f"serial, 1 thread         {_range(single)} s")
+    print(f"serial, 1 BLAS thread    {_range(single)} s   (SerialEvaluator())")
+    print(f"serial, default threads  {_range(serial)} s   (single_thread=False)")
     print(f"{args.workers} workers (warm)         {_range(parallel)} s")
     print(f"{args.workers} workers (cold)         {_range(cold)} s   (includes starting the pool)")
-    for name, base in (("default threads", serial), ("1 thread", single)):
+    for name, base in (("1 BLAS thread", single), ("default threads", serial)):
         ratios = [s / p for s, p in zip(base, parallel)]
         print(f"speed-up vs serial, {name}: {min(ratios):.2f}x .. {max(ratios):.2f}x "
               f"(median {np.median(ratios):.2f}x)")
     print(f"identical fitness values; load average now {os.getloadavg()[0]:.1f}")
-
-
-@contextlib.contextmanager
-def _one_thread():
-    from threadpoolctl import threadpool_limits
-
-    threads = te.backend.num_threads()
-    te.backend.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        te.backend.set_num_threads(threads)
 
 
 def _range(xs: list) -> str:

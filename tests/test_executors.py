@@ -153,6 +153,19 @@ def test_serial_evaluation_leaves_the_library_generator_alone():
     assert te.backend.rng().random() == expected  # evaluation drew from its own seeds
 
 
+def blas_threads(candidate):
+    from threadpoolctl import threadpool_info
+
+    return max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"),
+               default=1)
+
+
+def test_serial_evaluator_uses_one_blas_thread_like_the_workers():
+    # multi-threaded OpenBLAS products differ in the last bits from single-threaded ones
+    pytest.importorskip("threadpoolctl")
+    assert SerialEvaluator()(blas_threads, [None]) == [1]
+
+
 def test_thread_pool_matches_serial_and_ships_the_fitness_on_request(serial_result):
     with cf.ThreadPoolExecutor(2) as pool:
         assert_same(run_generations(ExecutorEvaluator(pool)), serial_result)

@@ -174,19 +174,27 @@ class Evaluator:
 class SerialEvaluator(Evaluator):
     """In-process, one candidate after the other: ``map`` with per-candidate seeding.
 
-    Candidates are trained in place, exactly as with ``mapper=None``; the only difference is that
-    evaluation-time randomness comes from a per-candidate seed (see the module doc), so that the
-    parallel evaluators can reproduce it.
+    Candidates are trained in place, as with ``mapper=None``. Two differences make its results
+    those of the parallel evaluators, bit for bit: evaluation-time randomness comes from a
+    per-candidate seed (see the module doc), and BLAS runs with one thread while candidates are
+    evaluated, as in the workers (a multi-threaded OpenBLAS matrix product differs from a
+    single-threaded one in the last bits). ``single_thread=False`` keeps the process's BLAS
+    threads (faster for large models on an idle machine; results then differ slightly).
 
         >>> SerialEvaluator()(lambda c: c * 2, [1, 2])
         [2, 4]
     """
 
+    def __init__(self, seed: int | None = None, single_thread: bool = True) -> None:
+        super().__init__(seed)
+        self.single_thread = bool(single_thread)
+
     def _evaluate(self, job: _Job, members: list, seeds: list) -> list:
         out = []
-        for member, seed in zip(members, seeds):
-            with _seeded(seed):
-                out.append(job.fn(member))
+        with _one_blas_thread() if self.single_thread else contextlib.nullcontext():
+            for member, seed in zip(members, seeds):
+                with _seeded(seed):
+                    out.append(job.fn(member))
         return out
 
     def __repr__(self) -> str:
@@ -721,6 +729,18 @@ def _pin_threads() -> None:
     except ImportError:  # the environment set before spawning covers BLAS then
         return
     threadpool_limits(1)
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread in this process for the block (needs threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 
 @contextlib.contextmanager
