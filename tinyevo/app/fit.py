@@ -28,7 +28,8 @@ import numpy as np
 from tinyevo import backend as B
 from tinyevo.app import defaults
 from tinyevo.app.checkpoint import load_checkpoint, save_checkpoint
-from tinyevo.evolution.candidate import CandidateOptModel, FittedCandidate, nparams
+from tinyevo.app.executors import SerialEvaluator, make_evaluator
+from tinyevo.evolution.candidate import CandidateOptModel, nparams
 from tinyevo.evolution.fitness import AbstractFitness, AccuracyFitness, TrainThenFitness
 from tinyevo.evolution.population import Population
 from tinyevo.graph import CompGraph, input_vertex
@@ -89,10 +90,12 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
 
     ``mdir``: checkpoint every generation there and resume from it. ``callbacks``: called with
     the evaluated population after every generation (PlotFitness, ScatterPop, ... from
-    ``tinyevo.app``). ``executor``: where candidates are evaluated (None: in this process; see
-    docs/parallel.md). ``progress(event)``: a dict per finished candidate and generation, for
-    progress displays. ``search_space``, ``mutation``, ``crossover`` and ``strategy`` replace the
-    defaults of ``tinyevo.app.defaults``.
+    ``tinyevo.app``). ``executor``: where candidates are evaluated: None (this process, one BLAS
+    thread), a number of local worker processes, a Dask client or scheduler address, or any
+    ``concurrent.futures.Executor`` (see docs/parallel.md); results are the same on all.
+    ``progress(event)``: a dict per finished candidate and generation, for progress displays.
+    ``search_space``, ``mutation``, ``crossover`` and ``strategy`` replace the defaults of
+    ``tinyevo.app.defaults``.
     """
     if generations is None and time_limit is None and target_fitness is None:
         raise ValueError("fit: give generations=, time_limit= or target_fitness= so the run "
@@ -131,7 +134,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     strategy = strategy or defaults.default_strategy(
         population_size, mutation or defaults.default_mutation(kind, nclasses),
         crossover or defaults.default_crossover(), config.elites)
-    evaluate = _evaluator(executor, fitness, progress)
+    mapper = make_evaluator(executor)
 
     mdir = Path(mdir) if mdir is not None else None
     resumed = load_checkpoint(mdir) if mdir is not None else None
@@ -153,6 +156,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         population = initial_population(
             search_space or defaults.default_search_space(kind, nclasses, config.widths),
             x.shape[1], kind, population_size)
+    evaluate = _evaluator(mapper, fitness, progress)
     try:
         while True:
             if fitted is not None and _done(fitted, generations, time_limit, target_fitness,
@@ -183,6 +187,9 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
             raise
         log.warning("interrupted: returning generation %d%s", fitted.generation,
                     f"; run fit again with mdir={str(mdir)!r} to continue" if mdir else "")
+    finally:
+        if mapper is not executor:          # ours to close; a user's evaluator stays open
+            mapper.close()
     return fitted
 
 
@@ -311,11 +318,17 @@ class ClassifierFitness(AbstractFitness):
                                       time_limit=time_limit)
         self.invalidfitness = 0.0
 
+    on_done: Callable[[Any, float], None] | None = None   # progress hook (in-process only)
+
     def __call__(self, candidate: Any, generation: int | None = None) -> float:
+        t0 = time.perf_counter()
         acc = self.train(candidate, generation)
-        if not acc:
-            return 0.0
-        return float(acc) + min(1e-3, 1.0 / max(1, nparams(candidate.graph())))
+        value = 0.0 if not acc else float(acc) + min(1e-3, 1.0 / max(1, nparams(
+            candidate.graph())))
+        candidate.eval_time = time.perf_counter() - t0      # for ScatterPop; travels back
+        if self.on_done is not None:
+            self.on_done(candidate, value)
+        return value
 
 
 # ---------------------------------------------------------------------------- population
@@ -334,35 +347,31 @@ def initial_population(space: Any, insize: int, kind: str, size: int,
     return Population(members)
 
 
-def _evaluator(executor: Any, fitness: Any, progress: Callable | None) -> Callable:
-    """``evaluate(population) -> fitted population`` in-process or through ``executor``."""
-    mapper = None
-    if executor is not None:
-        from tinyevo.app.executors import make_mapper
-        mapper = make_mapper(executor)
+def _evaluator(mapper: Any, fitness: ClassifierFitness,
+               progress: Callable | None) -> Callable:
+    """``evaluate(population) -> fitted population`` through ``mapper`` (an evaluator of
+    :mod:`tinyevo.app.executors`), reporting each finished candidate where it runs in-process."""
+    in_process = isinstance(mapper, SerialEvaluator)
 
     def evaluate(population: Population) -> Population:
         done = [0]
         total = len(population.members)
 
-        def report(fitted: FittedCandidate) -> FittedCandidate:
+        def report(candidate: Any, value: float) -> None:
             done[0] += 1
             if progress is not None:
                 progress({"event": "candidate", "generation": population.generation,
-                          "done": done[0], "total": total, "fitness": fitted.fitness})
-            return fitted
+                          "done": done[0], "total": total, "fitness": value})
 
-        def serial(fn: Callable, members: list) -> Iterable:
-            for c in members:
-                t0 = time.perf_counter()
-                fitted = fn(c)
-                fitted.eval_time = time.perf_counter() - t0
-                yield report(fitted)
-
-        if mapper is None:
-            return population.evaluate(fitness, mapper=serial)
-        return population.evaluate(fitness, mapper=lambda fn, ms: [report(f) for f in
-                                                                   mapper(fn, ms)])
+        fitness.on_done = report if in_process else None
+        try:
+            fitted = population.evaluate(fitness, mapper=mapper)
+        finally:
+            fitness.on_done = None
+        if not in_process and progress is not None:
+            progress({"event": "candidate", "generation": population.generation,
+                      "done": total, "total": total, "fitness": None})
+        return fitted
 
     return evaluate
 
