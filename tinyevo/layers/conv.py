@@ -21,8 +21,8 @@ from tinyevo.layers.init import initialize
 
 __all__ = ["Conv", "conv_output_size", "resolve_padding"]
 
-# Bytes of unfolded columns per block: about half a core's L2 cache.
-_CHUNK_BYTES = 1 << 20
+# Bytes of unfolded columns per block (NumPy): bounds the column matrix of large inputs.
+_CHUNK_BYTES = 32 << 20
 
 
 @register
@@ -106,15 +106,22 @@ class Conv(Layer):
         else:
             x_in, unfold, fold = to_cl(x), _im2col, _col2im
             wmat = self._wmat()                                        # (K, Cout), K = (*k, C)
-        # Unfold a few images at a time so each column block stays in cache; the backward pass
-        # unfolds again rather than keeping a (M, K) matrix alive between the passes.
+        # Unfold in blocks of images so the column matrix stays bounded for large inputs; the
+        # blocks are kept for the backward pass when training (unfolded again otherwise).
         per = n if xp is not np else max(1, _CHUNK_BYTES // (wmat.size // cout * positions
                                                              * x.dtype.itemsize))
         chunks = [(a, min(a + per, n)) for a in range(0, n, per)]
+
+        def columns(a: int, b: int) -> Any:
+            return x_in[a:b].reshape(-1, cin) if pointwise else unfold(x_in[a:b], *geometry)
+
         z = xp.empty((n * positions, cout), dtype=x.dtype)
+        kept = []
         for a, b in chunks:
-            col = x_in[a:b].reshape(-1, cin) if pointwise else unfold(x_in[a:b], *geometry)
+            col = columns(a, b)
             xp.matmul(col, wmat, out=z[a * positions:b * positions])
+            if train:
+                kept.append(col)
         if "bias" in self.params:
             zt, bias_t = tiled(z, self.params["bias"])
             zt += bias_t
@@ -127,24 +134,26 @@ class Conv(Layer):
             self._track(y_cl, dy_cl)
             if "bias" in self.params:
                 self.grads["bias"] += colsum(dz)
-            dwmat = xp.zeros_like(wmat)
-            dx = xp.empty(x_in.shape, dtype=dz.dtype) if need_dx else None
-            for a, b in chunks:
+            dwmat = None
+            parts = []
+            for i, (a, b) in enumerate(chunks):
                 rows = slice(a * positions, b * positions)
-                col = x_in[a:b].reshape(-1, cin) if pointwise else unfold(x_in[a:b], *geometry)
-                dwmat += col.T @ dz[rows]
+                col = kept[i] if kept else columns(a, b)
+                dw = col.T @ dz[rows]
+                dwmat = dw if dwmat is None else dwmat + dw
                 if need_dx:
                     # Channels-first folding reads (K, M) blocks: produce that layout directly.
                     dcol = ((wmat @ dz[rows].T).T if fold is _col2im_cf
                             else dz[rows] @ wmat.T)
-                    dx[a:b] = (dcol.reshape(dx[a:b].shape) if pointwise
-                               else fold(dcol, x_in[a:b].shape, *geometry, xp))
+                    parts.append(dcol.reshape(x_in[a:b].shape) if pointwise
+                                 else fold(dcol, x_in[a:b].shape, *geometry, xp))
             if unfold is _im2col:
                 self.grads["weight"] += _wmat_to_weight(dwmat, cin, self.kernel_size)
             else:
                 self.grads["weight"] += dwmat.T.reshape(self.params["weight"].shape)
-            if dx is None:
+            if not need_dx:
                 return None
+            dx = parts[0] if len(parts) == 1 else xp.concatenate(parts)
             return dx if fold is _col2im_cf else from_cl(dx)
 
         return from_cl(y_cl), backprop
