@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import time
@@ -85,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"run directory: checkpoints, plots, best model (default {DEFAULT_DIR})")
     f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     f.add_argument("--workers", type=_positive_int, default=None,
-                   help="evaluate candidates in this many local processes")
+                   help="evaluate candidates in this many local processes, one core each "
+                        "(default: one per CPU, at most 8; 1 = in this process)")
     f.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                    help="evaluate candidates on a Dask cluster, e.g. tcp://host:8786")
     f.add_argument("--backend", choices=("numpy", "cupy"), default=None,
@@ -124,11 +126,11 @@ def _fit(args: argparse.Namespace) -> int:
                                            cbs.ScatterOpt(mdir)))
         except ImportError as err:
             print(f"tinyevo: plots off ({err})", file=sys.stderr)
-    executor = None
-    if args.workers:
-        executor = te.app.ProcessEvaluator(args.workers)
-    elif args.dask_scheduler:
+    if args.dask_scheduler:
         executor = te.app.DaskEvaluator(args.dask_scheduler)
+    else:
+        workers = args.workers or min(os.cpu_count() or 1, 8)
+        executor = te.app.ProcessEvaluator(workers) if workers > 1 else None
     resumed = (mdir / "checkpoint").exists()
     print(f"tinyevo fit: {args.data}: {len(y)} training and {len(y_test)} test samples of shape "
           f"{tuple(x.shape[1:])}; run directory {mdir}"

@@ -70,7 +70,7 @@ ACTIVATIONS = ("identity", "relu", "elu", "selu")
 OPTIMIZER_CHOICES = (Adam, AdamW, NAdam, RMSProp, Momentum, Nesterov)
 
 
-def default_search_space(kind: str, nclasses: int, widths: tuple[int, int] = (16, 64)) -> Any:
+def default_search_space(kind: str, nclasses: int, widths: tuple[int, int] = (8, 32)) -> Any:
     """The architecture space ``fit`` draws initial models from, for "dense", "conv1d" or
     "conv2d" data. ``widths`` bounds the first conv block's channels; the second block draws
     up to twice as many (the seed: 8-256 then 32-512; smaller here so that a CPU run of minutes

@@ -55,11 +55,11 @@ class FitConfig:
     batch_size: int = 32
     batches_per_generation: int | None = None   # None: one pass over the training split
     budget_growth: float = 0.0                  # extra share of batches per generation
-    valid_fraction: float = 0.1
+    valid_fraction: float = 0.2
     augment: bool = False                       # +-1 pixel shifts of image batches
     seed: int = 0
     elites: int = 2
-    widths: tuple[int, int] = (16, 64)
+    widths: tuple[int, int] = (8, 32)
     candidate_time_limit: float | None = None
     extra: dict = field(default_factory=dict)
 
@@ -72,10 +72,10 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         time_limit: float | None = None, target_fitness: float | None = None,
         population_size: int = 12, batch_size: int = 32,
         batches_per_generation: int | None = None, budget_growth: float = 0.0,
-        valid_fraction: float = 0.1, augment: bool | None = None, mdir: str | Path | None = None,
+        valid_fraction: float = 0.2, augment: bool = False, mdir: str | Path | None = None,
         callbacks: Sequence[Callable] | Callable = (), seed: int | None = None,
         executor: Any = None, search_space: Any = None, mutation: Any = None,
-        crossover: Any = None, strategy: Any = None, widths: tuple[int, int] = (16, 64),
+        crossover: Any = None, strategy: Any = None, widths: tuple[int, int] = (8, 32),
         candidate_time_limit: float | None = None,
         progress: Callable[[dict], None] | None = None) -> Population:
     """Evolve a classifier for ``x`` (N, C, H, W), (N, C, L) or (N, F) with integer labels ``y``.
@@ -119,7 +119,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     config = FitConfig(population_size=population_size, batch_size=batch_size,
                        batches_per_generation=batches_per_generation,
                        budget_growth=float(budget_growth), valid_fraction=valid_fraction,
-                       augment=bool(kind == "conv2d" if augment is None else augment), seed=seed,
+                       augment=bool(augment), seed=seed,
                        widths=tuple(widths), candidate_time_limit=candidate_time_limit)
     if valid is None:
         (x, y), (xv, yv) = split_validation(x, y, valid_fraction, seed)

@@ -24,7 +24,10 @@ case of a single source without the solver.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -400,12 +403,32 @@ def _solve(c, integrality, bounds, constraints) -> np.ndarray | None:
     ints = integrality.astype(bool)
     if np.abs(lp.x[ints] - np.round(lp.x[ints])).max(initial=0.0) < 1e-7:
         return np.round(lp.x).astype(np.int64)
-    res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints,
-               options={**options, "mip_rel_gap": 1e-6})
+    with _quiet_stdout():       # HiGHS's MIP solver can print to the C stdout despite disp
+        res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints,
+                   options={**options, "mip_rel_gap": 1e-6})
     if res.x is None:
         logger.debug("neuron selection MILP: %s", res.message)
         return None
     return np.round(res.x).astype(np.int64)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Send file descriptor 1 to /dev/null for the duration (no-op where that fails)."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _indices(keep: np.ndarray, new: np.ndarray) -> np.ndarray:

@@ -1,0 +1,73 @@
+"""The tinyevo command: options, a tiny fit run from an .npz file, and show."""
+
+import argparse
+
+import numpy as np
+import pytest
+
+from tinyevo.cli import main, parse_duration
+
+pytest.importorskip("sklearn")
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("5m", 300),
+                                           ("1h30m", 5400), ("0.5h", 1800)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5 minutes", "m5", "-3s"])
+def test_bad_durations(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration(text)
+
+
+@pytest.fixture
+def npz(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 3
+    x = rng.standard_normal((120, 1, 6, 6)).astype(np.float32) * 0.3
+    x[:, 0, 1, y + 1] += 2.0                      # a learnable class signal
+    path = tmp_path / "toy.npz"
+    np.savez(path, x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:])
+    return path
+
+
+def test_fit_then_show(npz, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["fit", "--data", str(npz), "--generations", "2", "--population", "2",
+                 "--dir", str(run), "--workers", "1", "--no-progress", "--no-plots"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "test accuracy" in out and "generation 2" in out
+    assert (run / "best" / "model.json").is_file() and (run / "checkpoint").is_dir()
+    code = main(["show", str(run)])
+    out = capsys.readouterr().out
+    assert code == 0 and "generation 2" in out and "parameters" in out
+
+
+def test_fit_resumes_a_run(npz, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["fit", "--data", str(npz), "--population", "2", "--dir", str(run), "--workers", "1",
+            "--no-progress", "--no-plots"]
+    assert main(args + ["--generations", "1"]) == 0
+    assert main(args + ["--generations", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "(resuming)" in out and "generation 2" in out
+
+
+def test_errors_are_one_line_and_exit_1(tmp_path, capsys):
+    assert main(["fit", "--data", f"mnist:{tmp_path / 'nope'}", "--generations", "1",
+                 "--dir", str(tmp_path / "r")]) == 1
+    assert "tinyevo: error:" in capsys.readouterr().err
+    assert main(["show", str(tmp_path / "missing")]) == 1
+
+
+def test_help_and_usage_errors(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--help"])
+    assert e.value.code == 0 and "--time-limit" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--population", "zero"])
+    assert e.value.code == 2
+    assert main([]) == 2

@@ -1,0 +1,154 @@
+"""tinyevo.fit end to end, on a small slice of the bundled digits with tiny settings."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import tinyevo as te
+from tinyevo.app.checkpoint import load_checkpoint
+
+pytest.importorskip("sklearn")
+
+TINY = dict(population_size=3, batches_per_generation=2, batch_size=16, widths=(4, 8),
+            seed=5)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = te.load_digits("train")
+    return x[:240], y[:240]
+
+
+def _summary(population):
+    return ([c.fitness for c in population],
+            [[v.name for v in c.graph().vertices] for c in population])
+
+
+def test_fit_returns_the_last_generation_best_first(digits):
+    x, y = digits
+    seen = []
+    population = te.fit(x, y, generations=2, callbacks=[lambda p: seen.append(p.generation)],
+                        **TINY)
+    assert population.generation == 2 and seen == [1, 2]
+    fitness = [c.fitness for c in population]
+    assert fitness == sorted(fitness, reverse=True) and len(fitness) == 3
+    best = population.best()
+    labels = best.predict(x[:10])
+    assert labels.shape == (10,) and labels.dtype.kind in "iu"
+    assert 0.0 <= best.evaluate(x[:50], y[:50]) <= 1.0
+    assert best(x[:4]).shape == (4, 10)
+    assert all(getattr(c, "eval_time", 0) > 0 for c in population)
+
+
+def test_fit_takes_an_iterable_of_batches_and_a_validation_set(digits):
+    x, y = digits
+    batches = [(x[i:i + 40], y[i:i + 40]) for i in range(0, 200, 40)]
+    population = te.fit(batches, valid=(x[200:], y[200:]), generations=1, **TINY)
+    assert population.generation == 1 and len(population) == 3
+
+
+def test_same_seed_same_run_and_resume_equals_an_uninterrupted_run(digits, tmp_path):
+    x, y = digits
+    te.fit(x, y, generations=2, mdir=tmp_path / "a", **TINY)
+    resumed = te.fit(x, y, generations=3, mdir=tmp_path / "a", **TINY)
+    straight = te.fit(x, y, generations=3, mdir=tmp_path / "b", **TINY)
+    assert resumed.generation == straight.generation == 3
+    assert _summary(resumed) == _summary(straight)
+    np.testing.assert_array_equal(resumed.best().graph()(x[:8]), straight.best().graph()(x[:8]))
+    # and the checkpoint holds the last complete generation
+    saved, state = load_checkpoint(tmp_path / "a")
+    assert saved.generation == 3 and "rng" in state
+
+
+def test_resume_refuses_other_settings(digits, tmp_path):
+    x, y = digits
+    te.fit(x, y, generations=1, mdir=tmp_path, **TINY)
+    with pytest.raises(ValueError, match="other settings"):
+        te.fit(x, y, generations=2, mdir=tmp_path, **{**TINY, "batch_size": 8})
+
+
+def test_ctrl_c_returns_the_last_complete_generation(digits, tmp_path):
+    x, y = digits
+
+    def interrupt(population):
+        if population.generation == 2:
+            raise KeyboardInterrupt
+
+    population = te.fit(x, y, generations=5, callbacks=[interrupt], mdir=tmp_path, **TINY)
+    assert population.generation == 2
+    assert load_checkpoint(tmp_path)[0].generation == 2
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(), "generations=, time_limit= or target_fitness="),
+    (dict(generations=0), "generations"),
+    (dict(generations=1, population_size=1), "population_size"),
+    (dict(generations=1, valid_fraction=1.5), "valid_fraction"),
+    (dict(generations=1, time_limit=-1), "time_limit"),
+])
+def test_bad_arguments_say_what_is_wrong(digits, bad, match):
+    x, y = digits
+    with pytest.raises(ValueError, match=match):
+        te.fit(x, y, **bad)
+
+
+@pytest.mark.parametrize("x, y, match", [
+    (np.zeros((10, 3, 2, 2, 2), np.float32), np.zeros(10, int), "must be"),
+    (np.zeros((10, 4), np.float32), np.zeros(9, int), "labels"),
+    (np.zeros((10, 4), np.float32), np.full(10, -1), "0..K-1"),
+    (np.zeros((10, 4), np.float32), np.linspace(0, 1, 10), "integers"),
+    (np.full((10, 4), np.nan, np.float32), np.zeros(10, int), "NaN"),
+    (np.zeros((10, 4), np.float32), None, "labels y are missing"),
+])
+def test_bad_data_is_refused_with_a_clear_message(x, y, match):
+    with pytest.raises(ValueError, match=match):
+        te.fit(x, y, generations=1)
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_generation_resumes_to_the_uninterrupted_result(digits, tmp_path):
+    """kill -9 while candidates train (after at least one checkpoint), resume, compare."""
+    script = textwrap.dedent(f"""
+        import tinyevo as te
+        x, y = te.load_digits("train")
+        te.fit(x[:240], y[:240], generations=50, mdir={str(tmp_path / 'killed')!r},
+               **{TINY!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 120
+        while load_checkpoint_generation(tmp_path / "killed") < 2:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.2)                       # into the next generation's training
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = load_checkpoint_generation(tmp_path / "killed")
+    x, y = digits
+    target = done + 1
+    resumed = te.fit(x, y, generations=target, mdir=tmp_path / "killed", **TINY)
+    straight = te.fit(x, y, generations=target, mdir=tmp_path / "straight", **TINY)
+    assert _summary(resumed) == _summary(straight)
+
+
+def load_checkpoint_generation(mdir):
+    try:
+        loaded = load_checkpoint(mdir)
+    except (ValueError, OSError):
+        return 0
+    return 0 if loaded is None else loaded[0].generation
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_serial_result(digits):
+    x, y = digits
+    serial = te.fit(x, y, generations=2, **TINY)
+    parallel = te.fit(x, y, generations=2, executor=2, **TINY)
+    assert _summary(serial) == _summary(parallel)
