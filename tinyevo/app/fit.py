@@ -30,7 +30,7 @@ from tinyevo.app import defaults
 from tinyevo.app.checkpoint import load_checkpoint, save_checkpoint
 from tinyevo.app.executors import SerialEvaluator, make_evaluator
 from tinyevo.evolution.candidate import CandidateOptModel, nparams
-from tinyevo.evolution.fitness import AbstractFitness, AccuracyFitness, TrainThenFitness
+from tinyevo.evolution.fitness import AbstractFitness, TrainThenFitness, predict
 from tinyevo.evolution.population import Population
 from tinyevo.graph import CompGraph, input_vertex
 from tinyevo.graph.vertex import name_counter, set_name_counter
@@ -54,7 +54,7 @@ class FitConfig:
     population_size: int = 12
     batch_size: int = 32
     batches_per_generation: int | None = None   # None: one pass over the training split
-    budget_growth: float = 0.0                  # extra share of batches per generation
+    budget_growth: float = 0.1                  # extra share of batches per generation
     valid_fraction: float = 0.2
     augment: bool = False                       # +-1 pixel shifts of image batches
     seed: int = 0
@@ -71,7 +71,7 @@ class FitConfig:
 def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int | None = None,
         time_limit: float | None = None, target_fitness: float | None = None,
         population_size: int = 12, batch_size: int = 32,
-        batches_per_generation: int | None = None, budget_growth: float = 0.0,
+        batches_per_generation: int | None = None, budget_growth: float = 0.1,
         valid_fraction: float = 0.2, augment: bool = False, mdir: str | Path | None = None,
         callbacks: Sequence[Callable] | Callable = (), seed: int | None = None,
         executor: Any = None, search_space: Any = None, mutation: Any = None,
@@ -305,26 +305,46 @@ def _shift(xb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # ---------------------------------------------------------------------------- fitness
 
 class ClassifierFitness(AbstractFitness):
-    """Train on the generation's batches, then validation accuracy + min(1e-3, 1 / nparams)
-    (the seed's fitness: accuracy first, the smaller model breaks ties). Invalid: 0.0."""
-
-    def __init__(self, train: GenerationBatches, valid: tuple[np.ndarray, np.ndarray],
-                 batch_size: int = 256, time_limit: float | None = None) -> None:
-        xv, yv = valid
-        self.valid = [(xv[i:i + batch_size], yv[i:i + batch_size])
-                      for i in range(0, len(yv), batch_size)]
-        self.train = TrainThenFitness(train, logit_cross_entropy, Adam(),
-                                      AccuracyFitness(self.valid), invalidfitness=0.0,
-                                      time_limit=time_limit)
-        self.invalidfitness = 0.0
+    """Train on the generation's batches, then score on the validation set: the seed's
+    ``accuracy + min(1e-3, 1 / nparams)`` (``tiebreak="size"``, default), or
+    ``accuracy + 1e-3 / (1 + cross entropy)`` (``tiebreak="loss"``: among equally accurate
+    models, the one that is right with more confidence). Accuracy always comes first: the extra
+    term is below one validation sample's worth. Invalid: 0.0."""
 
     on_done: Callable[[Any, float], None] | None = None   # progress hook (in-process only)
 
+    def __init__(self, train: GenerationBatches, valid: tuple[np.ndarray, np.ndarray],
+                 batch_size: int = 256, time_limit: float | None = None,
+                 tiebreak: str = "size") -> None:
+        if tiebreak not in ("loss", "size"):
+            raise ValueError(f"tiebreak must be 'loss' or 'size', got {tiebreak!r}")
+        xv, yv = valid
+        self.valid = [(xv[i:i + batch_size], yv[i:i + batch_size])
+                      for i in range(0, len(yv), batch_size)]
+        self.tiebreak = tiebreak
+        self.train = TrainThenFitness(train, logit_cross_entropy, Adam(), self._score,
+                                      invalidfitness=0.0, time_limit=time_limit)
+        self.invalidfitness = 0.0
+
+    def _score(self, candidate: Any) -> float:
+        model = candidate.graph()
+        correct, loss, total = 0, 0.0, 0
+        for x, y in self.valid:
+            out = predict(model, B.to_device(x))
+            yd = B.to_device(y)
+            correct = correct + (out.argmax(axis=1) == yd).sum()
+            loss = loss + logit_cross_entropy(out, yd)[0] * len(y)
+            total += len(y)
+        accuracy, loss = float(correct) / total, float(loss) / total
+        if not math.isfinite(loss):
+            return 0.0
+        if self.tiebreak == "size":
+            return accuracy + min(1e-3, 1.0 / max(1, nparams(model)))
+        return accuracy + 1e-3 / (1.0 + loss)
+
     def __call__(self, candidate: Any, generation: int | None = None) -> float:
         t0 = time.perf_counter()
-        acc = self.train(candidate, generation)
-        value = 0.0 if not acc else float(acc) + min(1e-3, 1.0 / max(1, nparams(
-            candidate.graph())))
+        value = float(self.train(candidate, generation) or 0.0)
         candidate.eval_time = time.perf_counter() - t0      # for ScatterPop; travels back
         if self.on_done is not None:
             self.on_done(candidate, value)

@@ -22,6 +22,7 @@ import numpy as np
 from tinyevo import backend as B
 from tinyevo.graph.vertex import RANK, Vertex, layer_output_kind, structure_version, touch
 from tinyevo.layers import Conv, GlobalPool, Layer, MaxPool, MeanPool, layer_from_spec
+from tinyevo.layers.base import zeros_for
 
 __all__ = ["CompGraph", "copy", "check_sizes", "SPEC_FORMAT"]
 
@@ -438,7 +439,7 @@ def copy_layer(layer: Layer) -> Layer:
         if k in ("params", "state"):
             d[k] = {name: a.copy() for name, a in val.items()}
         elif k == "grads":
-            d[k] = {name: B.get_array_module(a).zeros_like(a) for name, a in val.items()}
+            d[k] = {name: zeros_for(a) for name, a in val.items()}
         elif hasattr(val, "shape") and hasattr(val, "copy"):
             d[k] = val.copy()
         elif isinstance(val, (list, dict, set)):

@@ -12,6 +12,7 @@ from tinyevo import backend as B
 from tinyevo.graph.sizes import Selection
 from tinyevo.graph.vertex import Vertex, touch
 from tinyevo.layers import Conv
+from tinyevo.layers.base import zeros_for
 
 __all__ = ["apply_selection", "Snapshot", "connected", "resize_kernel"]
 
@@ -138,7 +139,7 @@ def resize_kernel(layer: Conv, kernel_size: Sequence[int],
     if pads is not None:
         layer.padding = tuple(tuple(p) for p in pads)
     layer.params["weight"] = xp.asarray(out, dtype=w.dtype)
-    layer.grads["weight"] = xp.zeros_like(layer.params["weight"])
+    layer.grads["weight"] = zeros_for(layer.params["weight"])
     if layer.output_shape(probe) != before:
         layer.kernel_size, layer.padding, layer.params["weight"], layer.grads["weight"] = saved
         return False

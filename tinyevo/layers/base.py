@@ -19,9 +19,15 @@ import numpy as np
 from tinyevo import backend as B
 from tinyevo.layers import activations
 
-__all__ = ["Layer", "register", "layer_from_spec", "LAYER_TYPES"]
+__all__ = ["Layer", "register", "layer_from_spec", "LAYER_TYPES", "zeros_for"]
 
 LAYER_TYPES: dict[str, type[Layer]] = {}
+
+
+def zeros_for(a: Any) -> Any:
+    """A zero array shaped like ``a`` (C order). ``zeros`` gets pages the OS zeroes lazily, so
+    gradient buffers of copied models cost nothing until used; ``zeros_like`` writes them."""
+    return B.get_array_module(a).zeros(a.shape, dtype=a.dtype)
 
 
 def register(cls: type[Layer]) -> type[Layer]:
@@ -119,7 +125,7 @@ class Layer:
     def _set_params(self, **arrays: Any) -> None:
         for k, a in arrays.items():
             self.params[k] = a
-            self.grads[k] = B.get_array_module(a).zeros_like(a)
+            self.grads[k] = zeros_for(a)
 
     # ----------------------------------------------------------------- neuron value
     def track_value(self, every: int = 1, momentum: float = 0.05) -> None:
@@ -225,7 +231,7 @@ class Layer:
             target = self.params if name in self.params else self.state
             target[name] = xp.ascontiguousarray(taken)
             if name in self.grads:
-                self.grads[name] = xp.zeros_like(target[name])
+                self.grads[name] = zeros_for(target[name])
         self._after_resize()
 
     def _new_out_values(self, name: str, shape: tuple, axis: int,
@@ -268,7 +274,7 @@ class Layer:
             value = xp.asarray(B.to_numpy(src) if xp is np else src, dtype=a.dtype).copy()
             (self.params if name in self.params else self.state)[name] = value
         for name in self.grads:
-            self.grads[name] = xp.zeros_like(self.params[name])
+            self.grads[name] = zeros_for(self.params[name])
         self._after_resize()
 
     def to(self, dtype: Any = None, device: bool = True) -> Layer:
@@ -277,7 +283,7 @@ class Layer:
             for k, a in d.items():
                 d[k] = B.to_device(a, dtype=dtype or a.dtype) if device else a.astype(dtype)
         for k in self.grads:
-            self.grads[k] = B.current().zeros_like(self.params[k])
+            self.grads[k] = zeros_for(self.params[k])
         if self.neuron_value is not None:
             self.neuron_value = B.to_device(self.neuron_value, dtype=dtype or self.dtype)
         self._after_resize()
