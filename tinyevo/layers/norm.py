@@ -85,7 +85,8 @@ class BatchNorm(Layer):
 
         def backprop(dy: Any, need_dx: bool = True) -> Any:
             dy_cl = to_cl(dy) if dy.ndim > 2 else dy
-            dz = self._activation_backward(dy_cl.reshape(y.shape), zkeep, y)
+            dyt = dy_cl.reshape(y.shape)
+            dz = self._activation_backward(dyt, zkeep, y)
             self._track(out, dy_cl)
             centred = xc if xc is not None else tiled(xm, self.state["running_mean"])
             if xc is None:
@@ -104,9 +105,13 @@ class BatchNorm(Layer):
                 # dx = k * (dz - mean(dz) - xhat * mean(dz * xhat)), xhat = centred * invstd
                 _, k_t, b_t, c_t = tiled(xm, k, k * invstd * dgamma * (-1.0 / m),
                                          k * dbeta * (-1.0 / m))
-                dx = dz * k_t
-                dx += centred * b_t
+                dx = centred * b_t
                 dx += c_t
+                if dz is dyt:                  # identity activation: dz is the caller's dy
+                    dx += dz * k_t
+                else:                          # dz is this pass's own buffer: scale in place
+                    dz *= k_t
+                    dx += dz
             dx = dx.reshape(x_cl.shape)
             return from_cl(dx) if x.ndim > 2 else dx
 
