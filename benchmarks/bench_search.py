@@ -18,31 +18,14 @@ import numpy as np
 import tinyevo as te
 import tinyevo.layers.conv as _conv
 import tinyevo.layers.dense as _dense
+from tinyevo.search.examples import complex_search_space
 
 SEED = 5          # a draw of the complex space with 100+ vertices (checked below)
 
 
 def complex_space(classes: int = 10) -> te.AbstractArchSpace:
-    """The seed README's complex search space, name for name."""
-    cs = te.VertexSpace(te.ConvSpace(2, outsizes=range(8, 257),
-                                     activations=["identity", "relu", "elu"],
-                                     kernelsizes=range(3, 6)))
-    bs = te.VertexSpace(te.BatchNormSpace(["identity", "relu"]))
-    csbs = te.ArchSpaceChain(cs, bs)
-    bscs = te.ArchSpaceChain(bs, cs)
-    cblock = te.ArchSpace(te.ParSpace1D(cs, csbs, bscs))
-    rep = te.RepeatArchSpace(cblock, range(1, 6))
-    fork = te.ForkArchSpace(rep, range(2, 5))
-    res = te.ResidualArchSpace(rep)
-    resfork = te.ResidualArchSpace(fork)
-    repforkres = te.ArchSpace(te.ParSpace1D(rep, fork, res, resfork))
-    blocks = te.RepeatArchSpace(repforkres, range(1, 4))
-    ms = te.VertexSpace(te.PoolSpace(2, windowsizes=2, strides=2, poolfuns="max"))
-    featureextract = te.RepeatArchSpace(te.ArchSpaceChain(blocks, ms), range(2, 5))
-    dense = te.VertexSpace(te.DenseSpace(range(16, 513), ["relu", "selu"]))
-    output = te.ArchSpaceChain(te.RepeatArchSpace(dense, range(0, 3)),
-                               te.VertexSpace(te.DenseSpace(classes, "identity"), shielded=True))
-    return te.ArchSpaceChain(featureextract, te.GlobalPoolSpace(), output)
+    """The seed README's complex search space (tinyevo.search.examples)."""
+    return complex_search_space(classes)
 
 
 def draw(space: te.AbstractArchSpace, seed: int = SEED) -> te.CompGraph:

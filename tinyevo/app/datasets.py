@@ -29,13 +29,14 @@ import gzip
 import io
 import os
 import pickle
-import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tinyevo.app.io import read_npz
 
 __all__ = [
     "load_dataset", "load_digits", "load_mnist", "load_fashion_mnist", "load_cifar10",
@@ -526,14 +527,10 @@ def load_npz(path: str | os.PathLike, split: str = "all") -> Arrays:
 
 def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("a single .npy array, not an .npz archive")
-        with archive:
-            return {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: not a readable .npz of plain arrays ({err}); save it with "
-                         "numpy.savez(path, x=x, y=y), numbers only") from err
+        return read_npz(path)
+    except ValueError as err:
+        raise ValueError(f"{err}. A data set .npz is written with numpy.savez(path, x=x, y=y), "
+                         "numbers only") from err
 
 
 def _check_xy(path: Path, x: np.ndarray, y: np.ndarray, suffix: str) -> Arrays:
