@@ -134,8 +134,6 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     strategy = strategy or defaults.default_strategy(
         population_size, mutation or defaults.default_mutation(kind, nclasses),
         crossover or defaults.default_crossover(), config.elites)
-    mapper = make_evaluator(executor)
-
     mdir = Path(mdir) if mdir is not None else None
     resumed = load_checkpoint(mdir) if mdir is not None else None
     start = time.monotonic()
@@ -147,7 +145,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         set_name_counter(int(state.get("name_counter", 1)))
         elapsed0 = float(state.get("elapsed", 0.0))
         log.info("resuming %s from generation %d", mdir, fitted.generation)
-        population = Population(strategy(fitted.members), fitted.generation + 1, previous=fitted)
+        population = None
     else:
         B.seed(seed)
         set_name_counter(1)             # vertex names, like weights, follow from the seed
@@ -156,12 +154,16 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         population = initial_population(
             search_space or defaults.default_search_space(kind, nclasses, config.widths),
             x.shape[1], kind, population_size)
+    mapper = make_evaluator(executor)
     evaluate = _evaluator(mapper, fitness, progress)
     try:
         while True:
-            if fitted is not None and _done(fitted, generations, time_limit, target_fitness,
-                                             elapsed0 + time.monotonic() - start):
-                break
+            if fitted is not None:
+                if _done(fitted, generations, time_limit, target_fitness,
+                         elapsed0 + time.monotonic() - start):
+                    break
+                population = Population(strategy(fitted.members), fitted.generation + 1,
+                                        previous=fitted)
             t0 = time.monotonic()
             fitted = evaluate(population)
             fitted = Population(fitted.best_first(), fitted.generation)
@@ -178,10 +180,6 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                 progress({"event": "generation", "generation": fitted.generation,
                           "best": fitted.best().fitness, "mean": _mean_fitness(fitted),
                           "seconds": time.monotonic() - t0, "elapsed": elapsed})
-            if _done(fitted, generations, time_limit, target_fitness, elapsed):
-                break
-            population = Population(strategy(fitted.members), fitted.generation + 1,
-                                    previous=fitted)
     except KeyboardInterrupt:
         if fitted is None:
             raise
