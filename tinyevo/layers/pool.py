@@ -107,11 +107,12 @@ class _Pool(Layer):
             dx = alloc(xpad.shape, dtype=dy_cl.dtype)
             g = dy_cl if self.MODE == "max" else dy_cl * (1.0 / len(slices))
             for k, sl in enumerate(slices):
-                part = g * (code == k) if self.MODE == "max" else g
-                if tiling:
-                    dx[sl] = part
+                if self.MODE == "max" and tiling:
+                    xp.multiply(g, code == k, out=dx[sl])      # straight into place
+                elif tiling:
+                    dx[sl] = g
                 else:
-                    dx[sl] += part
+                    dx[sl] += g * (code == k) if self.MODE == "max" else g
             if any(map(any, pad)):
                 inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(x_cl.shape[1:-1], pad))
                 dx = xp.ascontiguousarray(dx[(slice(None), *inner, slice(None))])
@@ -138,7 +139,8 @@ def _first_argmax(xpad: Any, slices: list, y: Any) -> Any:
     for k, sl in enumerate(slices[1:], 1):
         xs = xpad[sl]
         # k exceeds every earlier offset, so max(argmax, k * (xs > y)) updates in place.
-        xp.maximum(argmax, (xs > y).astype(code) * code(k), out=argmax)
+        hit = (xs > y).view(np.uint8) if code is np.uint8 else (xs > y).astype(code)
+        xp.maximum(argmax, hit * code(k), out=argmax)
         xp.maximum(y, xs, out=y)
     return argmax
 
