@@ -1,10 +1,19 @@
 """Shared fixtures: the suite runs per backend; CuPy cases skip where CuPy or a GPU is absent."""
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import tinyevo
 from tinyevo import backend as B
+
+# Property tests draw the same examples on every run (CI stays deterministic); run
+# HYPOTHESIS_PROFILE=explore pytest to search new random examples locally.
+settings.register_profile("deterministic", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 def _backend_params():

@@ -258,7 +258,8 @@ def test_candidate_is_unwrapped():
     assert_agrees(graph, proto, normal(2, 3))
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_graphs_agree(data):
     """Random chains with forks (concat / add / mul) of conv or dense layers."""
@@ -266,6 +267,7 @@ def test_random_graphs_agree(data):
     nd = {"dense": 0, "conv1d": 1, "conv2d": 2}[kind]
     inp = te.input_vertex("in", data.draw(st.integers(1, 4)), kind)
     v = inp
+    size = (11,) * nd                      # the spatial size reaching the next layer
     for i in range(data.draw(st.integers(1, 4))):
         act = data.draw(st.sampled_from(NAMES))
         n = data.draw(st.integers(1, 5))
@@ -274,6 +276,10 @@ def test_random_graphs_agree(data):
             stride = data.draw(st.integers(1, 2))
             pad = data.draw(st.sampled_from(["same", 0, 1]))
             layer = Conv(v.nout, n, (k,) * nd, stride=stride, padding=pad, activation=act)
+            if min(layer.output_shape(size)) < 1:       # too small for this kernel: keep size
+                pad, stride = "same", 1
+                layer = Conv(v.nout, n, (k,) * nd, padding=pad, activation=act)
+            size = layer.output_shape(size)
         else:
             layer = Dense(v.nout, n, act)
         h = te.vertex(layer, v, name=f"h{i}")
