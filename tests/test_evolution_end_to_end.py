@@ -3,9 +3,9 @@ mutation (graph mutations come with issue 4); elitism; the guard inside a whole 
 
 import copy
 import logging
-import time
 
 import numpy as np
+from evolution_cases import Slow
 
 import tinyevo
 from tinyevo import backend as B
@@ -131,18 +131,6 @@ def test_best_fitness_never_decreases_with_elites():
     assert bests[-1] > bests[0]  # and the search does find better weights
 
 
-class _Slow:
-    def __init__(self, model, delay):
-        self.model, self.delay = model, delay
-
-    def __call__(self, x, train=False):
-        time.sleep(self.delay)
-        return self.model(x, train=train)
-
-    def layers(self):
-        return self.model.layers()
-
-
 def test_guard_in_a_population_invalidates_only_the_broken(caplog):
     tinyevo.seed(2)
     rng = np.random.default_rng(2)
@@ -154,7 +142,7 @@ def test_guard_in_a_population_invalidates_only_the_broken(caplog):
     alone = [fitness(f, CandidateModel(copy.deepcopy(m))) for m in good]
     diverging = CandidateOptModel(SGD(1e30), Sequential(Dense(5, 8, "relu"), Dense(8, 3)))
     raising = CandidateModel(Sequential(Dense(4, 3)))  # expects 4 features, gets 5
-    slow = CandidateModel(_Slow(Sequential(Dense(5, 3)), 0.3))  # over budget at once
+    slow = CandidateModel(Slow(Sequential(Dense(5, 3)), 0.3))  # over budget at once
     members = [CandidateModel(good[0]), diverging, raising, slow, CandidateModel(good[1])]
     strategy = CombinedEvolution(EliteSelection(2),
                                  SusSelection(3, EvolveCandidates(evolve_model(Perturb()))))

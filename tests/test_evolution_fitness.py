@@ -2,10 +2,10 @@
 
 import logging
 import operator
-import time
 
 import numpy as np
 import pytest
+from evolution_cases import Slow
 
 from tinyevo import backend as B
 from tinyevo.evolution import (
@@ -190,18 +190,6 @@ def test_train_accuracy_fitness_counts_training_hits():
     assert values[-1] > max(frozen, 0.8)
 
 
-class _Slow:
-    def __init__(self, model, delay):
-        self.model, self.delay = model, delay
-
-    def __call__(self, x, train=False):
-        time.sleep(self.delay)
-        return self.model(x, train=train)
-
-    def layers(self):
-        return self.model.layers()
-
-
 def test_guard_nan_raise_and_timeout_give_invalid_fitness_and_log(caplog):
     x, y = _classification(64)
     data = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
@@ -209,7 +197,7 @@ def test_guard_nan_raise_and_timeout_give_invalid_fitness_and_log(caplog):
                          invalidfitness=-1.0, time_limit=0.25)
     diverging = CandidateOptModel(SGD(1e30), Sequential(Dense(4, 8, "relu"), Dense(8, 2)))
     raising = CandidateModel(Sequential(Dense(7, 2)))  # wrong input size: the layer raises
-    slow = CandidateModel(_Slow(Sequential(Dense(4, 2)), 0.3))
+    slow = CandidateModel(Slow(Sequential(Dense(4, 2)), 0.3))
     with caplog.at_level(logging.WARNING, logger="tinyevo"):
         assert fitness(f, diverging) == -1.0
         assert fitness(f, raising) == -1.0

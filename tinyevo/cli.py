@@ -179,7 +179,6 @@ class _Progress:
         self.live: Any = None
         self.state = {"generation": 1, "done": 0, "total": 0, "best": None, "mean": None,
                       "elapsed": 0.0}
-        self.t0 = time.monotonic()
         if enabled and sys.stdout.isatty():
             try:
                 from rich.live import Live

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,6 @@ class FitConfig:
     elites: int = 2
     widths: tuple[int, int] = (8, 32)
     candidate_time_limit: float | None = None
-    extra: dict = field(default_factory=dict)
 
     def batches_at(self, generation: int, ntrain: int) -> int:
         base = self.batches_per_generation or max(1, math.ceil(ntrain / self.batch_size))
@@ -427,7 +426,7 @@ def _check_resume(state: dict, config: FitConfig, kind: str, sample_shape: tuple
                   nclasses: int, mdir: Path) -> None:
     saved = state.get("config", {})
     mine = _jsonable_config(config)
-    differ = [k for k in mine if k not in ("extra",) and saved.get(k) != mine[k]]
+    differ = [k for k in mine if saved.get(k) != mine[k]]
     if (state.get("kind") != kind or list(state.get("sample_shape", [])) != list(sample_shape)
             or state.get("nclasses") != nclasses):
         raise ValueError(f"fit: the checkpoint in {mdir} is for {state.get('kind')} data of "
