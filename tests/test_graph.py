@@ -1,6 +1,7 @@
 """CompGraph and vertices: construction, errors, forward/backward, copy, specs."""
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -278,6 +279,37 @@ def test_copy_is_deep_and_computes_the_same(f64, build):
     assert not np.allclose(c(x), g(x))
     c.validate()
     assert g.copy("'").vertices[1].name == g.vertices[1].name + "'"
+
+
+def test_copy_arrays_are_private_contiguous_and_gradients_zero(f64):
+    g = residual("conv2d")
+    randomise(g)
+    x = data(g)
+    y, back = g(x, train=True)
+    back(np.ones_like(y))                                   # non-zero gradients in the parent
+    g["c1"].layer.to(dtype=np.float32)                      # mixed dtypes in one graph
+    c = g.copy()
+    for lay, cl in zip(g.layers(), c.layers()):
+        for d in ("params", "state", "grads"):
+            for k, a in getattr(cl, d).items():
+                old = getattr(lay, d)[k]
+                assert a.dtype == old.dtype and a.shape == old.shape and a.flags.c_contiguous
+                assert not np.shares_memory(a, old)
+                if d == "grads":
+                    assert not a.any()
+                else:
+                    np.testing.assert_array_equal(a, old)
+    mine = [a for lay in c.layers() for d in (lay.params, lay.state, lay.grads)
+            for a in d.values()]
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(mine) for b in mine[:i])
+    before = [a.copy() for lay in c.layers() for a in lay.params.values()]
+    for lay in c.layers():
+        for a in lay.params.values():
+            a += 1.0                                    # each array is its own part of a block
+    after = [a for lay in c.layers() for a in lay.params.values()]
+    assert all(np.array_equal(b + 1.0, a) for a, b in zip(after, before))
+    again = pickle.loads(pickle.dumps(c))
+    np.testing.assert_array_equal(again(x), c(x))
 
 
 def test_copy_keeps_tracked_values_and_pending_sizes():
