@@ -240,6 +240,11 @@ def _torch():
     return pytest.importorskip("torch")
 
 
+def _channels_last(x):
+    """The same values as ``x`` (N, C, *S), in channels-last memory (as layers output them)."""
+    return np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)
+
+
 TORCH_CONV = [
     ((3,), 1, 0, 1),
     ((3,), 2, 1, 1),
@@ -255,15 +260,19 @@ TORCH_CONV = [
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
 @pytest.mark.parametrize("kernel,stride,padding,dilation", TORCH_CONV)
-def test_conv_matches_torch(kernel, stride, padding, dilation):
+def test_conv_matches_torch(kernel, stride, padding, dilation, layout):
     torch = _torch()
     nd = len(kernel)
     B.set_floatx(np.float64)
     layer = _randomise(Conv(3, 4, kernel, stride=stride, padding=padding, dilation=dilation))
     shape = (2, 3, 9) if nd == 1 else (2, 3, 8, 7)
     x = np.random.default_rng(0).standard_normal(shape)
-    y, back = layer(x)
+    # Conv unfolds C-contiguous input channels-first, and a layer's output (channels-last
+    # memory behind a channels-first view) channels-last: both paths must agree with PyTorch.
+    x_in = x if layout == "channels_first" else _channels_last(x)
+    y, back = layer(x_in)
     dy = np.random.default_rng(1).standard_normal(y.shape)
     dx = back(dy)
 
@@ -885,6 +894,9 @@ def test_conv_random_geometry_matches_torch():
         y, back = layer(x)
         dy = np.ones(y.shape)
         dx = back(dy)
+        y_cl, back_cl = layer(_channels_last(x))               # the channels-last unfolding
+        np.testing.assert_allclose(y_cl, y, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(back_cl(dy), dx, rtol=1e-12, atol=1e-12)
         fn = torch.nn.functional.conv1d if nd == 1 else torch.nn.functional.conv2d
         tx = torch.from_numpy(x).requires_grad_(True)
         ty = fn(tx, torch.from_numpy(layer.params["weight"]),
