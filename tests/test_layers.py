@@ -161,6 +161,34 @@ def test_gradients_batchnorm(xp, case, train):
     check_layer(layer, _data(xp, shape), train=train)
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_gradients_batchnorm_offset_data(xp, train):
+    # |mean| >> std: the forward takes the two-pass (centred) statistics instead of E[x^2].
+    layer, shape = _grad_case(NORM_CASES, "bn-nchw-relu")
+    _randomise(layer)
+    check_layer(layer, _data(xp, shape) + 20.0, train=train)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.5, 1e3])
+def test_batchnorm_float32_matches_float64(xp, offset):
+    # The one-pass statistics (well-conditioned data) and the centred ones (large offsets)
+    # both stay within float32 rounding of a float64 evaluation.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 4, 6, 6)) * rng.uniform(0.5, 2.0, (1, 4, 1, 1)) + offset
+    dy = rng.standard_normal(x.shape)
+    results = {}
+    for dt in (np.float32, np.float64):
+        B.set_floatx(dt)
+        layer = BatchNorm(4, "relu")
+        layer.params["weight"][:] = xp.asarray([0.5, 1.0, 1.5, 2.0])
+        y, back = layer(xp.asarray(x.astype(dt)), train=True)
+        dx = back(xp.asarray(dy.astype(dt)))
+        results[dt] = [_np(a) for a in (y, dx, layer.grads["weight"], layer.grads["bias"],
+                                        layer.state["running_var"])]
+    for a32, a64 in zip(results[np.float32], results[np.float64]):
+        np.testing.assert_allclose(a32, a64, rtol=2e-4, atol=2e-4 * np.abs(a64).max())
+
+
 def test_dropout_train_p0_and_backprop_matches_mask(xp):
     B.set_floatx(np.float64)
     x = _data(xp, (4, 5))
@@ -340,8 +368,9 @@ def test_activation_matches_torch(name):
                                rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("offset", [0.0, 30.0])
 @pytest.mark.parametrize("shape", [(8, 3), (4, 3, 5), (2, 3, 4, 3)])
-def test_batchnorm_matches_torch(shape):
+def test_batchnorm_matches_torch(shape, offset):
     torch = _torch()
     B.set_floatx(np.float64)
     layer = _randomise(BatchNorm(3, momentum=0.2, eps=1e-4))
@@ -355,7 +384,7 @@ def test_batchnorm_matches_torch(shape):
     rng = np.random.default_rng(0)
     tbn.train()
     for step in range(3):
-        x = rng.standard_normal(shape) * (step + 1) + step
+        x = rng.standard_normal(shape) * (step + 1) + step + offset
         y, back = layer(x, train=True)
         dy = rng.standard_normal(y.shape)
         tx = torch.from_numpy(x).requires_grad_(True)
