@@ -46,6 +46,29 @@ def test_fit_returns_the_last_generation_best_first(digits):
     assert all(getattr(c, "eval_time", 0) > 0 for c in population)
 
 
+def test_time_limit_does_not_start_a_generation_that_would_overrun(digits, monkeypatch):
+    fit_module = sys.modules["tinyevo.app.fit"]     # (tinyevo.app.fit is also the function)
+    clock = [1000.0]
+
+    class FakeTime:                      # every trained candidate takes 10 "seconds"
+        perf_counter = staticmethod(time.perf_counter)
+
+        @staticmethod
+        def monotonic():
+            return clock[0]
+
+    def progress(event):
+        if event["event"] == "candidate" and event.get("fitness") is not None:
+            clock[0] += 10.0
+
+    monkeypatch.setattr(fit_module, "time", FakeTime)
+    x, y = digits
+    # 30 s per generation: after generation 2 (60 s) a third would end at 90 s > 75 s.
+    population = te.fit(x, y, time_limit=75, progress=progress, **TINY)
+    assert population.generation == 2
+    assert clock[0] - 1000.0 <= 75.0
+
+
 def test_fit_takes_an_iterable_of_batches_and_a_validation_set(digits):
     x, y = digits
     batches = [(x[i:i + 40], y[i:i + 40]) for i in range(0, 200, 40)]

@@ -80,8 +80,9 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     """Evolve a classifier for ``x`` (N, C, H, W), (N, C, L) or (N, F) with integer labels ``y``.
 
     ``x`` may also be an ``(x, y)`` tuple or an iterable of ``(x, y)`` batches (gathered into
-    arrays). Stops after ``generations`` generations, after ``time_limit`` seconds, or when the
-    best fitness reaches ``target_fitness`` (at least one must be given). The fitness of a
+    arrays). Stops after ``generations`` generations, before a generation expected to end past
+    ``time_limit`` seconds, or when the best fitness reaches ``target_fitness`` (at least one
+    must be given). The fitness of a
     candidate is its validation accuracy plus a tie-break of ``min(1e-3, 1 / nparams)``.
 
     Returns the last evaluated population sorted best first: ``population.best()`` is the best
@@ -143,12 +144,13 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         B.rng().bit_generator.state = state["rng"]
         set_name_counter(int(state.get("name_counter", 1)))
         elapsed0 = float(state.get("elapsed", 0.0))
+        last_seconds = float(state.get("last_seconds", 0.0))
         log.info("resuming %s from generation %d", mdir, fitted.generation)
         population = None
     else:
         B.seed(seed)
         set_name_counter(1)             # vertex names, like weights, follow from the seed
-        elapsed0 = 0.0
+        elapsed0 = last_seconds = 0.0
         fitted = None
         population = initial_population(
             search_space or defaults.default_search_space(kind, nclasses, config.widths),
@@ -158,8 +160,12 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     try:
         while True:
             if fitted is not None:
+                # A time limit also stops before a generation that would run past it,
+                # expecting the last one's time scaled by its training budget.
+                expected = _expected_seconds(config, fitted.generation + 1, len(y),
+                                             last_seconds)
                 if _done(fitted, generations, time_limit, target_fitness,
-                         elapsed0 + time.monotonic() - start):
+                         elapsed0 + time.monotonic() - start + expected):
                     break
                 population = Population(strategy(fitted.members), fitted.generation + 1,
                                         previous=fitted)
@@ -167,12 +173,13 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
             fitted = evaluate(population)
             fitted = Population(fitted.best_first(), fitted.generation)
             elapsed = elapsed0 + time.monotonic() - start
+            last_seconds = time.monotonic() - t0
             if mdir is not None:
                 save_checkpoint(mdir, fitted, {
                     "config": _jsonable_config(config), "kind": kind,
                     "sample_shape": list(x.shape[1:]), "nclasses": nclasses,
                     "rng": B.rng().bit_generator.state, "name_counter": name_counter(),
-                    "elapsed": elapsed})
+                    "elapsed": elapsed, "last_seconds": last_seconds})
             for cb in callbacks:
                 cb(fitted)
             if progress is not None:
@@ -391,6 +398,15 @@ def _evaluator(mapper: Any, fitness: ClassifierFitness,
         return fitted
 
     return evaluate
+
+
+def _expected_seconds(config: FitConfig, generation: int, ntrain: int,
+                      last_seconds: float) -> float:
+    """The expected time of ``generation``: the previous one's, scaled by the training budget."""
+    if generation <= 1:
+        return 0.0
+    return last_seconds * (config.batches_at(generation, ntrain)
+                           / config.batches_at(generation - 1, ntrain))
 
 
 def _done(fitted: Population, generations: int | None, time_limit: float | None,
