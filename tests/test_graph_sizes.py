@@ -302,3 +302,44 @@ def test_solver_reports_infeasible_as_none():
     bn = vertex(BatchNorm(4), inp)
     assert solve_selection({bn: 5}, neuron_value) is None
     assert solve_selection({bn: 5}, neuron_value, relaxed=True) is None
+
+
+def _without_fast_path(monkeypatch, call):
+    with monkeypatch.context() as m:
+        m.setattr(S, "_fast_path", lambda *a, **k: None)
+        return call()
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv2d"])
+@pytest.mark.parametrize("sizes", [{"l1": 2, "l2": 7}, {"l1": 9, "l2": 3}, {"l1": 4, "l2": 4}])
+def test_independent_sources_skip_the_solver_with_its_answer(monkeypatch, kind, sizes):
+    g = chain(kind, (6, 5, 4))
+    randomise(g)
+    requests = {g[name]: n for name, n in sizes.items()}
+    equal = [(g["l1"], g["l2"])] if sizes["l1"] == sizes["l2"] else []
+    want = _without_fast_path(monkeypatch, lambda: solve_selection(requests, neuron_value,
+                                                                   equal=equal))
+
+    def no_solver(*a, **k):
+        raise AssertionError("independent sources went to the MILP")
+
+    monkeypatch.setattr(S, "_milp", no_solver)
+    got = solve_selection(requests, neuron_value, equal=equal)
+    assert list(got.outputs) == list(want.outputs)
+    for v, idx in want.outputs.items():
+        np.testing.assert_array_equal(got.outputs[v], idx)
+    assert [v.name for v in got.consumers] == [v.name for v in want.consumers]
+
+
+def test_fast_path_leaves_tied_free_and_unequal_problems_to_the_solver(monkeypatch):
+    g = residual("dense")
+    calls = []
+    real = S._milp
+    monkeypatch.setattr(S, "_milp", lambda *a, **k: calls.append(1) or real(*a, **k))
+    solve_selection({g["c1"]: 8, g["c3"]: 8}, neuron_value)      # tied by the add
+    solve_selection({g["c2"]: 7}, neuron_value, equal=[(g["c2"], g["c4"])])   # c4 free
+    assert len(calls) == 2
+    h = chain("dense", (6, 5, 4))
+    assert solve_selection({h["l1"]: 4, h["l2"]: 5}, neuron_value,
+                           equal=[(h["l1"], h["l2"])]) is None
+    assert len(calls) == 2                                   # unequal: infeasible at once

@@ -96,9 +96,11 @@ def solve_selection(requests: dict[Vertex, int], value_fn: ValueFn, *, relaxed: 
     for v in comp:
         if v._pending is not None and v not in targets:
             targets[v] = v._pending
+    if not relaxed and _conflicting(spaces, targets, equal):
+        return None
     consumers = _absorbing_consumers(comp)
-    if not relaxed and not equal:
-        fast = _fast_path(comp, spaces, sources, targets, value_fn, pins)
+    if not relaxed:
+        fast = _fast_path(comp, spaces, sources, targets, value_fn, pins, equal, eq_pairs)
         if fast is not None:
             return Selection(fast, consumers) if fast else None
     outputs = _milp(comp, spaces, sources, eq_pairs, targets, set(requests) if relaxed else set(),
@@ -173,6 +175,16 @@ def _index_spaces(comp: list[Vertex], pins: dict[Vertex, Pin]):
     return spaces, sources, eq_pairs
 
 
+def _conflicting(spaces, targets, equal) -> bool:
+    """True when two exact targets share one index space (or an ``equal`` pair) but differ: no
+    exact solution, known without building the program."""
+    size: dict[int, int] = {}
+    for v, t in targets.items():
+        if size.setdefault(id(spaces[v]), t) != t:
+            return True
+    return any(a in targets and b in targets and targets[a] != targets[b] for a, b in equal)
+
+
 def _absorbing_consumers(comp: list[Vertex]) -> list[Vertex]:
     seen: dict[Vertex, None] = {}
     for v in comp:
@@ -211,40 +223,74 @@ def _host(a: Any) -> np.ndarray:
 
 # ---------------------------------------------------------------------- fast path
 
-def _fast_path(comp, spaces, sources, targets, value_fn, pins):
-    """One source and every vertex exactly its neurons: keep the best, append new at the end.
+def _fast_path(comp, spaces, sources, targets, value_fn, pins, equal=(), eq_pairs=()):
+    """Sources whose neurons no vertex ties together (no concat or elementwise merge across
+    them), every vertex exactly its source's neurons: each source keeps its most valuable
+    neurons and appends new ones at its end, which is the program's optimum, without the solver.
 
+    Several sources are independent problems only when each has a wanted size (a free one is
+    sized by the program's deviation terms); ``equal`` pairs are then met or infeasible.
     Returns {vertex: indices}, ``{}`` for "infeasible", or None when the MILP is needed.
     """
-    if len(sources) != 1:
-        return None
-    src, _, length = sources[0]
-    if any(len(spaces[v]) != length for v in comp):
-        return None
-    wanted = set(targets.values())
-    if len(wanted) > 1:
-        return None
-    if src in pins:
-        idx = pins[src].indices
-        if wanted and wanted.pop() != len(idx):
+    if eq_pairs:
+        return None                              # an elementwise merge ties sources
+    groups: dict[int, list[Vertex]] = {id(spaces[src]): [] for src, _, _ in sources}
+    starts = np.array([off for _, off, _ in sources])
+    key_of: dict[Vertex, int] = {}
+    for v in comp:
+        sp = spaces[v]
+        key = id(sp)
+        if key not in groups:                    # a concat of one input has its own array
+            if not len(sp):
+                return None
+            src_sp = spaces[sources[int(np.searchsorted(starts, sp[0], "right")) - 1][0]]
+            if not np.array_equal(sp, src_sp):
+                return None                      # a concat: several sources' neurons
+            key = id(src_sp)
+        groups[key].append(v)
+        key_of[v] = key
+    size: dict[int, int | None] = {}
+    for src, _, _ in sources:
+        key = id(spaces[src])
+        wanted = {targets[v] for v in groups[key] if v in targets}
+        if len(wanted) > 1:
             return {}
-        return {v: idx for v in comp}
-    target = wanted.pop() if wanted else length
-    if src.op == "input":
-        if target != length:
+        size[key] = wanted.pop() if wanted else (len(pins[src].indices) if src in pins else None)
+    if len(sources) > 1 or equal:
+        if len(sources) == 1 or any(n is None for n in size.values()):
+            return None
+        if any(size[key_of[a]] != size[key_of[b]] for a, b in equal):
             return {}
-        idx = np.arange(length)
-    elif target < 1:
-        return {}
-    elif target >= length:
-        idx = np.concatenate([np.arange(length), np.full(target - length, -1)])
-    else:
-        total = np.zeros(length)
-        for u in _values(comp, spaces, value_fn, pins).values():
-            total += u
-        best = np.argsort(-total, kind="stable")[:target]
-        idx = np.sort(best)
-    return {v: idx for v in comp}
+    chosen: dict[int, np.ndarray] = {}
+    values = None
+    for src, _, length in sources:
+        key = id(spaces[src])
+        target = size[key]
+        if src in pins:
+            idx = pins[src].indices
+            if target != len(idx):
+                return {}
+        else:
+            target = length if target is None else target
+            if src.op == "input":
+                if target != length:
+                    return {}
+                idx = np.arange(length)
+            elif target < 1:
+                return {}
+            elif target >= length:
+                idx = np.concatenate([np.arange(length), np.full(target - length, -1)])
+            else:
+                if values is None:
+                    values = _values(comp, spaces, value_fn, pins)
+                total = np.zeros(length)
+                for v in groups[key]:
+                    if v in values:
+                        total += values[v]
+                best = np.argsort(-total, kind="stable")[:target]
+                idx = np.sort(best)
+        chosen[key] = idx
+    return {v: chosen[key_of[v]] for v in comp}          # in comp order, as the MILP's
 
 
 # ---------------------------------------------------------------------- the MILP
