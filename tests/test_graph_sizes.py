@@ -25,6 +25,7 @@ from tinyevo.graph import (
     vertex,
 )
 from tinyevo.graph import sizes as S
+from tinyevo.graph import value as S_value
 from tinyevo.graph.value import neuron_value, track_values
 from tinyevo.layers import BatchNorm, Dense
 
@@ -343,3 +344,24 @@ def test_fast_path_leaves_tied_free_and_unequal_problems_to_the_solver(monkeypat
     assert solve_selection({h["l1"]: 4, h["l2"]: 5}, neuron_value,
                            equal=[(h["l1"], h["l2"])]) is None
     assert len(calls) == 2                                   # unequal: infeasible at once
+
+
+def test_value_cache_computes_weight_norms_once_until_parameters_change(monkeypatch):
+    g = chain("dense", (6, 5, 4))
+    randomise(g)
+    layer = g["l1"].layer
+    calls = []
+    real = type(layer).default_neuron_value
+    monkeypatch.setattr(type(layer), "default_neuron_value",
+                        lambda self: calls.append(self) or real(self))
+    before = neuron_value(g["l1"])
+    with S_value.value_cache():
+        first = neuron_value(g["l1"])
+        first += 1.0                                       # callers get their own copy
+        np.testing.assert_array_equal(neuron_value(g["l1"]), before)
+        assert calls.count(layer) == 2                       # before + once inside
+        assert change_nout(g, {g["l1"]: -2})                 # replaces the arrays
+        assert neuron_value(g["l1"]).shape == (4,) and calls.count(layer) == 3
+    for a in layer.params.values():
+        a[...] = 0.0                                         # training writes in place
+    assert not neuron_value(g["l1"]).any()                   # outside: computed afresh

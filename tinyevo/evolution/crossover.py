@@ -43,6 +43,7 @@ from tinyevo.graph import (
     connected,
     neuron_value,
     select_neurons,
+    value_cache,
     vertex,
 )
 from tinyevo.graph.sizes import solve_selection
@@ -124,9 +125,11 @@ class CrossoverSwap:
     def __call__(self, pair: tuple) -> tuple:
         a, b = _pair_of(pair, "CrossoverSwap")
         if isinstance(a, CompGraph) and isinstance(b, CompGraph):
-            return self._on_graphs(a, b)
+            with value_cache():
+                return self._on_graphs(a, b)
         if isinstance(a, Vertex) and isinstance(b, Vertex):
-            return self._on_vertices(a, b)
+            with value_cache():
+                return self._on_vertices(a, b)
         raise TypeError(f"CrossoverSwap takes a pair of CompGraphs or a pair of Vertex, got "
                         f"({type(a).__name__}, {type(b).__name__})")
 
@@ -194,7 +197,8 @@ class VertexCrossover:
         session.add(g2, owned=False)
         token = _SESSION.set(session)
         try:
-            return self._cross(g1, g2, select, rng)
+            with value_cache():
+                return self._cross(g1, g2, select, rng)
         finally:
             _SESSION.reset(token)
 

@@ -42,6 +42,7 @@ from tinyevo.graph import (
     remove_vertex,
     set_activation,
     solve_selection,
+    value_cache,
 )
 from tinyevo.graph import add as add_vertex
 from tinyevo.graph import concat as concat_vertex
@@ -152,7 +153,8 @@ class VertexMutation(AbstractMutation):
         vs = [v for v in graph.vertices
               if allow_mutation(v, self.m) and (self.filter is None or self.filter(v))]
         if vs:
-            self.m(vs)
+            with value_cache():                 # no training within one pass
+                self.m(vs)
         return graph
 
     def children(self) -> tuple:

@@ -23,7 +23,7 @@ from tinyevo.graph.edit import (
 )
 from tinyevo.graph.sizes import Pin, Selection, component, solve_selection
 from tinyevo.graph.surgery import Snapshot, apply_selection, connected
-from tinyevo.graph.value import neuron_value, track_values
+from tinyevo.graph.value import neuron_value, track_values, value_cache
 from tinyevo.graph.vertex import (
     KINDS,
     TRAITS,
@@ -41,5 +41,6 @@ __all__ = [
     "layer_output_kind", "CompGraph", "copy", "copy_layer", "check_sizes",
     "change_nout", "select_neurons", "insert_after", "remove_vertex", "add_edge",
     "remove_edge", "change_kernel_size", "set_activation", "neuron_value", "track_values",
+    "value_cache",
     "solve_selection", "Selection", "Pin", "component", "apply_selection", "connected", "Snapshot",
 ]

@@ -12,6 +12,9 @@ value of their own; tied vertices share neurons, so their values add up in the s
 
 from __future__ import annotations
 
+import contextlib
+import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,7 +22,12 @@ import numpy as np
 from tinyevo import backend as B
 from tinyevo.graph.vertex import Vertex
 
-__all__ = ["neuron_value", "track_values"]
+__all__ = ["neuron_value", "track_values", "value_cache"]
+
+# Weight-norm values computed while a value_cache() is open: {id(layer): (refs, value)}, valid
+# while each ref still points at the layer's current parameter array (resizing replaces arrays).
+_CACHE: dict[int, tuple[tuple, Any]] = {}
+_DEPTH = [0]
 
 
 def neuron_value(v: Vertex) -> np.ndarray | None:
@@ -28,8 +36,39 @@ def neuron_value(v: Vertex) -> np.ndarray | None:
     layer = v.layer
     if layer is None or layer.nout is None or not layer.params:
         return None
+    if _DEPTH[0] and layer.neuron_value is None:
+        arrays = tuple(layer.params.values())
+        hit = _CACHE.get(id(layer))
+        if hit is not None and len(hit[0]) == len(arrays) and all(
+                r() is a for r, a in zip(hit[0], arrays)):
+            return None if hit[1] is None else hit[1].copy()
+        value = layer.default_neuron_value()
+        value = None if value is None else B.to_numpy(value)
+        try:
+            _CACHE[id(layer)] = (tuple(weakref.ref(a) for a in arrays), value)
+        except TypeError:                       # an array type without weak references
+            return value
+        return None if value is None else value.copy()
     value = layer.default_neuron_value()
     return None if value is None else B.to_numpy(value)
+
+
+@contextlib.contextmanager
+def value_cache() -> Iterator[None]:
+    """Within the block, compute each layer's weight-norm value once (until its parameters are
+    replaced). For operators that solve several selections on unchanging weights: nothing may
+    write into parameters in place (train) while it is open.
+
+        >>> with value_cache():
+        ...     mutation(graph)
+    """
+    _DEPTH[0] += 1
+    try:
+        yield
+    finally:
+        _DEPTH[0] -= 1
+        if not _DEPTH[0]:
+            _CACHE.clear()
 
 
 def track_values(graph: Any, every: int = 1, momentum: float = 0.05) -> None:
