@@ -54,6 +54,28 @@ def test_environment_variable_selects_backend(value, expected):
     assert out.stdout.strip() == expected
 
 
+@pytest.mark.parametrize("first,env,expected", [
+    ("tinyevo", {}, "4 True many"),                       # set before NumPy loads OpenBLAS
+    ("numpy", {}, "4 False 1"),                           # too late: own threads would lose
+    ("numpy", {"OPENBLAS_THREAD_TIMEOUT": "6"}, "6 True many"),     # the user's choice
+    ("tinyevo", {"TINYEVO_BLAS_TUNING": "0"}, "unset False 1"),     # opted out
+])
+def test_openblas_thread_wait_and_own_threads(first, env, expected):
+    code = (f"import {first}, os, tinyevo.backend as B; "
+            "n = B.num_threads(); "
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset'), B.blas_wait_tuned(), "
+            "'many' if n == min(os.cpu_count() or 1, 4) else n)")
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("OPENBLAS_THREAD_TIMEOUT", "TINYEVO_NUM_THREADS", "TINYEVO_BLAS_TUNING")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**base, **env}, check=True)
+    got = out.stdout.strip()
+    if (os.cpu_count() or 1) == 1:
+        got = got.replace(" 1", " many")
+        expected = expected.replace(" 1", " many")
+    assert got == expected
+
+
 def test_environment_variable_bad_value_fails_loudly():
     code = "import tinyevo"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

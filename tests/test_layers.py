@@ -27,6 +27,7 @@ from tinyevo.layers import (
     initialize,
     layer_from_spec,
 )
+from tinyevo.layers._layout import from_cl
 
 
 def _data(xp, shape, seed=0, distinct=False):
@@ -1022,3 +1023,34 @@ def test_neuron_value_tracking_follows_surgery(xp):
     assert _np(layer.neuron_value)[2] < 1e-6
     with pytest.raises(ValueError, match="every"):
         layer.track_value(every=0)
+
+
+@pytest.mark.parametrize("make", [lambda: BatchNorm(8, "relu"), lambda: BatchNorm(8, "swish"),
+                                  lambda: BatchNorm(8), lambda: MaxPool(2), lambda: MeanPool(3),
+                                  lambda: Conv(8, 4, (3, 3), padding="same")])
+@pytest.mark.parametrize("train", [True, False])
+def test_threads_do_not_change_results(make, train, monkeypatch):
+    # Layers split their NumPy passes over fixed row/image blocks in threads: any thread
+    # count gives bit-identical outputs, input gradients and parameter gradients.
+    monkeypatch.setattr(B, "_MIN_THREAD_BYTES", 1)          # split even these small arrays
+    monkeypatch.setattr(B, "blas_wait_tuned", lambda: True)
+    x = from_cl(np.random.default_rng(0).standard_normal((16, 24, 24, 8), dtype=np.float32))
+    dy = None
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            B.set_num_threads(threads)
+            tinyevo.seed(0)
+            layer = make()
+            y, back = layer(x, train=train)
+            if dy is None:
+                dy = from_cl(np.random.default_rng(1).standard_normal(
+                    np.moveaxis(y, 1, -1).shape, dtype=np.float32))
+            dx = back(dy)
+            results.append([np.array(y), np.array(dx), *(np.array(g) for g in
+                                                         layer.grads.values())])
+    finally:
+        B.set_num_threads(None)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)

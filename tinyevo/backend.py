@@ -15,12 +15,23 @@ import sys
 from types import ModuleType
 from typing import Any
 
-import numpy as np
+# OpenBLAS's idle worker threads busy-wait for ~2**28 cycles (~0.1 s) after every BLAS call before
+# they sleep. On a few cores they then hold the cores that tinyevo's own NumPy threads (im2col,
+# BatchNorm, pooling) need: the reference training step measured 52.7 ms with the default wait
+# and 44.1 ms with the shortest (2**4 cycles) on 2 cores. OpenBLAS reads the setting once, when
+# NumPy loads it, so this only takes effect where tinyevo is imported before NumPy (the
+# ``tinyevo`` command, scripts that import tinyevo first); a value the user set is kept.
+_NUMPY_FIRST = "numpy" in sys.modules
+_USER_BLAS_WAIT = "OPENBLAS_THREAD_TIMEOUT" in os.environ
+if os.environ.get("TINYEVO_BLAS_TUNING", "1").strip() not in ("0", "false", "no"):
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as np  # noqa: E402  (after the OpenBLAS setting above)
 
 __all__ = [
     "use", "name", "current", "get_array_module", "to_device", "to_numpy", "is_gpu",
     "floatx", "set_floatx", "seed", "rng", "gpu_available", "tune_allocator",
-    "set_num_threads", "num_threads", "parallel_chunks",
+    "set_num_threads", "num_threads", "parallel_chunks", "blas_wait_tuned",
 ]
 
 _BACKENDS = ("numpy", "cupy")
@@ -141,14 +152,23 @@ def _is_cupy_array(x: Any) -> bool:
     return type(x).__module__.startswith("cupy") and "cupy" in _state
 
 
+def blas_wait_tuned() -> bool:
+    """True when OpenBLAS's worker threads sleep soon after each call (tinyevo was imported
+    before NumPy, or ``OPENBLAS_THREAD_TIMEOUT`` was set by the user), so that tinyevo's own
+    threads get the cores between BLAS calls."""
+    return _USER_BLAS_WAIT or (not _NUMPY_FIRST and "OPENBLAS_THREAD_TIMEOUT" in os.environ)
+
+
 def set_num_threads(n: int | None) -> None:
-    """Threads tinyevo's own NumPy loops (im2col, col2im) may use; None = the CPU count, at most 4.
+    """Threads tinyevo's own NumPy passes (im2col/col2im, BatchNorm, pooling, bias and
+    activation) may use; None = the CPU count, at most 4 — or 1 where OpenBLAS's busy-waiting
+    workers would take those cores (:func:`blas_wait_tuned` is False: measured slower than one).
 
     BLAS keeps its own setting (threadpoolctl or OPENBLAS_NUM_THREADS). Process-pool workers
     set 1 so that workers do not fight over cores. ``TINYEVO_NUM_THREADS`` sets it at import.
     """
     if n is None:
-        n = min(os.cpu_count() or 1, 4)
+        n = min(os.cpu_count() or 1, 4) if blas_wait_tuned() else 1
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads expects a positive int or None, got {n!r}")
     _state["threads"] = n
@@ -162,12 +182,20 @@ def num_threads() -> int:
     return _state["threads"]
 
 
-def parallel_chunks(fn: Any, n: int, min_items: int = 2) -> None:
-    """Call ``fn(start, stop)`` on contiguous chunks of ``range(n)``, in threads where it pays.
+# Least work per thread for which splitting pays (a thread hand-off costs ~20-50 us).
+_MIN_THREAD_BYTES = 1 << 20
+
+
+def parallel_chunks(fn: Any, n: int, min_items: int = 2, item_bytes: int | None = None) -> None:
+    """Call ``fn(start, stop)`` on contiguous chunks of ``range(n)``, in threads where it pays:
+    each thread gets at least ``min_items`` items and, where ``item_bytes`` (the memory one
+    item touches) is given, at least ~1 MiB of work.
 
     For NumPy work that releases the GIL on disjoint output slices (copies, additions); on CuPy
     or with one thread it is a plain call.
     """
+    if item_bytes:
+        min_items = max(min_items, -(-_MIN_THREAD_BYTES // int(item_bytes)))
     threads = min(_state["threads"], n // max(min_items, 1))
     if threads <= 1 or _state["name"] != "numpy":
         fn(0, n)

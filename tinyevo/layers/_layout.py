@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tinyevo.backend import get_array_module
+from tinyevo.backend import get_array_module, parallel_chunks
 
 
 def to_cl(x: Any) -> Any:
@@ -44,3 +44,28 @@ def tiled(m: Any, *vectors: Any) -> tuple:
 def untile(v: Any, c: int) -> Any:
     """Sum a tiled per-column vector of length r * C back to length C."""
     return v.reshape(-1, c).sum(axis=0)
+
+
+# Bytes of one row block in the blocked passes below: a few arrays of it stay in L2 together.
+_BLOCK_BYTES = 1 << 18
+
+
+def block_rows(m: Any) -> int:
+    """Rows per block of the 2-D array ``m`` for :func:`for_blocks` (~256 KiB)."""
+    return max(1, _BLOCK_BYTES // max(1, m.shape[1] * m.dtype.itemsize))
+
+
+def for_blocks(fn: Any, rows: int, block: int) -> None:
+    """Call ``fn(k, start, stop)`` for the k-th block of ``block`` rows of ``range(rows)``,
+    spread over tinyevo's threads (see :func:`tinyevo.backend.parallel_chunks`).
+
+    The blocks do not depend on the thread count, so per-block partial sums reduced in block
+    order give the same numbers with one thread or many.
+    """
+    nblocks = -(-rows // block)
+
+    def run(first: int, last: int) -> None:
+        for k in range(first, last):
+            fn(k, k * block, min(rows, (k + 1) * block))
+
+    parallel_chunks(run, nblocks, min_items=1, item_bytes=_BLOCK_BYTES)

@@ -34,6 +34,22 @@ class Activation:
     forward: Callable
     backward: Callable
     needs_z: bool = False
+    backward_out: Callable | None = None     # backward_out(dy, z, y, out) writes into ``out``
+
+    def forward_into(self, z):
+        """Apply the activation to ``z`` in place (``z`` a fresh buffer); returns ``z``."""
+        y = self.forward(z)
+        if y is not z:
+            z[...] = y
+        return z
+
+    def backward_into(self, dy, z, y, out):
+        """dL/dz into the buffer ``out`` (which may be ``dy`` itself)."""
+        if self.backward_out is not None:
+            self.backward_out(dy, z, y, out)
+        else:
+            out[...] = self.backward(dy, z, y)
+        return out
 
     def __repr__(self) -> str:
         return f"Activation({self.name!r})"
@@ -71,6 +87,10 @@ def _zero_row(dtype):
 
 def _relu_b(dy, z, y):
     return dy * (y > 0)
+
+
+def _relu_b_out(dy, z, y, out):
+    get_array_module(dy).multiply(dy, y > 0, out=out)
 
 
 def _leaky_f(z):
@@ -161,7 +181,7 @@ _REGISTRY = {
     a.name: a
     for a in (
         Activation("identity", _identity_f, _identity_b),
-        Activation("relu", _relu_f, _relu_b),
+        Activation("relu", _relu_f, _relu_b, backward_out=_relu_b_out),
         Activation("leaky_relu", _leaky_f, _leaky_b),
         Activation("elu", _elu_f, _elu_b),
         Activation("selu", _selu_f, _selu_b),

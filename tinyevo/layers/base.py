@@ -18,6 +18,7 @@ import numpy as np
 
 from tinyevo import backend as B
 from tinyevo.layers import activations
+from tinyevo.layers._layout import block_rows, for_blocks, tiled
 
 __all__ = ["Layer", "register", "layer_from_spec", "LAYER_TYPES", "zeros_for"]
 
@@ -118,6 +119,49 @@ class Layer:
 
     def _activation_backward(self, dy: Any, z: Any, y: Any) -> Any:
         return self._activation.backward(dy, z, y)
+
+    def _bias_activate(self, z: Any) -> tuple[Any, Any]:
+        """Add ``params["bias"]`` (if any) to the rows of the fresh (M, C) buffer ``z`` and apply
+        the activation in place, over row blocks in threads (NumPy); returns (y, kept z)."""
+        act, bias = self._activation, self.params.get("bias")
+        if bias is None and act.name == "identity":
+            return z, None
+        xp = B.get_array_module(z)
+        zt, *bias_t = tiled(z, *([] if bias is None else [bias]))
+        keep = xp.empty_like(zt) if act.needs_z else None
+
+        def run(k: int, a: int, b: int) -> None:
+            zb = zt[a:b]
+            if bias_t:
+                zb += bias_t[0]
+            if keep is not None:
+                keep[a:b] = zb
+            act.forward_into(zb)
+
+        if xp is np:
+            for_blocks(run, zt.shape[0], block_rows(zt))
+        else:
+            run(0, 0, zt.shape[0])
+        return z, None if keep is None else keep.reshape(z.shape)
+
+    def _activation_backward_blocks(self, dy: Any, z: Any, y: Any) -> Any:
+        """dL/dz for the (M, C) gradient ``dy`` (returned as is for the identity), computed over
+        row blocks in threads (NumPy) into a fresh buffer."""
+        act = self._activation
+        if act.name == "identity":
+            return dy
+        xp = B.get_array_module(dy)
+        if xp is not np:
+            return act.backward(dy, z, y)
+        dz = np.empty(dy.shape, dtype=dy.dtype)
+        dyt, yt, dzt = (tiled(a)[0] for a in (dy, y, dz))      # the same (M / r, r * C) view
+        zt = tiled(z)[0] if z is not None else None
+
+        def run(k: int, a: int, b: int) -> None:
+            act.backward_into(dyt[a:b], None if zt is None else zt[a:b], yt[a:b], dzt[a:b])
+
+        for_blocks(run, dzt.shape[0], block_rows(dzt))
+        return dz
 
     def _accumulate(self, name: str, g: Any) -> None:
         self.grads[name] += g

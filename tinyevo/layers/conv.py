@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from tinyevo import backend as B
-from tinyevo.layers._layout import colsum, from_cl, tiled, to_cl
+from tinyevo.layers._layout import colsum, from_cl, to_cl
 from tinyevo.layers.base import Layer, register
 from tinyevo.layers.dense import _check_size
 from tinyevo.layers.init import initialize
@@ -122,15 +122,12 @@ class Conv(Layer):
             xp.matmul(col, wmat, out=z[a * positions:b * positions])
             if train:
                 kept.append(col)
-        if "bias" in self.params:
-            zt, bias_t = tiled(z, self.params["bias"])
-            zt += bias_t
-        y, zkeep = self._activate(z)
+        y, zkeep = self._bias_activate(z)
         y_cl = y.reshape(n, *out, cout)
 
         def backprop(dy: Any, need_dx: bool = True) -> Any:
             dy_cl = to_cl(dy)
-            dz = self._activation_backward(dy_cl.reshape(-1, cout), zkeep, y)
+            dz = self._activation_backward_blocks(dy_cl.reshape(-1, cout), zkeep, y)
             self._track(y_cl, dy_cl)
             if "bias" in self.params:
                 self.grads["bias"] += colsum(dz)
@@ -262,7 +259,8 @@ def _im2col(x_cl: Any, pads, kernel, stride, dilation, out) -> Any:
                      *(si * d for si, d in zip(s[1:-2], dilation[:-1])), s[-1]),
             writeable=False)
         col = np.empty(view.shape, dtype=x_cl.dtype)
-        B.parallel_chunks(lambda a, b: np.copyto(col[a:b], view[a:b]), n)
+        B.parallel_chunks(lambda a, b: np.copyto(col[a:b], view[a:b]), n,
+                          item_bytes=col[:1].nbytes)
         return col.reshape(n * positions, -1)
     col = xp.empty((n, *out, *kernel, c), dtype=x_cl.dtype)
     offsets = list(itertools.product(*(range(k) for k in kernel)))
@@ -272,7 +270,7 @@ def _im2col(x_cl: Any, pads, kernel, stride, dilation, out) -> Any:
             src = xpad[(slice(a, b), *_window_slices(offset, dilation, stride, out), slice(None))]
             col[(slice(a, b),) + (slice(None),) * nd + offset] = src
 
-    B.parallel_chunks(unfold, n)
+    B.parallel_chunks(unfold, n, item_bytes=col[:1].nbytes)
     return col.reshape(n * positions, -1)
 
 
@@ -291,7 +289,7 @@ def _col2im(dcol: Any, x_shape, pads, kernel, stride, dilation, out, xp) -> Any:
             dst = (slice(a, b), *_window_slices(offset, dilation, stride, out), slice(None))
             dx[dst] += dcol[(slice(a, b),) + (slice(None),) * nd + offset]
 
-    B.parallel_chunks(fold, n)
+    B.parallel_chunks(fold, n, item_bytes=dcol[:1].nbytes)
     if any(map(any, pads)):
         inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(spatial, pads))
         dx = xp.ascontiguousarray(dx[(slice(None), *inner, slice(None))])
@@ -325,7 +323,7 @@ def _im2col_cf(x: Any, pads, kernel, stride, dilation, out) -> Any:
                         *_window_slices(offset, dilation, stride, out))]
             col[(slice(None), *offset, slice(a, b))] = src.swapaxes(0, 1)
 
-    B.parallel_chunks(unfold, n)
+    B.parallel_chunks(unfold, n, item_bytes=col.nbytes // max(n, 1))
     return col.reshape(c * int(np.prod(kernel)), n * int(np.prod(out))).T
 
 
@@ -344,7 +342,7 @@ def _col2im_cf(dcol: Any, x_shape, pads, kernel, stride, dilation, out, xp) -> A
             dst = (slice(a, b), slice(None), *_window_slices(offset, dilation, stride, out))
             dx[dst] += dcol[(slice(None), *offset, slice(a, b))].swapaxes(0, 1)
 
-    B.parallel_chunks(fold, n)
+    B.parallel_chunks(fold, n, item_bytes=dcol.nbytes // max(n, 1))
     if any(map(any, pads)):
         dx = xp.ascontiguousarray(
             dx[(slice(None), slice(None), *(slice(lo, lo + s) for s, (lo, _) in

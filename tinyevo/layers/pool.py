@@ -80,18 +80,28 @@ class _Pool(Layer):
         xpad = _pad_cl(x_cl, pad, fill)
         ones = (1,) * nd
         offsets = list(itertools.product(*(range(k) for k in win)))
+        # Window slices of one image block (the batch axis is sliced per block).
         slices = [(slice(None), *_window_slices(o, ones, st, out), slice(None)) for o in offsets]
-        y = xpad[slices[0]].copy()
-        argmax = None
-        if self.MODE == "max" and train:
-            argmax = _first_argmax(xpad, slices, y)
-        elif self.MODE == "max":
-            for sl in slices[1:]:
-                xp.maximum(y, xpad[sl], out=y)
-        else:
-            for sl in slices[1:]:
-                y += xpad[sl]
-            y *= 1.0 / len(slices)
+        n, c = x_cl.shape[0], x_cl.shape[-1]
+        y = xp.empty((n, *out, c), dtype=x_cl.dtype)
+        code = np.uint8 if len(slices) < 256 else np.int32
+        argmax = xp.empty(y.shape, dtype=code) if self.MODE == "max" and train else None
+
+        def forward(a: int, b: int) -> None:
+            src, yb = xpad[a:b], y[a:b]
+            yb[...] = src[slices[0]]
+            if argmax is not None:
+                _first_argmax(src, slices, yb, argmax[a:b])
+            elif self.MODE == "max":
+                for sl in slices[1:]:
+                    xp.maximum(yb, src[sl], out=yb)
+            else:
+                for sl in slices[1:]:
+                    yb += src[sl]
+                yb *= 1.0 / len(slices)
+
+        per_image = xpad[:1].nbytes
+        B.parallel_chunks(forward, n, item_bytes=per_image)     # image blocks in threads
         # Windows that tile the padded input exactly can assign gradients instead of adding.
         tiling = all(s == k and o * s == n + lo + hi
                      for s, k, o, n, (lo, hi) in zip(st, win, out, x.shape[2:], pad))
@@ -99,20 +109,28 @@ class _Pool(Layer):
         def backprop(dy: Any, need_dx: bool = True) -> Any:
             if not need_dx:
                 return None
-            code = argmax
-            if code is None and self.MODE == "max":      # forward ran in inference mode
-                code = _first_argmax(xpad, slices, xpad[slices[0]].copy())
+            codes = argmax
+            if codes is None and self.MODE == "max":     # forward ran in inference mode
+                codes = xp.empty(y.shape, dtype=code)
+                B.parallel_chunks(lambda a, b: _first_argmax(
+                    xpad[a:b], slices, xpad[a:b][slices[0]].copy(), codes[a:b]), n,
+                    item_bytes=per_image)
             dy_cl = to_cl(dy)
             alloc = xp.empty if tiling else xp.zeros
             dx = alloc(xpad.shape, dtype=dy_cl.dtype)
-            g = dy_cl if self.MODE == "max" else dy_cl * (1.0 / len(slices))
-            for k, sl in enumerate(slices):
-                if self.MODE == "max" and tiling:
-                    xp.multiply(g, code == k, out=dx[sl])      # straight into place
-                elif tiling:
-                    dx[sl] = g
-                else:
-                    dx[sl] += g * (code == k) if self.MODE == "max" else g
+
+            def backward(a: int, b: int) -> None:
+                dxb = dx[a:b]
+                g = dy_cl[a:b] if self.MODE == "max" else dy_cl[a:b] * (1.0 / len(slices))
+                for k, sl in enumerate(slices):
+                    if self.MODE == "max" and tiling:
+                        xp.multiply(g, codes[a:b] == k, out=dxb[sl])   # straight into place
+                    elif tiling:
+                        dxb[sl] = g
+                    else:
+                        dxb[sl] += g * (codes[a:b] == k) if self.MODE == "max" else g
+
+            B.parallel_chunks(backward, n, item_bytes=per_image)
             if any(map(any, pad)):
                 inner = tuple(slice(lo, lo + s) for s, (lo, _) in zip(x_cl.shape[1:-1], pad))
                 dx = xp.ascontiguousarray(dx[(slice(None), *inner, slice(None))])
@@ -130,19 +148,18 @@ class _Pool(Layer):
         return f"{type(self).__name__}(window={self.window}, stride={self.stride})"
 
 
-def _first_argmax(xpad: Any, slices: list, y: Any) -> Any:
-    """Running max into ``y`` (holding the first window offset's values); returns, per output,
+def _first_argmax(xpad: Any, slices: list, y: Any, argmax: Any) -> None:
+    """Running max into ``y`` (holding the first window offset's values) and, into ``argmax``,
     the index of the first offset that holds the maximum (as PyTorch routes gradients)."""
     xp = B.get_array_module(y)
-    code = np.uint8 if len(slices) < 256 else np.int32
-    argmax = xp.zeros(y.shape, dtype=code)
+    code = argmax.dtype.type
+    argmax[...] = 0
     for k, sl in enumerate(slices[1:], 1):
         xs = xpad[sl]
         # k exceeds every earlier offset, so max(argmax, k * (xs > y)) updates in place.
         hit = (xs > y).view(np.uint8) if code is np.uint8 else (xs > y).astype(code)
         xp.maximum(argmax, hit * code(k), out=argmax)
         xp.maximum(y, xs, out=y)
-    return argmax
 
 
 @register
