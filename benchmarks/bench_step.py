@@ -14,9 +14,11 @@ import statistics
 import sys
 import time
 
+import tinyevo  # first: it sets OpenBLAS's thread wait before NumPy loads OpenBLAS
+
+# isort: split
 import numpy as np
 
-import tinyevo
 from tinyevo.layers import BatchNorm, Conv, Dense, GlobalPool, MaxPool, Sequential
 from tinyevo.losses import logit_cross_entropy
 from tinyevo.optimizers import Adam
@@ -134,7 +136,9 @@ def test_torch_step_3x32x32(benchmark):
 
 if __name__ == "__main__":
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 30
-    print(f"threads: {_threads()}")
+    print(f"threads: {_threads()} (BLAS, PyTorch); tinyevo's own: "
+          f"{tinyevo.backend.num_threads()}; OpenBLAS wait tuned: "
+          f"{tinyevo.backend.blas_wait_tuned()}")
     for cin, hw in ((3, 32), (1, 8)):
         r = compare(cin, hw, repeats)
         line = f"{r['shape']:>8}: tinyevo {r['tinyevo_ms']:.2f} ms/step"
