@@ -51,6 +51,10 @@ _VALUE_FLOOR = 1e-2        # ... and non-zero |value| at least this
 # HiGHS's presolve buys nothing on these small models and, on a few, makes HiGHS print a stray
 # "transformNewIntegerFeasibleSolution" line to stdout; the models are solved without it.
 PRESOLVE = False
+# Relative optimality gap at which branch and bound stops: the seed accepts any feasible
+# solution; 0.1 % of the kept neurons' value is far below what one neuron is worth, and it
+# cut the AutoFlux mutation of a 124-vertex graph from 36 to 20-22 ms (mean) against 1e-6.
+MIP_GAP = 1e-3
 
 
 @dataclass
@@ -451,7 +455,7 @@ def _solve(c, integrality, bounds, constraints) -> np.ndarray | None:
         return np.round(lp.x).astype(np.int64)
     with _quiet_stdout():       # HiGHS's MIP solver can print to the C stdout despite disp
         res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints,
-                   options={**options, "mip_rel_gap": 1e-6})
+                   options={**options, "mip_rel_gap": MIP_GAP})
     if res.x is None:
         logger.debug("neuron selection MILP: %s", res.message)
         return None

@@ -284,7 +284,9 @@ class Layer:
         weights, zeros for everything else. Subclasses override for their own arrays."""
         if name == "weight":
             block = int(np.prod(shape)) // shape[axis]
-            return rng.standard_normal(shape, dtype=np.float32) / max(block, 1)
+            new = rng.standard_normal(shape, dtype=np.float32)
+            new /= np.float32(max(block, 1))
+            return new
         return np.zeros(shape, dtype=np.float32)
 
     def _after_resize(self) -> None:
