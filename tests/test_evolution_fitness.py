@@ -145,6 +145,32 @@ def test_train_then_fitness_uses_the_candidate_opt_and_wipes_its_state():
     assert len(own._state) == 0  # state wiped after training
 
 
+def test_train_then_fitness_lr_schedule_scales_each_step_and_restores_the_rate():
+    from tinyevo.evolution.fitness import cosine_schedule
+
+    x, y = _classification()
+    data = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]     # 4 steps
+
+    class Spy(SGD):
+        seen: list = []
+
+        def update(self, model):
+            Spy.seen.append(self.learning_rate)
+            super().update(model)
+
+    own = Spy(0.2)
+    cand = CandidateOptModel(own, Sequential(Dense(4, 2)))
+    f = TrainThenFitness(data, logit_cross_entropy, SGD(0.0), AccuracyFitness(data),
+                         lr_schedule=cosine_schedule)
+    fitness(f, cand)
+    np.testing.assert_allclose(Spy.seen, [0.2 * cosine_schedule(i, 4) for i in range(4)])
+    assert Spy.seen[0] == pytest.approx(0.2) and Spy.seen[-1] < 0.05
+    assert own.learning_rate == 0.2                  # the searched rate is the candidate's
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainThenFitness(data, logit_cross_entropy, SGD(0.1), AccuracyFitness(data),
+                         lr_schedule=0.5)
+
+
 def test_train_then_fitness_default_opt_is_copied_not_shared():
     x, y = _classification()
     default = Adam(0.01)

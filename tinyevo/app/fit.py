@@ -30,7 +30,7 @@ from tinyevo.app import defaults
 from tinyevo.app.checkpoint import load_checkpoint, save_checkpoint
 from tinyevo.app.executors import SerialEvaluator, make_evaluator
 from tinyevo.evolution.candidate import CandidateOptModel, nparams
-from tinyevo.evolution.fitness import AbstractFitness, TrainThenFitness, predict
+from tinyevo.evolution.fitness import AbstractFitness, TrainThenFitness, cosine_schedule, predict
 from tinyevo.evolution.population import Population
 from tinyevo.graph import CompGraph, input_vertex
 from tinyevo.graph.vertex import name_counter, set_name_counter
@@ -61,6 +61,7 @@ class FitConfig:
     elites: int = 2
     widths: tuple[int, int] = (8, 32)
     candidate_time_limit: float | None = None
+    lr_schedule: str = "constant"               # "cosine": decay to 0 within each generation
 
     def batches_at(self, generation: int, ntrain: int) -> int:
         base = self.batches_per_generation or max(1, math.ceil(ntrain / self.batch_size))
@@ -75,7 +76,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         callbacks: Sequence[Callable] | Callable = (), seed: int | None = None,
         executor: Any = None, search_space: Any = None, mutation: Any = None,
         crossover: Any = None, strategy: Any = None, widths: tuple[int, int] = (8, 32),
-        candidate_time_limit: float | None = None,
+        candidate_time_limit: float | None = None, lr_schedule: str = "constant",
         progress: Callable[[dict], None] | None = None) -> Population:
     """Evolve a classifier for ``x`` (N, C, H, W), (N, C, L) or (N, F) with integer labels ``y``.
 
@@ -95,7 +96,9 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     ``concurrent.futures.Executor`` (see docs/parallel.md); results are the same on all.
     ``progress(event)``: a dict per finished candidate and generation, for progress displays.
     ``search_space``, ``mutation``, ``crossover`` and ``strategy`` replace the defaults of
-    ``tinyevo.app.defaults``.
+    ``tinyevo.app.defaults``. ``lr_schedule``: "constant" (default) or "cosine" (each
+    candidate's learning rate decays to 0 over each generation's training, a warm restart per
+    generation; the searched rate is its peak).
     """
     if generations is None and time_limit is None and target_fitness is None:
         raise ValueError("fit: give generations=, time_limit= or target_fitness= so the run "
@@ -111,6 +114,9 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
     if not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"fit: valid_fraction must be in (0, 1), got {valid_fraction!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"fit: lr_schedule must be one of {sorted(LR_SCHEDULES)}, got "
+                         f"{lr_schedule!r}")
     callbacks = _callbacks(callbacks)
     x, y = as_arrays(x, y, "training data")
     kind = KIND_OF_RANK[x.ndim]
@@ -120,7 +126,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                        batches_per_generation=batches_per_generation,
                        budget_growth=float(budget_growth), valid_fraction=valid_fraction,
                        augment=bool(augment), seed=seed,
-                       widths=tuple(widths), candidate_time_limit=candidate_time_limit)
+                       widths=tuple(widths), candidate_time_limit=candidate_time_limit,
+                       lr_schedule=lr_schedule)
     if valid is None:
         (x, y), (xv, yv) = split_validation(x, y, valid_fraction, seed)
     else:
@@ -130,7 +137,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
             raise ValueError(f"fit: validation samples have shape {xv.shape[1:]}, training "
                              f"samples {x.shape[1:]}; they must match")
     fitness = ClassifierFitness(GenerationBatches(x, y, config), (xv, yv), batch_size=256,
-                                time_limit=candidate_time_limit)
+                                time_limit=candidate_time_limit,
+                                lr_schedule=LR_SCHEDULES[lr_schedule])
     strategy = strategy or defaults.default_strategy(
         population_size, mutation or defaults.default_mutation(kind, nclasses),
         crossover or defaults.default_crossover(), config.elites)
@@ -258,6 +266,9 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float,
     return (x[~mask], y[~mask]), (x[mask], y[mask])
 
 
+LR_SCHEDULES: dict[str, Callable | None] = {"constant": None, "cosine": cosine_schedule}
+
+
 class GenerationBatches:
     """The training batches of a generation, from (run seed, generation) alone.
 
@@ -319,7 +330,7 @@ class ClassifierFitness(AbstractFitness):
 
     def __init__(self, train: GenerationBatches, valid: tuple[np.ndarray, np.ndarray],
                  batch_size: int = 256, time_limit: float | None = None,
-                 tiebreak: str = "size") -> None:
+                 tiebreak: str = "size", lr_schedule: Callable | None = None) -> None:
         if tiebreak not in ("loss", "size"):
             raise ValueError(f"tiebreak must be 'loss' or 'size', got {tiebreak!r}")
         xv, yv = valid
@@ -327,7 +338,8 @@ class ClassifierFitness(AbstractFitness):
                       for i in range(0, len(yv), batch_size)]
         self.tiebreak = tiebreak
         self.train = TrainThenFitness(train, logit_cross_entropy, Adam(), self._score,
-                                      invalidfitness=0.0, time_limit=time_limit)
+                                      invalidfitness=0.0, time_limit=time_limit,
+                                      lr_schedule=lr_schedule)
         self.invalidfitness = 0.0
 
     def _score(self, candidate: Any) -> float:

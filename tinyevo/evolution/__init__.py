@@ -46,6 +46,7 @@ from tinyevo.evolution.fitness import (  # binds `fitness` the function over the
     TimeFitness,
     TrainAccuracyFitness,
     TrainThenFitness,
+    cosine_schedule,
     fitness,
     predict,
 )
@@ -109,7 +110,7 @@ __all__ = [
     # fitness
     "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
     "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",
-    "GpuFitness", "predict",
+    "GpuFitness", "predict", "cosine_schedule",
     # population and strategies
     "Population", "evaluate_candidate", "evolve", "AbstractEvolution", "NoOpEvolution",
     "EliteSelection", "SusSelection", "TournamentSelection", "EvolveCandidates",

@@ -44,7 +44,7 @@ from tinyevo.losses import mse
 __all__ = [
     "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
     "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",
-    "GpuFitness", "predict",
+    "GpuFitness", "predict", "cosine_schedule",
 ]
 
 log = logging.getLogger("tinyevo.evolution")
@@ -150,10 +150,13 @@ class LossFitness(AbstractFitness):
 class TrainThenFitness(AbstractFitness):
     """Train the candidate's model on ``dataiter``, then measure it with ``fitstrat``.
 
-    The loss is ``lossfun(c, defaultloss)``, the optimiser the candidate's own or a fresh copy of
-    ``defaultopt``; its state is wiped after training (``opt.reset()``). The guard: training that
-    gives a NaN/Inf loss, raises, or runs past ``time_limit`` seconds stops, the candidate gets
-    ``invalidfitness`` and the reason is logged (logger "tinyevo.evolution"); the run goes on.
+    ``lr_schedule(step, nsteps)``, where given, scales the optimiser's learning rate at each
+    step of a pass whose length is known (e.g. :func:`cosine_schedule`); the rate is restored
+    after the pass. The loss is ``lossfun(c, defaultloss)``, the optimiser the candidate's own
+    or a fresh copy of ``defaultopt``; its state is wiped after training (``opt.reset()``).
+    The guard: training that gives a NaN/Inf loss, raises, or runs past ``time_limit`` seconds
+    stops, the candidate gets ``invalidfitness`` and the reason is logged (logger
+    "tinyevo.evolution"); the run goes on.
 
     ``dataiter`` is an iterable of ``(x, y)`` batches, or generation aware (a
     StatefulGenerationIter; a RepeatPartitionIterator is wrapped in one), so that each generation
@@ -167,7 +170,8 @@ class TrainThenFitness(AbstractFitness):
 
     def __init__(self, dataiter: Iterable, defaultloss: Callable, defaultopt: Any,
                  fitstrat: Any, invalidfitness: Any = 0.0, time_limit: float | None = None,
-                 nan_check_every: int | None = None) -> None:
+                 nan_check_every: int | None = None,
+                 lr_schedule: Callable[[int, int], float] | None = None) -> None:
         if isinstance(dataiter, RepeatPartitionIterator):
             dataiter = StatefulGenerationIter(dataiter)
         if time_limit is not None and not time_limit > 0:
@@ -175,6 +179,10 @@ class TrainThenFitness(AbstractFitness):
         self.dataiter, self.defaultloss, self.defaultopt = dataiter, defaultloss, defaultopt
         self.fitstrat, self.invalidfitness, self.time_limit = fitstrat, invalidfitness, time_limit
         self.nan_check_every = nan_check_every
+        if lr_schedule is not None and not callable(lr_schedule):
+            raise ValueError(f"lr_schedule must be None or a callable (step, nsteps) -> factor, "
+                             f"got {lr_schedule!r}")
+        self.lr_schedule = lr_schedule
 
     def __call__(self, candidate: Any, generation: int | None = None) -> Any:
         try:
@@ -203,11 +211,25 @@ class TrainThenFitness(AbstractFitness):
     def _train(self, model: Any, optimizer: Any, lossf: Callable, data: Iterable) -> Any:
         """One pass over ``data``; returns ``_Invalid(reason)`` or ``(correct, seen)`` counts
         (kept as device scalars until read once)."""
+        schedule = self.lr_schedule
+        if schedule is not None and hasattr(data, "__len__"):
+            base_lr, nsteps = optimizer.learning_rate, len(data)
+            try:
+                return self._train_loop(model, optimizer, lossf, data,
+                                        lambda i: base_lr * schedule(i, nsteps))
+            finally:
+                optimizer.learning_rate = base_lr
+        return self._train_loop(model, optimizer, lossf, data, None)
+
+    def _train_loop(self, model: Any, optimizer: Any, lossf: Callable, data: Iterable,
+                    lr_at: Callable[[int], float] | None) -> Any:
         t0 = time.perf_counter()
         check_every = self.nan_check_every
         loss_sum = None
         nbatches, correct, seen = 0, 0, 0
         for x, y in data:
+            if lr_at is not None:
+                optimizer.learning_rate = lr_at(nbatches)
             out, backprop = model(x, train=True)
             loss, dout = lossf(out, y)
             backprop(dout)
@@ -236,6 +258,12 @@ class TrainThenFitness(AbstractFitness):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(dataiter={self.dataiter!r}, defaultopt="
                 f"{self.defaultopt!r}, fitstrat={self.fitstrat!r})")
+
+
+def cosine_schedule(step: int, nsteps: int) -> float:
+    """Cosine decay from 1 to 0 over a pass: with a pass per generation, every generation is a
+    warm restart (SGDR), and each candidate is measured at the end of a decay."""
+    return 0.5 * (1.0 + math.cos(math.pi * step / max(1, nsteps)))
 
 
 class TrainAccuracyFitness(TrainThenFitness):
