@@ -96,6 +96,20 @@ def test_resume_refuses_other_settings(digits, tmp_path):
         te.fit(x, y, generations=2, mdir=tmp_path, **{**TINY, "batch_size": 8})
 
 
+def test_resume_a_checkpoint_written_before_a_setting_existed(digits, tmp_path):
+    import json
+
+    x, y = digits
+    te.fit(x, y, generations=1, mdir=tmp_path, **TINY)
+    state_file = tmp_path / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["state"]["config"]["lr_schedule"]    # as written by an earlier tinyevo
+    state_file.write_text(json.dumps(state))
+    assert te.fit(x, y, generations=2, mdir=tmp_path, **TINY).generation == 2
+    with pytest.raises(ValueError, match="lr_schedule"):    # but not with another value
+        te.fit(x, y, generations=3, mdir=tmp_path, lr_schedule="cosine", **TINY)
+
+
 def test_ctrl_c_returns_the_last_complete_generation(digits, tmp_path):
     x, y = digits
 

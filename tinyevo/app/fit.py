@@ -454,7 +454,9 @@ def _check_resume(state: dict, config: FitConfig, kind: str, sample_shape: tuple
                   nclasses: int, mdir: Path) -> None:
     saved = state.get("config", {})
     mine = _jsonable_config(config)
-    differ = [k for k in mine if saved.get(k) != mine[k]]
+    # A setting added after the checkpoint was written counts as its default there.
+    defaults = _jsonable_config(FitConfig())
+    differ = [k for k in mine if saved.get(k, defaults[k]) != mine[k]]
     if (state.get("kind") != kind or list(state.get("sample_shape", [])) != list(sample_shape)
             or state.get("nclasses") != nclasses):
         raise ValueError(f"fit: the checkpoint in {mdir} is for {state.get('kind')} data of "
