@@ -149,3 +149,20 @@ def test_seed_is_exported_at_top_level():
     assert tinyevo.seed is B.seed
     tinyevo.seed(None)                      # an unseeded run is allowed
     assert isinstance(B.rng(), np.random.Generator)
+
+
+def test_parallel_chunks_threads_keep_the_callers_numpy_error_state(monkeypatch):
+    import warnings
+
+    monkeypatch.setitem(B._state, "threads", 2)
+    big = np.full(8, 1000.0)
+
+    def overflow(a, b):
+        np.exp(big[a:b])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="ignore"):
+            B.parallel_chunks(overflow, 8, min_items=1)      # silent, as in the caller
+        with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+            B.parallel_chunks(overflow, 8, min_items=1)

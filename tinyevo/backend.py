@@ -207,7 +207,15 @@ def parallel_chunks(fn: Any, n: int, min_items: int = 2, item_bytes: int | None 
         pool = _state["pool"] = ThreadPoolExecutor(_state["threads"],
                                                    thread_name_prefix="tinyevo")
     bounds = [n * i // threads for i in range(threads + 1)]
-    futures = [pool.submit(fn, a, b) for a, b in zip(bounds, bounds[1:])]
+    # NumPy's error state is per context: threads start with the default, not the caller's
+    # (a caller's ``np.errstate(over="ignore")`` must hold for the work it hands out).
+    errstate = np.geterr()
+
+    def run(a: int, b: int) -> None:
+        with np.errstate(**errstate):
+            fn(a, b)
+
+    futures = [pool.submit(run, a, b) for a, b in zip(bounds, bounds[1:])]
     for f in futures:
         f.result()
 

@@ -1,7 +1,8 @@
 """The layer contract shared by every layer.
 
 ``y, backprop = layer(x, train=...)`` returns the output and a closure; ``dx = backprop(dy)``
-returns the input gradient and adds the parameter gradients into ``layer.grads``. Parameters
+returns the input gradient and adds the parameter gradients into ``layer.grads``. The closure
+may read ``x`` and ``y``: leave them unchanged until it has run. Parameters
 live in ``layer.params`` (trained) and ``layer.state`` (running statistics), both dicts of arrays.
 
 Layers with channels work on (N, C, *spatial) arrays. Internally they keep activations
