@@ -10,6 +10,10 @@ generation on a running pool, ``cold`` includes starting it. Every measurement i
 
     speed-up = serial seconds / parallel seconds        (aim on 2 cores: >= 1.7x)
 
+against a serial evaluation on one thread of each kind (BLAS and tinyevo's own), as each worker
+runs; serial evaluation by default also spreads tinyevo's elementwise passes over the cores,
+which leaves less for processes to gain.
+
 Results are checked to be identical to the serial ones. Run with
 ``python benchmarks/bench_parallel.py [--workers 2] [--repeats 3]``.
 """
@@ -67,11 +71,17 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; 8 conv candidates, "
           f"{args.batches} batches of 32 each")
     timed(SerialEvaluator(), args.batches)  # warm caches and imports
-    serial, single, parallel, cold = [], [], [], []
+    serial, single, one, parallel, cold = [], [], [], [], []
+    own_threads = te.backend.num_threads()
     for _ in range(args.repeats):
         serial.append(timed(SerialEvaluator(single_thread=False), args.batches)[0])
         t, serial_fits = timed(SerialEvaluator(), args.batches)
         single.append(t)
+        te.backend.set_num_threads(1)          # as in each worker: one thread of each kind
+        try:
+            one.append(timed(SerialEvaluator(), args.batches)[0])
+        finally:
+            te.backend.set_num_threads(own_threads)
         with ProcessEvaluator(workers=args.workers) as mapper:
             t, fits = timed(mapper, args.batches)  # the pool starts inside this call
             cold.append(t)
@@ -79,11 +89,15 @@ def main() -> None:
             parallel.append(t)
         if not fits == fits_warm == serial_fits:
             raise SystemExit(f"results differ: serial {serial_fits}, parallel {fits_warm}")
-    print(f"serial, 1 BLAS thread    {_range(single)} s   (SerialEvaluator())")
+    print(f"serial, 1 BLAS thread    {_range(single)} s   (SerialEvaluator(); tinyevo's "
+          f"own passes on {own_threads} threads)")
+    print(f"serial, 1 thread         {_range(one)} s   (also tinyevo's own passes on one: "
+          "what each worker runs)")
     print(f"serial, default threads  {_range(serial)} s   (single_thread=False)")
     print(f"{args.workers} workers (warm)         {_range(parallel)} s")
     print(f"{args.workers} workers (cold)         {_range(cold)} s   (includes starting the pool)")
-    for name, base in (("1 BLAS thread", single), ("default threads", serial)):
+    for name, base in (("1 thread", one), ("1 BLAS thread", single),
+                       ("default threads", serial)):
         ratios = [s / p for s, p in zip(base, parallel)]
         print(f"speed-up vs serial, {name}: {min(ratios):.2f}x .. {max(ratios):.2f}x "
               f"(median {np.median(ratios):.2f}x)")
