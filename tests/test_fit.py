@@ -129,6 +129,7 @@ def test_ctrl_c_returns_the_last_complete_generation(digits, tmp_path):
     (dict(generations=1, valid_fraction=1.5), "valid_fraction"),
     (dict(generations=1, time_limit=-1), "time_limit"),
     (dict(generations=1, lr_schedule="linear"), "lr_schedule"),
+    (dict(generations=1, tiebreak="speed"), "tiebreak"),
 ])
 def test_bad_arguments_say_what_is_wrong(digits, bad, match):
     x, y = digits

@@ -62,6 +62,7 @@ class FitConfig:
     widths: tuple[int, int] = (8, 32)
     candidate_time_limit: float | None = None
     lr_schedule: str = "constant"               # "cosine": decay to 0 within each generation
+    tiebreak: str = "size"                      # among equally accurate: "size" or "loss"
 
     def batches_at(self, generation: int, ntrain: int) -> int:
         base = self.batches_per_generation or max(1, math.ceil(ntrain / self.batch_size))
@@ -77,6 +78,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         executor: Any = None, search_space: Any = None, mutation: Any = None,
         crossover: Any = None, strategy: Any = None, widths: tuple[int, int] = (8, 32),
         candidate_time_limit: float | None = None, lr_schedule: str = "constant",
+        tiebreak: str = "size",
         progress: Callable[[dict], None] | None = None) -> Population:
     """Evolve a classifier for ``x`` (N, C, H, W), (N, C, L) or (N, F) with integer labels ``y``.
 
@@ -98,7 +100,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     ``search_space``, ``mutation``, ``crossover`` and ``strategy`` replace the defaults of
     ``tinyevo.app.defaults``. ``lr_schedule``: "constant" (default) or "cosine" (each
     candidate's learning rate decays to 0 over each generation's training, a warm restart per
-    generation; the searched rate is its peak).
+    generation; the searched rate is its peak). ``tiebreak``: among equally accurate models,
+    the smaller ("size", the seed's) or the more confident ("loss") wins.
     """
     if generations is None and time_limit is None and target_fitness is None:
         raise ValueError("fit: give generations=, time_limit= or target_fitness= so the run "
@@ -114,6 +117,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
     if not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"fit: valid_fraction must be in (0, 1), got {valid_fraction!r}")
+    if tiebreak not in ("size", "loss"):
+        raise ValueError(f"fit: tiebreak must be 'size' or 'loss', got {tiebreak!r}")
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"fit: lr_schedule must be one of {sorted(LR_SCHEDULES)}, got "
                          f"{lr_schedule!r}")
@@ -127,7 +132,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                        budget_growth=float(budget_growth), valid_fraction=valid_fraction,
                        augment=bool(augment), seed=seed,
                        widths=tuple(widths), candidate_time_limit=candidate_time_limit,
-                       lr_schedule=lr_schedule)
+                       lr_schedule=lr_schedule, tiebreak=tiebreak)
     if valid is None:
         (x, y), (xv, yv) = split_validation(x, y, valid_fraction, seed)
     else:
@@ -137,7 +142,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
             raise ValueError(f"fit: validation samples have shape {xv.shape[1:]}, training "
                              f"samples {x.shape[1:]}; they must match")
     fitness = ClassifierFitness(GenerationBatches(x, y, config), (xv, yv), batch_size=256,
-                                time_limit=candidate_time_limit,
+                                time_limit=candidate_time_limit, tiebreak=tiebreak,
                                 lr_schedule=LR_SCHEDULES[lr_schedule])
     strategy = strategy or defaults.default_strategy(
         population_size, mutation or defaults.default_mutation(kind, nclasses),
