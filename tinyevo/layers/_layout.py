@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from tinyevo.backend import get_array_module, parallel_chunks
 
 
@@ -51,17 +53,21 @@ _BLOCK_BYTES = 1 << 18
 
 
 def block_rows(m: Any) -> int:
-    """Rows per block of the 2-D array ``m`` for :func:`for_blocks` (~256 KiB)."""
+    """Rows per block of the 2-D array ``m`` for :func:`for_blocks`: ~256 KiB on NumPy, all
+    rows (one block: one kernel per operation) on CuPy."""
+    if get_array_module(m) is not np:
+        return max(1, m.shape[0])
     return max(1, _BLOCK_BYTES // max(1, m.shape[1] * m.dtype.itemsize))
 
 
-def for_blocks(fn: Any, rows: int, block: int) -> None:
-    """Call ``fn(k, start, stop)`` for the k-th block of ``block`` rows of ``range(rows)``,
-    spread over tinyevo's threads (see :func:`tinyevo.backend.parallel_chunks`).
+def for_blocks(fn: Any, m: Any) -> None:
+    """Call ``fn(k, start, stop)`` for the k-th block of :func:`block_rows` rows of the 2-D array
+    ``m``, spread over tinyevo's threads (see :func:`tinyevo.backend.parallel_chunks`).
 
     The blocks do not depend on the thread count, so per-block partial sums reduced in block
     order give the same numbers with one thread or many.
     """
+    rows, block = m.shape[0], block_rows(m)
     nblocks = -(-rows // block)
 
     def run(first: int, last: int) -> None:

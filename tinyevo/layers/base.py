@@ -19,7 +19,7 @@ import numpy as np
 
 from tinyevo import backend as B
 from tinyevo.layers import activations
-from tinyevo.layers._layout import block_rows, for_blocks, tiled
+from tinyevo.layers._layout import for_blocks, tiled
 
 __all__ = ["Layer", "register", "layer_from_spec", "LAYER_TYPES", "zeros_for"]
 
@@ -139,10 +139,7 @@ class Layer:
                 keep[a:b] = zb
             act.forward_into(zb)
 
-        if xp is np:
-            for_blocks(run, zt.shape[0], block_rows(zt))
-        else:
-            run(0, 0, zt.shape[0])
+        for_blocks(run, zt)
         return z, None if keep is None else keep.reshape(z.shape)
 
     def _activation_backward_blocks(self, dy: Any, z: Any, y: Any) -> Any:
@@ -151,17 +148,14 @@ class Layer:
         act = self._activation
         if act.name == "identity":
             return dy
-        xp = B.get_array_module(dy)
-        if xp is not np:
-            return act.backward(dy, z, y)
-        dz = np.empty(dy.shape, dtype=dy.dtype)
+        dz = B.get_array_module(dy).empty(dy.shape, dtype=dy.dtype)
         dyt, yt, dzt = (tiled(a)[0] for a in (dy, y, dz))      # the same (M / r, r * C) view
         zt = tiled(z)[0] if z is not None else None
 
         def run(k: int, a: int, b: int) -> None:
             act.backward_into(dyt[a:b], None if zt is None else zt[a:b], yt[a:b], dzt[a:b])
 
-        for_blocks(run, dzt.shape[0], block_rows(dzt))
+        for_blocks(run, dzt)
         return dz
 
     def _accumulate(self, name: str, g: Any) -> None:

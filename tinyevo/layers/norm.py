@@ -66,16 +66,7 @@ class BatchNorm(Layer):
         # Every pass runs over row blocks of the tiled (M / r, r * C) view, in threads on NumPy:
         # elementwise work that NumPy would run on one core over several large temporaries.
         xt = tiled(xm)[0]
-        rows = xt.shape[0]
-        block = block_rows(xt) if xp is np else rows
-        nblocks = -(-rows // block)
-
-        def sweep(fn: Any) -> None:
-            if xp is np:
-                for_blocks(fn, rows, block)
-            else:
-                fn(0, 0, rows)
-
+        nblocks = -(-xt.shape[0] // block_rows(xt))
         centred = None
         if train:
             part = xp.empty((2, nblocks, xt.shape[1]), dtype=xt.dtype)
@@ -85,7 +76,7 @@ class BatchNorm(Layer):
                 part[0, k] = v.sum(axis=0)
                 part[1, k] = xp.einsum("ij,ij->j", v, v)
 
-            sweep(stats)
+            for_blocks(stats, xt)
             sums = part.sum(axis=1)
             mean = untile(sums[0], c) * (1.0 / m)
             # One pass for the variance, E[x^2] - mean^2, where the data is well conditioned
@@ -123,7 +114,7 @@ class BatchNorm(Layer):
                 keep[a:b] = yb
             act.forward_into(yb)
 
-        sweep(normalise)
+        for_blocks(normalise, xt)
         out = y.reshape(x_cl.shape)
 
         def backprop(dy: Any, need_dx: bool = True) -> Any:
@@ -144,7 +135,7 @@ class BatchNorm(Layer):
                 part[0, k] = d.sum(axis=0)
                 part[1, k] = xp.einsum("ij,ij->j", d, cen[a:b])
 
-            sweep(reduce)
+            for_blocks(reduce, xt)
             sums = part.sum(axis=1)
             dbeta = untile(sums[0], c)
             dot = untile(sums[1], c)
@@ -173,7 +164,7 @@ class BatchNorm(Layer):
                     o += c_t
                     o += cen[a:b] * b_t
 
-            sweep(gradient)
+            for_blocks(gradient, xt)
             dx = dx.reshape(x_cl.shape)
             return from_cl(dx) if x.ndim > 2 else dx
 
