@@ -117,8 +117,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
     if not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"fit: valid_fraction must be in (0, 1), got {valid_fraction!r}")
-    if tiebreak not in ("size", "loss"):
-        raise ValueError(f"fit: tiebreak must be 'size' or 'loss', got {tiebreak!r}")
+    if tiebreak not in TIEBREAKS:
+        raise ValueError(f"fit: tiebreak must be one of {TIEBREAKS}, got {tiebreak!r}")
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"fit: lr_schedule must be one of {sorted(LR_SCHEDULES)}, got "
                          f"{lr_schedule!r}")
@@ -272,6 +272,7 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float,
 
 
 LR_SCHEDULES: dict[str, Callable | None] = {"constant": None, "cosine": cosine_schedule}
+TIEBREAKS = ("size", "loss")        # see ClassifierFitness
 
 
 class GenerationBatches:
@@ -336,8 +337,8 @@ class ClassifierFitness(AbstractFitness):
     def __init__(self, train: GenerationBatches, valid: tuple[np.ndarray, np.ndarray],
                  batch_size: int = 256, time_limit: float | None = None,
                  tiebreak: str = "size", lr_schedule: Callable | None = None) -> None:
-        if tiebreak not in ("loss", "size"):
-            raise ValueError(f"tiebreak must be 'loss' or 'size', got {tiebreak!r}")
+        if tiebreak not in TIEBREAKS:
+            raise ValueError(f"tiebreak must be one of {TIEBREAKS}, got {tiebreak!r}")
         xv, yv = valid
         self.valid = [(xv[i:i + batch_size], yv[i:i + batch_size])
                       for i in range(0, len(yv), batch_size)]
