@@ -62,7 +62,7 @@ class FitConfig:
     widths: tuple[int, int] = (8, 32)
     candidate_time_limit: float | None = None
     lr_schedule: str = "constant"               # "cosine": decay to 0 within each generation
-    tiebreak: str = "size"                      # among equally accurate: "size" or "loss"
+    tiebreak: str = "loss"                      # among equally accurate: "loss" or "size"
 
     def batches_at(self, generation: int, ntrain: int) -> int:
         base = self.batches_per_generation or max(1, math.ceil(ntrain / self.batch_size))
@@ -78,7 +78,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         executor: Any = None, search_space: Any = None, mutation: Any = None,
         crossover: Any = None, strategy: Any = None, widths: tuple[int, int] = (8, 32),
         candidate_time_limit: float | None = None, lr_schedule: str = "constant",
-        tiebreak: str = "size",
+        tiebreak: str = "loss",
         progress: Callable[[dict], None] | None = None) -> Population:
     """Evolve a classifier for ``x`` (N, C, H, W), (N, C, L) or (N, F) with integer labels ``y``.
 
@@ -86,7 +86,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     arrays). Stops after ``generations`` generations, before a generation expected to end past
     ``time_limit`` seconds, or when the best fitness reaches ``target_fitness`` (at least one
     must be given). The fitness of a
-    candidate is its validation accuracy plus a tie-break of ``min(1e-3, 1 / nparams)``.
+    candidate is its validation accuracy plus a tie-break below one sample's worth
+    (``tiebreak``).
 
     Returns the last evaluated population sorted best first: ``population.best()`` is the best
     candidate; ``.predict(x)``, ``.evaluate(x, y)`` and ``.graph()`` (the model) work on it.
@@ -101,7 +102,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     ``tinyevo.app.defaults``. ``lr_schedule``: "constant" (default) or "cosine" (each
     candidate's learning rate decays to 0 over each generation's training, a warm restart per
     generation; the searched rate is its peak). ``tiebreak``: among equally accurate models,
-    the smaller ("size", the seed's) or the more confident ("loss") wins.
+    the more confident ("loss", default) or the smaller ("size", the seed's) wins.
     """
     if generations is None and time_limit is None and target_fitness is None:
         raise ValueError("fit: give generations=, time_limit= or target_fitness= so the run "
