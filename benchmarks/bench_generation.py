@@ -1,0 +1,135 @@
+"""Time of one generation's GA operators on a population of 32 graphs of 100+ vertices.
+
+The population is drawn from the seed README's "complex search space" (each member a
+CandidateOptModel with Adam), given random fitness values, and evolved once with the
+application's strategy (``tinyevo.app.defaults``): 2 elites, best-of-2 tournament, crossover
+of pairs at p 0.3 (segment swaps at 5 % of the matched vertices, learning-rate and optimiser
+crossover) and mutation at p 0.8 (the per-vertex mutations of ``default_mutation("conv2d")``,
+then one neuron selection), with every child's copy of its parent's weights. Everything the
+strategy does is timed: selection, copies, crossover, mutation. Training and evaluation are not.
+
+The aim (issue #4): well under 1 s per generation. The time is split into copying
+(``CompGraph.copy``), the size solver (``solve_selection``), parameter surgery
+(``apply_selection``) and the rest.
+
+Run with ``python benchmarks/bench_generation.py [--repeat 5]`` or under pytest-benchmark:
+``pytest benchmarks/bench_generation.py --benchmark-enable``.
+"""
+
+# isort: split
+import tinyevo as te  # first: tinyevo tunes OpenBLAS before NumPy loads it
+
+# isort: split
+import argparse
+import time
+
+import numpy as np
+
+import tinyevo.evolution.mutation as M
+import tinyevo.graph.edit as E
+from tinyevo.app import defaults
+from tinyevo.evolution import CandidateOptModel, FittedCandidate
+from tinyevo.optimizers import Adam
+from tinyevo.search.examples import complex_search_space
+
+POPULATION = 32
+
+
+def population(size: int = POPULATION, seed: int = 0) -> list:
+    """``size`` fitted candidates drawn from the complex space, each with 100+ vertices."""
+    space = complex_search_space(10)
+    rng = np.random.default_rng(seed)
+    members = []
+    while len(members) < size:
+        inp = te.input_vertex("input", 3, "conv2d")
+        g = te.CompGraph(inp, space(inp, rng))
+        if len(g) < 100:
+            continue
+        opt = Adam(learning_rate=float(rng.uniform(1e-4, 1e-2)))
+        members.append(FittedCandidate(CandidateOptModel(opt, g), float(rng.uniform()), 1))
+    return members
+
+
+def strategy(size: int = POPULATION):
+    return defaults.default_strategy(size, defaults.default_mutation("conv2d", 10),
+                                     defaults.default_crossover())
+
+
+class _Clock:
+    """Adds up the time inside copies, the size solver and parameter surgery."""
+
+    def __init__(self) -> None:
+        self.copy = self.solve = self.surgery = 0.0
+
+    def _wrap(self, fn, field):
+        def timed(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                setattr(self, field, getattr(self, field) + time.perf_counter() - t)
+        return timed
+
+    def __enter__(self):
+        import tinyevo.evolution.crossover as C
+        self._patched = []
+        for mod in (M, E, C):
+            for name, field in (("solve_selection", "solve"), ("apply_selection", "surgery")):
+                if hasattr(mod, name):
+                    self._patched.append((mod, name, getattr(mod, name)))
+                    setattr(mod, name, self._wrap(getattr(mod, name), field))
+        self._patched.append((te.CompGraph, "copy", te.CompGraph.copy))
+        te.CompGraph.copy = self._wrap(te.CompGraph.copy, "copy")
+        return self
+
+    def __exit__(self, *exc):
+        for obj, name, fn in reversed(self._patched):
+            setattr(obj, name, fn)
+
+
+def measure(repeat: int = 5, seed: int = 0) -> dict:
+    members = population(seed=seed)
+    res = {"vertices": float(np.mean([len(c.graph()) for c in members])),
+           "params": float(np.mean([c.graph().nparams() for c in members]))}
+    times, parts = [], []
+    for r in range(repeat):
+        te.seed(seed + r)
+        evolve = strategy()
+        with _Clock() as clock:
+            t = time.perf_counter()
+            children = evolve(members)
+            times.append(time.perf_counter() - t)
+        assert len(children) == len(members)
+        parts.append((clock.copy, clock.solve, clock.surgery))
+        del children
+    res["seconds"] = times
+    res["copy"], res["solve"], res["surgery"] = (list(p) for p in zip(*parts))
+    return res
+
+
+def test_generation(benchmark):
+    members = population()
+    te.seed(0)
+    children = benchmark.pedantic(lambda: strategy()(members), rounds=3)
+    assert len(children) == POPULATION
+    for c in children:
+        c.graph().validate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    r = measure(args.repeat, args.seed)
+    print(f"population of {POPULATION}: {r['vertices']:.0f} vertices and "
+          f"{r['params'] / 1e6:.1f} M parameters per graph on average")
+    for i, s in enumerate(r["seconds"]):
+        print(f"generation {i + 1}: {s * 1e3:6.0f} ms  (copies {r['copy'][i] * 1e3:5.0f} ms, "
+              f"size solver {r['solve'][i] * 1e3:5.0f} ms, surgery {r['surgery'][i] * 1e3:5.0f}"
+              f" ms, rest {(s - r['copy'][i] - r['solve'][i] - r['surgery'][i]) * 1e3:5.0f} ms)")
+    print(f"median: {np.median(r['seconds']) * 1e3:.0f} ms per generation")
+
+
+if __name__ == "__main__":
+    main()
