@@ -524,6 +524,7 @@ def _all_layers():
         (Conv(2, 3, (3,), padding=((1, 2),), dilation=2, activation="tanh"), (2, 2, 7)),
         (BatchNorm(3, "selu", momentum=0.3, eps=1e-3), (4, 3, 5)),
         (MaxPool((3, 3), stride=2, padding=1), (2, 2, 5, 5)),
+        (MaxPool((2, 2), padding=((0, 1), (0, 1))), (2, 2, 5, 5)),   # nested tuples (odd sizes)
         (MeanPool(2), (2, 2, 6)),
         (GlobalPool("max"), (2, 3, 4)),
         (Flatten(), (2, 3, 2)),
@@ -551,6 +552,12 @@ def test_spec_round_trip_identical_outputs(xp, index):
     assert type(rebuilt) is type(layer)
     assert rebuilt.to_spec() == spec
     assert repr(rebuilt) == repr(layer)
+
+    def settings(lay):    # hyperparameters exactly as the layer keeps them (tuples stay tuples)
+        return {k: v for k, v in vars(lay).items()
+                if k not in ("params", "grads", "state") and not hasattr(v, "shape")}
+
+    assert settings(rebuilt) == settings(layer)
     y1, _ = layer(x)
     y2, _ = rebuilt(x)
     np.testing.assert_array_equal(_np(y1), _np(y2))

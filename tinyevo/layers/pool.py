@@ -42,7 +42,7 @@ class _Pool(Layer):
         self.window = tuple(window) if isinstance(window, (tuple, list)) else window
         stride = self.window if stride is None else stride
         self.stride = tuple(stride) if isinstance(stride, (tuple, list)) else stride
-        self.padding = padding
+        self.padding = _tuples(padding)   # lists (from a JSON spec) as tuples, as given in code
         self.geometry(ndim or 1)                          # validate now, not at the first call
 
     def geometry(self, nd: int) -> tuple:
@@ -277,3 +277,8 @@ class Dropout(Layer):
 
     def __repr__(self) -> str:
         return f"Dropout({self.p})"
+
+
+def _tuples(v: Any) -> Any:
+    """Nested lists and tuples as nested tuples; anything else as it is."""
+    return tuple(_tuples(i) for i in v) if isinstance(v, (tuple, list)) else v
