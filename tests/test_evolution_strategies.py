@@ -10,6 +10,7 @@ from tinyevo.evolution import (
     AfterEvolution,
     CandidateModel,
     CombinedEvolution,
+    CrossoverThenMutate,
     EliteSelection,
     EvolutionChain,
     EvolveCandidates,
@@ -21,8 +22,9 @@ from tinyevo.evolution import (
     SusSelection,
     TournamentSelection,
     evolve,
+    evolve_model,
 )
-from tinyevo.layers import Dense
+from tinyevo.layers import Dense, Sequential
 
 
 class FakeRng:
@@ -171,3 +173,88 @@ def test_evolve_argument_errors():
         evolve(3, cands([1]))
     with pytest.raises(ValueError):
         EliteSelection(0)
+
+
+# ---------------------------------------------------------------- CrossoverThenMutate
+
+def _counting_copies(monkeypatch):
+    """Counts the models evolve_model copies."""
+    import tinyevo.evolution.strategies as strategies
+
+    count = [0]
+    original = strategies.copy_model
+
+    def counted(m):
+        count[0] += 1
+        return original(m)
+
+    monkeypatch.setattr(strategies, "copy_model", counted)
+    return count
+
+
+def _swap(pair):
+    """A crossover that makes new models: copies, swapped between the pair."""
+    from tinyevo.evolution import copy_model
+
+    a, b = pair
+    return CandidateModel(copy_model(b.model)), CandidateModel(copy_model(a.model))
+
+
+def _relu_to_elu(model):
+    model[0].activation = "elu"
+
+
+def _models(n):
+    return [CandidateModel(Sequential(Dense(2, i + 1, "relu"))) for i in range(n)]
+
+
+def test_crossover_then_mutate_copies_a_crossed_model_once(monkeypatch):
+    parents = _models(4)
+    count = _counting_copies(monkeypatch)
+    children = CrossoverThenMutate(_swap, evolve_model(_relu_to_elu))(parents)
+    assert count[0] == 0                          # the crossover's copies are mutated in place
+    assert [c.model[0].nout for c in children] == [2, 1, 4, 3]
+    assert all(c.model[0].activation == "elu" for c in children)
+    assert all(p.model[0].activation == "relu" for p in parents)   # parents untouched
+    models = [c.model for c in children] + [p.model for p in parents]
+    assert len({id(m) for m in models}) == 8
+
+    count[0] = 0                                  # no crossover: every child is a copy
+    children = CrossoverThenMutate(lambda p: p, evolve_model(_relu_to_elu))(parents)
+    assert count[0] == 4 and all(p.model[0].activation == "relu" for p in parents)
+    assert [c.model[0].nout for c in children] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_crossover_then_mutate_never_hands_back_a_parents_model(n):
+    # One candidate (nobody to pair with) and an odd one out: the chain's pairing, and every
+    # child with a model of its own (a lone candidate passed through unchanged would put one
+    # model twice into the next generation).
+    parents = _models(n)
+    children = CrossoverThenMutate(lambda p: p, evolve_model(_relu_to_elu))(parents)
+    assert len(children) == n
+    assert not {id(c.model) for c in children} & {id(p.model) for p in parents}
+    assert len({id(c.model) for c in children}) == n
+    crossed = CrossoverThenMutate(_swap, evolve_model(_relu_to_elu))(parents)
+    expected = [1] if n == 1 else [2, 1, 1]       # odd one out: the child of (c3, c1) kept
+    assert [c.model[0].nout for c in crossed] == expected
+
+
+def test_crossover_then_mutate_mutates_a_model_given_twice_only_once_in_place(monkeypatch):
+    shared = Sequential(Dense(2, 3, "relu"))
+
+    def same_model_twice(pair):
+        return CandidateModel(shared), CandidateModel(shared)
+
+    count = _counting_copies(monkeypatch)
+    a, b = CrossoverThenMutate(same_model_twice, evolve_model(_relu_to_elu))(_models(2))
+    assert a.model is shared and b.model is not shared and count[0] == 1
+
+
+def test_crossover_then_mutate_refuses_bad_arguments():
+    with pytest.raises(TypeError, match="evolve_model"):
+        CrossoverThenMutate(lambda p: p, lambda m: m)
+    with pytest.raises(TypeError, match="callable crossover"):
+        CrossoverThenMutate(3, evolve_model(lambda m: m))
+    with pytest.raises(TypeError, match="must return a pair"):
+        CrossoverThenMutate(lambda p: p[0], evolve_model(lambda m: m))(_models(2))

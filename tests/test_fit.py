@@ -191,3 +191,25 @@ def test_two_worker_processes_give_the_serial_result(digits):
     serial = te.fit(x, y, generations=2, **TINY)
     parallel = te.fit(x, y, generations=2, executor=2, **TINY)
     assert _summary(serial) == _summary(parallel)
+
+
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_default_strategy_children_own_their_models(pairwise):
+    from tinyevo.app import defaults
+    from tinyevo.app.fit import initial_population
+    from tinyevo.evolution import FittedCandidate
+
+    te.seed(0)
+    pop = initial_population(defaults.default_search_space("dense", 3), 4, "dense", 5)
+    parents = [FittedCandidate(c, 0.1 * i, 1) for i, c in enumerate(pop.members)]
+    strategy = defaults.default_strategy(5, defaults.default_mutation("dense", 3),
+                                         defaults.default_crossover(), pairwise=pairwise)
+    children = strategy(parents)
+    assert len(children) == 5
+    elites = children[:2]                        # the two fittest, kept as they are
+    assert [c.fitness for c in elites] == [parents[4].fitness, parents[3].fitness]
+    mine = [c.graph() for c in children[2:]]
+    assert not {id(g) for g in mine} & {id(p.graph()) for p in parents}
+    assert len({id(g) for g in mine}) == 3
+    for g in mine:
+        g.validate()

@@ -24,6 +24,7 @@ from tinyevo.evolution import (  # also binds tinyevo.evolution; graph/opt/lossf
     CandidateOptModel,
     CombinedEvolution,
     CrossoverSwap,
+    CrossoverThenMutate,
     EliteSelection,
     EvolutionChain,
     EvolveCandidates,
@@ -140,7 +141,8 @@ __all__ += [
     "AggFitness", "GpuFitness", "Population", "evolve", "AbstractEvolution", "NoOpEvolution",
     "EliteSelection", "SusSelection", "TournamentSelection", "EvolveCandidates",
     "CombinedEvolution", "EvolutionChain", "AfterEvolution", "PairCandidates",
-    "ShuffleCandidates", "evolve_model", "BatchIterator", "ShuffleIterator", "MapIterator",
+    "ShuffleCandidates", "CrossoverThenMutate", "evolve_model",
+    "BatchIterator", "ShuffleIterator", "MapIterator",
     "ZipIterator", "GpuIterator", "RepeatPartitionIterator", "StatefulGenerationIter",
     "TimedIterator", "TimedIteratorStop", "itergeneration", "onehot",
 ]

@@ -39,6 +39,7 @@ from tinyevo.evolution.mutation import (
 )
 from tinyevo.evolution.strategies import (
     CombinedEvolution,
+    CrossoverThenMutate,
     EliteSelection,
     EvolutionChain,
     EvolveCandidates,
@@ -178,17 +179,24 @@ def default_crossover() -> Any:
 
 
 def default_strategy(population_size: int, mutation: Any, crossover: Any,
-                     elites: int = 2) -> Any:
+                     elites: int = 2, pairwise: bool = False) -> Any:
     """Elites unchanged; the rest are best-of-2 tournament winners, crossed over with p 0.3
     and mutated with p 0.8 (the learning rate is always nudged, the optimiser type changed with
-    p 0.1). Children never share a model with their parent."""
+    p 0.1). Children never share a model with their parent.
+
+    ``pairwise=True`` crosses and mutates pair by pair (:class:`CrossoverThenMutate`): the same
+    kind of children with one copy of each crossed model instead of two, the random draws in
+    another order (so other results for a seed than the default)."""
     elites = min(elites, population_size - 1)
     opt_mutation = MutationChain(LearningRateMutation(),
                                  MutationProbability(OptimizerMutation(OPTIMIZER_CHOICES), 0.1))
-    children = EvolutionChain(
-        PairCandidates(EvolveCandidates(MutationProbability(crossover, 0.3))),
-        EvolveCandidates(evolve_model(MutationProbability(mutation, 0.8), opt_mutation)),
-    )
+    cross = MutationProbability(crossover, 0.3)
+    mutate = evolve_model(MutationProbability(mutation, 0.8), opt_mutation)
+    if pairwise:      # pair by pair, a crossed model copied once instead of twice
+        children = CrossoverThenMutate(cross, mutate)
+    else:
+        children = EvolutionChain(PairCandidates(EvolveCandidates(cross)),
+                                  EvolveCandidates(mutate))
     winners = TournamentSelection(population_size - elites, 2, 1.0, then=children)
     return CombinedEvolution(EliteSelection(elites), winners)
 

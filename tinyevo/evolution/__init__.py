@@ -91,6 +91,7 @@ from tinyevo.evolution.strategies import (
     AbstractEvolution,
     AfterEvolution,
     CombinedEvolution,
+    CrossoverThenMutate,
     EliteSelection,
     EvolutionChain,
     EvolveCandidates,
@@ -115,7 +116,7 @@ __all__ = [
     "Population", "evaluate_candidate", "evolve", "AbstractEvolution", "NoOpEvolution",
     "EliteSelection", "SusSelection", "TournamentSelection", "EvolveCandidates",
     "CombinedEvolution", "EvolutionChain", "AfterEvolution", "PairCandidates",
-    "ShuffleCandidates", "evolve_model",
+    "ShuffleCandidates", "CrossoverThenMutate", "evolve_model",
     # iterators
     "BatchIterator", "ShuffleIterator", "MapIterator", "ZipIterator", "GpuIterator",
     "RepeatPartitionIterator", "StatefulGenerationIter", "TimedIterator", "TimedIteratorStop",
