@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -254,10 +255,7 @@ class PairCandidates(AbstractEvolution):
         n = len(candidates)
         if n < 2:
             return list(candidates)
-        pairs = [(candidates[i], candidates[i + 1]) for i in range(0, n - 1, 2)]
-        if n % 2:
-            pairs.append((candidates[-1], candidates[0]))
-        out = [c for pair in _apply(self.then, pairs) for c in pair]
+        out = [c for pair in _apply(self.then, _pairs(candidates)) for c in pair]
         return out[:n]
 
     def __repr__(self) -> str:
@@ -292,12 +290,9 @@ class CrossoverThenMutate(AbstractEvolution):
         n = len(candidates)
         if n < 2:                      # nobody to pair with: only mutated, as in the chain
             return [self.mutate(c) for c in candidates]
-        pairs = [(candidates[i], candidates[i + 1]) for i in range(0, n - 1, 2)]
-        if n % 2:                      # the odd one out pairs with the first, keeps its child
-            pairs.append((candidates[-1], candidates[0]))
         held = {id(graph_of(c)) for c in candidates}
         out: list = []
-        for pair in pairs:
+        for pair in _pairs(candidates):   # the odd one out keeps only its first child
             children = self.crossover(pair)
             if not (isinstance(children, (tuple, list)) and len(children) == 2):
                 raise TypeError(f"{self.crossover!r} must return a pair of candidates, got "
@@ -356,10 +351,7 @@ class evolve_model:  # noqa: N801 - a function-like callable object, picklable u
     def __call__(self, candidate: Any, in_place: bool = False) -> Any:
         """The child of ``candidate``. ``in_place=True`` mutates the candidate's own model
         instead of a copy: only for a model that nothing else holds (a crossover's child)."""
-        return new_candidate(candidate, self._map_own if in_place else self._map_field)
-
-    def _map_own(self, x: Any) -> Any:
-        return self._map_field(x, in_place=True)
+        return new_candidate(candidate, functools.partial(self._map_field, in_place=in_place))
 
     def _map_field(self, x: Any, in_place: bool = False) -> Any:
         from tinyevo.optimizers import Optimizer
@@ -381,6 +373,14 @@ class evolve_model:  # noqa: N801 - a function-like callable object, picklable u
 
 
 # --------------------------------------------------------------------- helpers
+def _pairs(candidates: list) -> list[tuple]:
+    """Consecutive pairs ``(c1, c2), (c3, c4), ...``; an odd one out is paired with the first."""
+    pairs = [(candidates[i], candidates[i + 1]) for i in range(0, len(candidates) - 1, 2)]
+    if len(candidates) % 2:
+        pairs.append((candidates[-1], candidates[0]))
+    return pairs
+
+
 def _fitness_of(c: Any) -> Any:
     f = getattr(c, "fitness", None)
     if f is None:
