@@ -11,6 +11,8 @@ import tinyevo as te
 from tinyevo import backend as B
 from tinyevo.graph import CompGraph, add, concat, copy, input_vertex, mul, vertex
 from tinyevo.layers import BatchNorm, Conv, Dense, Flatten, GlobalPool, MaxPool
+from tinyevo.layers.base import own
+from tinyevo.optimizers import Adam
 
 
 @pytest.fixture
@@ -268,20 +270,22 @@ def test_copy_is_deep_and_computes_the_same(f64, build):
     g = BUILDERS[build]("conv2d")
     randomise(g)
     x = data(g)
+    before = g(x)
     c = copy(g, rename=lambda s: s + "_c")
     assert [v.name for v in c.vertices] == [v.name + "_c" for v in g.vertices]
-    np.testing.assert_array_equal(c(x), g(x))
+    np.testing.assert_array_equal(c(x), before)
     assert not set(map(id, c.layers())) & set(map(id, g.layers()))
     assert not set(c.vertices) & set(g.vertices)
     for lay in c.layers():
-        for a in lay.params.values():
-            a += 1.0
-    assert not np.allclose(c(x), g(x))
+        for k in lay.params:
+            own(lay.params, k)[...] += 1.0
+    assert not np.allclose(c(x), before)
+    np.testing.assert_array_equal(g(x), before)
     c.validate()
     assert g.copy("'").vertices[1].name == g.vertices[1].name + "'"
 
 
-def test_copy_arrays_are_private_contiguous_and_gradients_zero(f64):
+def test_copy_shares_arrays_copy_on_write(f64):
     g = residual("conv2d")
     randomise(g)
     x = data(g)
@@ -290,26 +294,42 @@ def test_copy_arrays_are_private_contiguous_and_gradients_zero(f64):
     g["c1"].layer.to(dtype=np.float32)                      # mixed dtypes in one graph
     c = g.copy()
     for lay, cl in zip(g.layers(), c.layers()):
-        for d in ("params", "state", "grads"):
+        for d in ("params", "state"):
             for k, a in getattr(cl, d).items():
                 old = getattr(lay, d)[k]
-                assert a.dtype == old.dtype and a.shape == old.shape and a.flags.c_contiguous
-                assert not np.shares_memory(a, old)
-                if d == "grads":
-                    assert not a.any()
-                else:
-                    np.testing.assert_array_equal(a, old)
-    mine = [a for lay in c.layers() for d in (lay.params, lay.state, lay.grads)
-            for a in d.values()]
-    assert not any(np.shares_memory(a, b) for i, a in enumerate(mine) for b in mine[:i])
-    before = [a.copy() for lay in c.layers() for a in lay.params.values()]
-    for lay in c.layers():
-        for a in lay.params.values():
-            a += 1.0                                    # each array is its own part of a block
-    after = [a for lay in c.layers() for a in lay.params.values()]
-    assert all(np.array_equal(b + 1.0, a) for a, b in zip(after, before))
-    again = pickle.loads(pickle.dumps(c))
-    np.testing.assert_array_equal(again(x), c(x))
+                assert a is old and not a.flags.writeable   # shared, read-only in both
+        assert not cl._grads                                # no gradient memory yet
+        for k, grad in cl.grads.items():                    # made on use: zero, private
+            assert grad.shape == cl.params[k].shape and not grad.any()
+            assert not np.shares_memory(grad, lay.grads[k])
+    with pytest.raises(ValueError, match="read-only"):
+        next(iter(c.layers())).params["weight"] += 1.0      # never written by mistake
+    parent = {id(a): a.copy() for lay in g.layers() for a in lay.arrays().values()}
+
+    # Training the copy (optimiser steps, batch norm statistics) leaves the parent as it was.
+    opt = Adam(learning_rate=0.1)
+    for _ in range(2):
+        y, back = c(x, train=True)
+        back(np.ones_like(y))
+        opt.update(c)
+    for lay, cl in zip(g.layers(), c.layers()):
+        for k, a in lay.arrays().items():
+            np.testing.assert_array_equal(a, parent[id(a)])
+            assert not np.shares_memory(a, cl.arrays()[k])
+        for k, a in cl.params.items():
+            assert a.flags.writeable and not np.array_equal(a, lay.params[k])
+    assert opt._state[next(iter(c.layers()))]["weight"]["t"] == 2   # moments kept through own()
+
+    # ... and training the parent leaves a second copy as it was.
+    c2 = g.copy()
+    out = c2(x)
+    y, back = g(x, train=True)
+    back(np.ones_like(y))
+    Adam(learning_rate=0.1).update(g)
+    np.testing.assert_array_equal(c2(x), out)
+    assert not np.allclose(g(x), out)
+    again = pickle.loads(pickle.dumps(c2))
+    np.testing.assert_array_equal(again(x), out)
 
 
 def test_copy_keeps_tracked_values_and_pending_sizes():

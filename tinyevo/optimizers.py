@@ -18,8 +18,10 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from tinyevo.backend import get_array_module
-from tinyevo.layers.base import Layer
+from tinyevo.layers.base import Layer, own
 
 __all__ = ["Optimizer", "SGD", "Descent", "Momentum", "Nesterov", "Adam", "NAdam", "AdamW",
            "RMSProp", "AdaGrad", "OPTIMIZERS", "optimizer_from_spec"]
@@ -60,9 +62,16 @@ class Optimizer:
     def update(self, model: Any) -> None:
         for layer in model_layers(model):
             states = self._state.setdefault(layer, {})
-            for name, p in layer.params.items():
-                g = layer.grads[name]
+            grads = layer.grads
+            for name in layer.params:
+                p, shared = layer.params[name], None
+                if type(p) is np.ndarray and not p.flags.writeable:
+                    # Shared with a copy (copy-on-write): step into our own copy, moments kept.
+                    shared, p = p, own(layer.params, name)
+                g = grads[name]
                 st = states.get(name)
+                if st is not None and shared is not None and st["param"] is shared:
+                    st["param"] = p
                 # Optimisers update in place, so another array object means the layer was resized
                 # or reloaded: its old moments no longer line up with its neurons.
                 if st is None or st["param"] is not p or st["shape"] != p.shape:

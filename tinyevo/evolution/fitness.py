@@ -422,7 +422,7 @@ def _on_device(layer: Any) -> bool:
 
 
 def _to_host(layer: Any) -> None:
-    for d in (layer.params, layer.state, layer.grads):
+    for d in (layer.params, layer.state, layer._grads):
         for k, a in d.items():
             d[k] = B.to_numpy(a)
     if layer.neuron_value is not None:

@@ -22,7 +22,7 @@ import numpy as np
 from tinyevo import backend as B
 from tinyevo.graph.vertex import RANK, Vertex, layer_output_kind, structure_version, touch
 from tinyevo.layers import Conv, GlobalPool, Layer, MaxPool, MeanPool, layer_from_spec
-from tinyevo.layers.base import zeros_for
+from tinyevo.layers.base import share
 
 __all__ = ["CompGraph", "copy", "check_sizes", "SPEC_FORMAT"]
 
@@ -293,7 +293,7 @@ class CompGraph:
 
     # ------------------------------------------------------------------ copy / spec
     def copy(self, rename: Callable[[str], str] | str | None = None) -> CompGraph:
-        """A deep copy with its own parameters (see :func:`copy`)."""
+        """A copy that trains independently, sharing arrays copy-on-write (see :func:`copy`)."""
         return copy(self, rename)
 
     def to_spec(self) -> dict:
@@ -383,8 +383,10 @@ class CompGraph:
 # ---------------------------------------------------------------------- copy
 
 def copy(graph: CompGraph, rename: Callable[[str], str] | str | None = None) -> CompGraph:
-    """A deep copy of ``graph``: new vertices, new parameter arrays (``.copy()``), fresh zero
-    gradients. ``rename`` maps old vertex names to new ones (a callable) or is a suffix (a str).
+    """A deep copy of ``graph``: new vertices and layers whose arrays are shared copy-on-write
+    with ``graph``'s (see :func:`copy_layers`: training either one never changes the other),
+    and no gradients yet. ``rename`` maps old vertex names to new ones (a callable) or is a suffix
+    (a str).
 
         >>> child = copy(graph, rename=lambda name: name + "'")
     """
@@ -433,34 +435,29 @@ def copy(graph: CompGraph, rename: Callable[[str], str] | str | None = None) -> 
 
 
 def copy_layer(layer: Layer) -> Layer:
-    """A copy of ``layer`` with its own arrays (no deepcopy of the whole object graph)."""
+    """A copy of ``layer`` sharing its arrays copy-on-write (no deepcopy of the whole object
+    graph)."""
     return copy_layers([layer])[0]
 
 
 def copy_layers(layers: Sequence[Layer]) -> list[Layer]:
-    """Copies of ``layers``, each with its own arrays (``.copy()``) and fresh zero gradients.
+    """Copies of ``layers`` that share their parameter and state arrays copy-on-write.
 
-    The gradients of all the copies are views into one zeroed block per dtype rather than one
-    ``zeros`` each: a block that large comes straight from the OS as pages that cost nothing
-    until training writes them, where hundreds of small ``zeros`` are cleared one by one from
-    the heap (half of what copying a 10 M-parameter graph cost). The block lives as long as any
-    gradient in it; resizing a layer replaces its gradients, never writes into them.
+    NumPy arrays are marked read-only and held by both layers (:func:`tinyevo.layers.base.share`);
+    whichever is trained first writes into its own copy (:func:`tinyevo.layers.base.own`), and
+    resizing replaces arrays anyway, so a copy that is mutated and trained never copies the
+    arrays that surgery rebuilt. Gradients start empty (made on first use). Other arrays (CuPy's)
+    are copied at once.
     """
-    need: dict[Any, int] = {}                  # bytes per dtype
-    for layer in layers:
-        for a in layer.grads.values():
-            if type(a) is np.ndarray:
-                need[a.dtype] = need.get(a.dtype, 0) + _aligned(a.nbytes)
-    blocks = {dt: [np.zeros(n, dtype=np.uint8), 0] for dt, n in need.items()}
     out = []
     for layer in layers:
         new = object.__new__(type(layer))
         d = {}
         for k, val in layer.__dict__.items():
             if k in ("params", "state"):
-                d[k] = {name: a.copy() for name, a in val.items()}
-            elif k == "grads":
-                d[k] = {name: _zeros_from(blocks, a) for name, a in val.items()}
+                d[k] = {name: share(a) for name, a in val.items()}
+            elif k == "_grads":
+                d[k] = {}
             elif hasattr(val, "shape") and hasattr(val, "copy"):
                 d[k] = val.copy()
             elif isinstance(val, (list, dict, set)):
@@ -470,21 +467,6 @@ def copy_layers(layers: Sequence[Layer]) -> list[Layer]:
         new.__dict__.update(d)
         out.append(new)
     return out
-
-
-def _aligned(nbytes: int) -> int:
-    return -(-nbytes // 64) * 64               # each array starts on a cache line
-
-
-def _zeros_from(blocks: dict, a: Any) -> Any:
-    """A C-ordered zero array like ``a`` carved from ``blocks`` (arrays of other libraries, such
-    as CuPy, get their own)."""
-    if type(a) is not np.ndarray:
-        return zeros_for(a)
-    entry = blocks[a.dtype]
-    block, off = entry
-    entry[1] = off + _aligned(a.nbytes)
-    return block[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
 
 
 # ---------------------------------------------------------------------- helpers

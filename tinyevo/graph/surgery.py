@@ -12,7 +12,6 @@ from tinyevo import backend as B
 from tinyevo.graph.sizes import Selection
 from tinyevo.graph.vertex import Vertex, touch
 from tinyevo.layers import Conv
-from tinyevo.layers.base import zeros_for
 
 __all__ = ["apply_selection", "Snapshot", "connected", "resize_kernel"]
 
@@ -72,7 +71,7 @@ class Snapshot:
             ls = None
             if layer is not None:
                 d = dict(layer.__dict__)
-                for k in ("params", "state", "grads"):
+                for k in ("params", "state", "_grads"):
                     if k in d:
                         d[k] = dict(d[k])
                 ls = d
@@ -134,14 +133,16 @@ def resize_kernel(layer: Conv, kernel_size: Sequence[int],
     out[tuple(dst)] = host[tuple(src)]
     probe = tuple(probe) if probe is not None else (16,) * layer.ndim
     before = layer.output_shape(probe)
-    saved = (layer.kernel_size, layer.padding, layer.params["weight"], layer.grads["weight"])
+    saved = (layer.kernel_size, layer.padding, layer.params["weight"])
+    saved_grad = layer._grads.pop("weight", None)
     layer.kernel_size = new_k
     if pads is not None:
         layer.padding = tuple(tuple(p) for p in pads)
     layer.params["weight"] = xp.asarray(out, dtype=w.dtype)
-    layer.grads["weight"] = zeros_for(layer.params["weight"])
     if layer.output_shape(probe) != before:
-        layer.kernel_size, layer.padding, layer.params["weight"], layer.grads["weight"] = saved
+        layer.kernel_size, layer.padding, layer.params["weight"] = saved
+        if saved_grad is not None:
+            layer._grads["weight"] = saved_grad
         return False
     layer._after_resize()
     return True

@@ -3,7 +3,15 @@
 ``y, backprop = layer(x, train=...)`` returns the output and a closure; ``dx = backprop(dy)``
 returns the input gradient and adds the parameter gradients into ``layer.grads``. The closure
 may read ``x`` and ``y``: leave them unchanged until it has run. Parameters
-live in ``layer.params`` (trained) and ``layer.state`` (running statistics), both dicts of arrays.
+live in ``layer.params`` (trained) and ``layer.state`` (running statistics), both dicts of arrays;
+``layer.grads`` maps every parameter to its gradient, a zero array made when first used.
+
+Copies share arrays (copy-on-write): :func:`tinyevo.graph.copy` hands a copy the parent's NumPy
+arrays marked read-only, and whatever writes a parameter in place (an optimiser step, batch
+norm's running statistics) first takes its own copy with :func:`own`. Resizing replaces arrays
+and never writes into them. Code that writes into ``layer.params[...]`` itself calls
+``own(layer.params, name)`` first; writing into a shared array raises NumPy's "assignment
+destination is read-only".
 
 Layers with channels work on (N, C, *spatial) arrays. Internally they keep activations
 channels-last in memory and hand out channels-first *views* of them, so that a chain of layers
@@ -12,7 +20,7 @@ never transposes; the values and shapes a caller sees are exactly PyTorch's layo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,15 +29,70 @@ from tinyevo import backend as B
 from tinyevo.layers import activations
 from tinyevo.layers._layout import for_blocks, tiled
 
-__all__ = ["Layer", "register", "layer_from_spec", "LAYER_TYPES", "zeros_for"]
+__all__ = ["Layer", "register", "layer_from_spec", "LAYER_TYPES", "zeros_for", "own", "share"]
 
 LAYER_TYPES: dict[str, type[Layer]] = {}
 
 
 def zeros_for(a: Any) -> Any:
-    """A zero array shaped like ``a`` (C order). ``zeros`` gets pages the OS zeroes lazily, so
-    gradient buffers of copied models cost nothing until used; ``zeros_like`` writes them."""
+    """A zero array shaped like ``a`` (C order)."""
     return B.get_array_module(a).zeros(a.shape, dtype=a.dtype)
+
+
+def share(a: Any) -> Any:
+    """``a`` for a copy to hold as well: a NumPy array is marked read-only and returned as is
+    (both holders then :func:`own` it before writing); other arrays (CuPy's have no read-only
+    flag) are copied."""
+    if type(a) is np.ndarray:
+        a.flags.writeable = False
+        return a
+    return a.copy()
+
+
+def own(arrays: dict, name: str) -> Any:
+    """``arrays[name]``, writable: a shared (read-only) array is replaced by a copy first."""
+    a = arrays[name]
+    if type(a) is np.ndarray and not a.flags.writeable:
+        a = arrays[name] = a.copy()
+    return a
+
+
+class _Grads(MutableMapping):
+    """``layer.grads``: one gradient per parameter, a zero array made on first use, so copies
+    and resized layers carry no gradient memory until they are trained."""
+
+    __slots__ = ("_layer",)
+
+    def __init__(self, layer: Layer) -> None:
+        self._layer = layer
+
+    def __getitem__(self, name: str) -> Any:
+        made = self._layer._grads
+        g = made.get(name)
+        if g is None:
+            g = made[name] = zeros_for(self._layer.params[name])
+        return g
+
+    def __setitem__(self, name: str, g: Any) -> None:
+        if name not in self._layer.params:
+            raise KeyError(f"{self._layer!r} has no parameter {name!r} for a gradient; "
+                           f"its parameters are {sorted(self._layer.params)}")
+        self._layer._grads[name] = g
+
+    def __delitem__(self, name: str) -> None:
+        self._layer._grads.pop(name, None)
+
+    def __iter__(self):
+        return iter(self._layer.params)
+
+    def __len__(self) -> int:
+        return len(self._layer.params)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._layer.params
+
+    def __repr__(self) -> str:
+        return f"grads of {self._layer!r} (made: {sorted(self._layer._grads)})"
 
 
 def register(cls: type[Layer]) -> type[Layer]:
@@ -63,7 +126,7 @@ class Layer:
 
     def __init__(self, activation: str | None = "identity") -> None:
         self.params: dict[str, Any] = {}
-        self.grads: dict[str, Any] = {}
+        self._grads: dict[str, Any] = {}           # gradients made so far (see grads)
         self.state: dict[str, Any] = {}
         self._activation = activations.get(activation)
         # Neuron value (the seed's ActivationContribution), off until track_value() is called.
@@ -71,6 +134,11 @@ class Layer:
         self._value_every = 0
         self._value_count = 0
         self.value_momentum = 0.05
+
+    @property
+    def grads(self) -> MutableMapping:
+        """The gradient of each parameter (zeros until backprop adds into it)."""
+        return _Grads(self)
 
     # ----------------------------------------------------------------- activation
     @property
@@ -102,7 +170,7 @@ class Layer:
         return int(sum(int(np.prod(a.shape)) for a in self.params.values()))
 
     def zero_grads(self) -> None:
-        for g in self.grads.values():
+        for g in self._grads.values():
             g[...] = 0
 
     def arrays(self) -> dict[str, Any]:
@@ -164,7 +232,7 @@ class Layer:
     def _set_params(self, **arrays: Any) -> None:
         for k, a in arrays.items():
             self.params[k] = a
-            self.grads[k] = zeros_for(a)
+            self._grads.pop(k, None)
 
     # ----------------------------------------------------------------- neuron value
     def track_value(self, every: int = 1, momentum: float = 0.05) -> None:
@@ -269,8 +337,7 @@ class Layer:
                 taken[tuple(sl)] = xp.asarray(fill, dtype=a.dtype)
             target = self.params if name in self.params else self.state
             target[name] = xp.ascontiguousarray(taken)
-            if name in self.grads:
-                self.grads[name] = zeros_for(target[name])
+            self._grads.pop(name, None)
         self._after_resize()
 
     def _new_out_values(self, name: str, shape: tuple, axis: int,
@@ -314,8 +381,7 @@ class Layer:
                                  f"expected {tuple(a.shape)}")
             value = xp.asarray(B.to_numpy(src) if xp is np else src, dtype=a.dtype).copy()
             (self.params if name in self.params else self.state)[name] = value
-        for name in self.grads:
-            self.grads[name] = zeros_for(self.params[name])
+        self._grads.clear()
         self._after_resize()
 
     def to(self, dtype: Any = None, device: bool = True) -> Layer:
@@ -323,8 +389,7 @@ class Layer:
         for d in (self.params, self.state):
             for k, a in d.items():
                 d[k] = B.to_device(a, dtype=dtype or a.dtype) if device else a.astype(dtype)
-        for k in self.grads:
-            self.grads[k] = zeros_for(self.params[k])
+        self._grads.clear()
         if self.neuron_value is not None:
             self.neuron_value = B.to_device(self.neuron_value, dtype=dtype or self.dtype)
         self._after_resize()

@@ -8,7 +8,7 @@ import numpy as np
 
 from tinyevo import backend as B
 from tinyevo.layers._layout import block_rows, for_blocks, from_cl, tiled, to_cl, untile
-from tinyevo.layers.base import Layer, register
+from tinyevo.layers.base import Layer, own, register
 from tinyevo.layers.dense import _check_size
 
 __all__ = ["BatchNorm"]
@@ -89,7 +89,7 @@ class BatchNorm(Layer):
             var = xp.maximum(var, 0.0)
             invstd = 1.0 / xp.sqrt(var + self.eps)
             mom = self.momentum
-            rm, rv = self.state["running_mean"], self.state["running_var"]
+            rm, rv = own(self.state, "running_mean"), own(self.state, "running_var")
             rm *= 1.0 - mom
             rm += mom * mean
             rv *= 1.0 - mom
