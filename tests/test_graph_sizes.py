@@ -365,3 +365,41 @@ def test_value_cache_computes_weight_norms_once_until_parameters_change(monkeypa
     for a in layer.params.values():
         a[...] = 0.0                                         # training writes in place
     assert not neuron_value(g["l1"]).any()                   # outside: computed afresh
+
+
+@pytest.mark.parametrize("build", sorted(BUILDERS))
+def test_relaxed_requests_solved_side_by_side_match_one_program(monkeypatch, build):
+    """A relaxed request (change by at least one, as close to the target as possible) is solved
+    as one program per side of the current size; the answer is the single big-M program's."""
+    g = BUILDERS[build]("dense")
+    randomise(g)
+    solved = 0
+    for v in g.vertices:
+        if v.layer is None or not v.layer.params or v.is_input:
+            continue
+        for target in (v.nout + 3, max(1, v.nout - 2), v.nout):
+            monkeypatch.setattr(S, "MAX_SPLIT", 3)
+            split = solve_selection({v: target}, neuron_value, relaxed=True)
+            monkeypatch.setattr(S, "MAX_SPLIT", 0)
+            single = solve_selection({v: target}, neuron_value, relaxed=True)
+            assert (split is None) == (single is None)
+            if split is None:
+                continue
+            solved += 1
+            assert split.sizes() == single.sizes()
+            assert split.sizes()[v] != v.nout                  # changed by at least one
+            for u, idx in single.outputs.items():
+                np.testing.assert_array_equal(split.outputs[u], idx)
+    assert solved
+
+
+def test_concat_of_one_input_twice_takes_the_nearest_even_size():
+    inp = input_vertex("in", 3)
+    d1 = vertex(Dense(3, 20, "relu"), inp, name="d1")
+    cat = concat(d1, d1, name="cat")
+    head = vertex(Dense(40, 2), cat, name="head")
+    CompGraph(inp, head)
+    assert solve_selection({cat: 31}, neuron_value) is None        # odd: out of reach
+    sel = solve_selection({cat: 31}, neuron_value, relaxed=True)
+    assert sel.sizes()[cat] in (30, 32) and sel.sizes()[d1] * 2 == sel.sizes()[cat]
+    assert solve_selection({cat: 41}, neuron_value, relaxed=True).sizes()[cat] == 42

@@ -25,6 +25,7 @@ case of a single source without the solver.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import sys
@@ -55,6 +56,9 @@ PRESOLVE = False
 # solution; 0.1 % of the kept neurons' value is far below what one neuron is worth, and it
 # cut the AutoFlux mutation of a 124-vertex graph from 36 to 20-22 ms (mean) against 1e-6.
 MIP_GAP = 1e-3
+# A relaxed request on up to this many sizes is solved side by side (2 ** n programs at most,
+# usually one); more sizes are solved as one program with a binary per size.
+MAX_SPLIT = 3
 
 
 @dataclass
@@ -341,7 +345,7 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
     nvar_n = int(has_n.sum())
 
     # Variables: s (ncls) | n (nvar_n) | z per distinct index space (a size) | d_v per vertex
-    # (deviation from the wanted size) | m (the largest weighted deviation) | relaxed: e_v, b_v.
+    # (deviation from the wanted size) | m (the largest weighted deviation) | relaxed: e_v.
     group_of: dict[int, int] = {}
     zgroup = {}
     for v in comp:
@@ -357,19 +361,16 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
     i_d = i_z + ngroups
     i_m = i_d + len(valued)
     i_e = i_m + 1
-    i_b = i_e + n_rel
-    nvar = i_b + n_rel
+    nvar = i_e + n_rel
 
     c = np.zeros(nvar)
     lb = np.zeros(nvar)
     ub = np.full(nvar, np.inf)
     integrality = np.zeros(nvar)
     integrality[:ncls + nvar_n] = 1
-    integrality[i_b:] = 1
     lb[:ncls], ub[:ncls] = s_lb, s_ub
     lb[ncls:i_z], ub[ncls:i_z] = n_lb[has_n], n_ub[has_n]
     lb[i_z:i_d] = 1                                     # every vertex keeps a neuron
-    ub[i_b:] = 1
     c[ncls:i_z] = 1e-4                                  # no gratuitous new neurons
     for v, u in values.items():
         np.subtract.at(c, label[spaces[v]], u)
@@ -389,6 +390,13 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
 
     for g, v in rep.items():                            # z_g = sum(s) + sum(n) of its space
         cls = label[spaces[v]]
+        if len(np.unique(cls)) < len(cls):
+            # A neuron counted twice (a concat of one input twice): sizes are integral whenever
+            # s and n are, but declaring them so gives branch and bound the variables to branch
+            # on. Left continuous, HiGHS branched on single neurons for seconds (6,000 nodes on
+            # 196 variables) to prove an odd size out of reach; integral, it needs 1 node.
+            # (Declared for every program, they slow many others down tenfold.)
+            integrality[i_z:i_d] = 1
         ni = n_index[cls]
         ni = ni[ni >= 0]
         idx = np.concatenate([cls, ni, [i_z + g]])
@@ -415,29 +423,63 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
         c[j] += 0.1 * scale / t
         row(np.array([j, i_m]), np.array([scale / t, -1.0]), -np.inf, 0)
     c[i_m] += 0.8
-    big = float(np.where(has_n, np.minimum(n_ub, 1e6), 0).sum() + nvar_s + 1)
     weight_relaxed = 10.0 * (sum(np.abs(u).sum() for u in values.values()) + 1.0) + 1e3
     for k, v in enumerate(relaxed_list):
-        z, e, b = i_z + zgroup[v], i_e + k, i_b + k
+        z, e = i_z + zgroup[v], i_e + k
         t = targets[v]
         row(np.array([z, e]), np.array([1.0, -1.0]), -np.inf, t)
         row(np.array([z, e]), np.array([1.0, 1.0]), t, np.inf)
         c[e] += weight_relaxed
-        # Change by at least one: z >= cur + 1 - M b  and  z <= cur - 1 + M (1 - b).
-        row(np.array([z, b]), np.array([1.0, big]), cur[v] + 1, np.inf)
-        row(np.array([z, b]), np.array([1.0, big]), -np.inf, cur[v] - 1 + big)
     for a, b in equal:
         za, zb = i_z + zgroup[a], i_z + zgroup[b]
         if za != zb:
             row(np.array([za, zb]), np.array([1.0, -1.0]), 0, 0)
 
+    # Relaxed: every requested vertex changes by at least one, z <= cur - 1 or z >= cur + 1.
+    # Each side is a program of its own with a tight relaxation (as one program the choice needs
+    # a big-M binary, and HiGHS took up to 2.5 s on one of those); the distance to the target
+    # outweighs all neuron value, so a side that meets its targets exactly needs no other.
+    sides = [(z, cur[v], 1 if targets[v] > cur[v] else -1)
+             for z, v in {i_z + zgroup[v]: v for v in relaxed_list}.items()]
+    if len(sides) > MAX_SPLIT:
+        big = float(np.where(has_n, np.minimum(n_ub, 1e6), 0).sum() + nvar_s + 1)
+        for k, (z, now, _) in enumerate(sides):
+            b = nvar + k                        # z >= now + 1 - M b, z <= now - 1 + M (1 - b)
+            row(np.array([z, b]), np.array([1.0, big]), now + 1, np.inf)
+            row(np.array([z, b]), np.array([1.0, big]), -np.inf, now - 1 + big)
+        extra = len(sides)
+        c, lb, ub = (np.concatenate([a, np.full(extra, f)]) for a, f in ((c, 0), (lb, 0), (ub, 1)))
+        integrality = np.concatenate([integrality, np.ones(extra)])
+        nvar += extra
+        choices: list[tuple] = [()]
+    else:                                   # every combination, the targets' own sides first
+        choices = sorted(itertools.product((1, -1), repeat=len(sides)),
+                         key=lambda ch: sum(a != toward for a, (_, _, toward) in zip(ch, sides)))
     A = sparse.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                          shape=(len(rlo), nvar))
-    x = _solve(c, integrality, Bounds(lb, ub), LinearConstraint(A, np.array(rlo), np.array(rhi)))
-    if x is None:
+    constraints = LinearConstraint(A, np.array(rlo), np.array(rhi))
+    best, best_obj = None, np.inf
+    for choice in choices:
+        lo, hi = lb.copy(), ub.copy()
+        for (z, now, _), side in zip(sides, choice):
+            if side > 0:
+                lo[z] = max(lo[z], now + 1)
+            else:
+                hi[z] = min(hi[z], now - 1)
+        if (lo > hi).any():
+            continue
+        x = _solve(c, integrality, Bounds(lo, hi), constraints)
+        if x is None:
+            continue
+        obj = float(c @ x)
+        if obj < best_obj:
+            best, best_obj = x, obj
+        if relaxed_list and x[i_e:i_e + n_rel].max() < 0.5:
+            break                                         # every target met: nothing is closer
+    if best is None:
         return None
-    keep = x[:ncls].astype(bool)[label]
-    new = np.where(n_index >= 0, x[np.maximum(n_index, 0)], 0)[label]
+    keep = best[:ncls].astype(bool)[label]
+    new = np.where(n_index >= 0, best[np.maximum(n_index, 0)], 0).astype(np.int64)[label]
     return {v: _indices(keep[spaces[v]], new[spaces[v]]) for v in comp}
 
 
@@ -452,14 +494,18 @@ def _solve(c, integrality, bounds, constraints) -> np.ndarray | None:
         return None
     ints = integrality.astype(bool)
     if np.abs(lp.x[ints] - np.round(lp.x[ints])).max(initial=0.0) < 1e-7:
-        return np.round(lp.x).astype(np.int64)
+        x = lp.x.copy()
+        x[ints] = np.round(x[ints])
+        return x
     with _quiet_stdout():       # HiGHS's MIP solver can print to the C stdout despite disp
         res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints,
                    options={**options, "mip_rel_gap": MIP_GAP})
     if res.x is None:
         logger.debug("neuron selection MILP: %s", res.message)
         return None
-    return np.round(res.x).astype(np.int64)
+    x = res.x.copy()
+    x[ints] = np.round(x[ints])
+    return x
 
 
 @contextlib.contextmanager
