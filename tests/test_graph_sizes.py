@@ -28,6 +28,7 @@ from tinyevo.graph import sizes as S
 from tinyevo.graph import value as S_value
 from tinyevo.graph.value import neuron_value, track_values
 from tinyevo.layers import BatchNorm, Dense
+from tinyevo.layers.base import own
 
 
 @pytest.fixture
@@ -367,6 +368,28 @@ def test_value_cache_computes_weight_norms_once_until_parameters_change(monkeypa
     assert not neuron_value(g["l1"]).any()                   # outside: computed afresh
 
 
+def test_weight_norms_of_shared_arrays_are_computed_once_for_parent_and_copies(monkeypatch):
+    g = chain("dense", (6, 5, 4))
+    randomise(g)
+    calls = []
+    cls = type(g["l1"].layer)
+    real = cls.default_neuron_value
+    monkeypatch.setattr(cls, "default_neuron_value", lambda self: calls.append(self) or real(self))
+    expected = neuron_value(g["l1"])
+    copies = [g.copy() for _ in range(3)]                    # g's arrays now shared, read-only
+    n = len(calls)
+    for c in (g, *copies):
+        value = neuron_value(c["l1"])
+        np.testing.assert_array_equal(value, expected)
+        value += 1.0                                         # callers get their own copy
+    assert len(calls) == n + 1
+    for k in ("weight", "bias"):                             # a copy written: no longer shared
+        own(copies[0]["l1"].layer.params, k)[...] = 0.0
+    assert not neuron_value(copies[0]["l1"]).any()
+    np.testing.assert_array_equal(neuron_value(copies[1]["l1"]), expected)
+    assert len(calls) == n + 2
+
+
 @pytest.mark.parametrize("build", sorted(BUILDERS))
 def test_relaxed_requests_solved_side_by_side_match_one_program(monkeypatch, build):
     """A relaxed request (change by at least one, as close to the target as possible) is solved
@@ -403,3 +426,26 @@ def test_concat_of_one_input_twice_takes_the_nearest_even_size():
     sel = solve_selection({cat: 31}, neuron_value, relaxed=True)
     assert sel.sizes()[cat] in (30, 32) and sel.sizes()[d1] * 2 == sel.sizes()[cat]
     assert solve_selection({cat: 41}, neuron_value, relaxed=True).sizes()[cat] == 42
+
+
+@pytest.mark.parametrize("values, weights, cap, calls", [
+    ([100.0, 0.01], [1.0, 2.0], 1.5, 2),         # relaxed s = (1, 0.25): fixing s1 is in the gap
+    ([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], 2.5, 3),  # e.g. (1, 0.25, 0): 20 % off, branch and bound
+])
+def test_fractional_relaxation_searches_its_fractional_variables_first(monkeypatch, values,
+                                                                       weights, cap, calls):
+    """max values @ s with weights @ s <= cap (s binary): the answer is the optimum either way;
+    the whole program goes to branch and bound only when fixing the LP's integral variables
+    falls outside the optimality gap."""
+    from scipy import sparse as sp
+    from scipy.optimize import Bounds, LinearConstraint
+
+    made = []
+    real = S.milp
+    monkeypatch.setattr(S, "milp", lambda *a, **k: made.append(1) or real(*a, **k))
+    n = len(values)
+    x = S._solve(-np.array(values), np.ones(n), Bounds(np.zeros(n), np.ones(n)),
+                 LinearConstraint(sp.csr_array(np.array([weights])), -np.inf, cap))
+    assert set(x) == {0.0, 1.0} and np.dot(weights, x) <= cap
+    assert np.dot(values, x) == max(values)                 # the integer optimum
+    assert len(made) == calls

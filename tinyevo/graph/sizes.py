@@ -485,7 +485,10 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
 
 def _solve(c, integrality, bounds, constraints) -> np.ndarray | None:
     """The LP relaxation first: these models are nearly totally unimodular, so its optimum is
-    usually integral, hence optimal, at a fraction of the branch-and-bound cost."""
+    usually integral, hence optimal, at a fraction of the branch-and-bound cost. Where it is
+    not, the integer variables it already has integral are fixed and only the few fractional
+    ones are searched; that answer is taken when it is within ``MIP_GAP`` of the relaxation's
+    bound (so of the optimum), else the whole program goes to branch and bound."""
     options = {"time_limit": TIME_LIMIT, "disp": False, "presolve": PRESOLVE}
     lp = milp(c, integrality=np.zeros_like(integrality), bounds=bounds,
               constraints=constraints, options=options)
@@ -493,17 +496,28 @@ def _solve(c, integrality, bounds, constraints) -> np.ndarray | None:
         logger.debug("neuron selection LP: %s", lp.message)
         return None
     ints = integrality.astype(bool)
-    if np.abs(lp.x[ints] - np.round(lp.x[ints])).max(initial=0.0) < 1e-7:
-        x = lp.x.copy()
-        x[ints] = np.round(x[ints])
-        return x
+    frac = ints & (np.abs(lp.x - np.round(lp.x)) >= 1e-7)
+    if not frac.any():
+        return _rounded(lp.x, ints)
+    fixed = ints & ~frac
+    lb, ub = np.array(bounds.lb, dtype=float), np.array(bounds.ub, dtype=float)
+    lb[fixed] = ub[fixed] = np.round(lp.x[fixed])
+    mip_options = {**options, "mip_rel_gap": MIP_GAP}
     with _quiet_stdout():       # HiGHS's MIP solver can print to the C stdout despite disp
+        near = milp(c, integrality=integrality, bounds=Bounds(lb, ub), constraints=constraints,
+                    options=mip_options)
+        if near.x is not None and near.fun - lp.fun <= MIP_GAP * max(abs(lp.fun), 1.0):
+            return _rounded(near.x, ints)
         res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints,
-                   options={**options, "mip_rel_gap": MIP_GAP})
+                   options=mip_options)
     if res.x is None:
         logger.debug("neuron selection MILP: %s", res.message)
         return None
-    x = res.x.copy()
+    return _rounded(res.x, ints)
+
+
+def _rounded(x: np.ndarray, ints: np.ndarray) -> np.ndarray:
+    x = x.copy()
     x[ints] = np.round(x[ints])
     return x
 

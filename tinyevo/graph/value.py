@@ -28,6 +28,11 @@ __all__ = ["neuron_value", "track_values", "value_cache"]
 # while each ref still points at the layer's current parameter array (resizing replaces arrays).
 _CACHE: dict[int, tuple[tuple, Any]] = {}
 _DEPTH = [0]
+# Weight-norm values of read-only parameter arrays (shared by copies, see CompGraph.copy), kept
+# as long as the arrays live: nothing writes into a read-only array (whoever trains takes its
+# own copy first), so a parent and all its copies compute the value once.
+# {(layer type, ids of the arrays): (refs, value)}
+_SHARED: dict[tuple, tuple[tuple, Any]] = {}
 
 
 def neuron_value(v: Vertex) -> np.ndarray | None:
@@ -36,21 +41,41 @@ def neuron_value(v: Vertex) -> np.ndarray | None:
     layer = v.layer
     if layer is None or layer.nout is None or not layer.params:
         return None
-    if _DEPTH[0] and layer.neuron_value is None:
+    if layer.neuron_value is None:
         arrays = tuple(layer.params.values())
-        hit = _CACHE.get(id(layer))
-        if hit is not None and len(hit[0]) == len(arrays) and all(
-                r() is a for r, a in zip(hit[0], arrays)):
-            return None if hit[1] is None else hit[1].copy()
-        value = layer.default_neuron_value()
-        value = None if value is None else B.to_numpy(value)
-        try:
-            _CACHE[id(layer)] = (tuple(weakref.ref(a) for a in arrays), value)
-        except TypeError:                       # an array type without weak references
-            return value
-        return None if value is None else value.copy()
+        if all(type(a) is np.ndarray and not a.flags.writeable for a in arrays):
+            return _shared_value(layer, arrays)
+        if _DEPTH[0]:
+            hit = _CACHE.get(id(layer))
+            if hit is not None and _alive(hit[0], arrays):
+                return None if hit[1] is None else hit[1].copy()
+            value = _weight_value(layer)
+            try:
+                _CACHE[id(layer)] = (tuple(weakref.ref(a) for a in arrays), value)
+            except TypeError:                   # an array type without weak references
+                return value
+            return None if value is None else value.copy()
     value = layer.default_neuron_value()
     return None if value is None else B.to_numpy(value)
+
+
+def _alive(refs: tuple, arrays: tuple) -> bool:
+    return len(refs) == len(arrays) and all(r() is a for r, a in zip(refs, arrays))
+
+
+def _weight_value(layer: Any) -> np.ndarray | None:
+    value = layer.default_neuron_value()
+    return None if value is None else B.to_numpy(value)
+
+
+def _shared_value(layer: Any, arrays: tuple) -> np.ndarray | None:
+    key = (type(layer), *map(id, arrays))
+    hit = _SHARED.get(key)
+    if hit is None or not _alive(hit[0], arrays):
+        def drop(_ref: Any, key: tuple = key) -> None:
+            _SHARED.pop(key, None)
+        hit = _SHARED[key] = (tuple(weakref.ref(a, drop) for a in arrays), _weight_value(layer))
+    return None if hit[1] is None else hit[1].copy()
 
 
 @contextlib.contextmanager
