@@ -1,7 +1,7 @@
 """Layers with hand-written forward and backward: ``y, backprop = layer(x, train=...)``."""
 
 from tinyevo.layers import activations
-from tinyevo.layers.base import LAYER_TYPES, Layer, layer_from_spec, register
+from tinyevo.layers.base import LAYER_TYPES, Layer, layer_from_spec, own, register
 from tinyevo.layers.conv import Conv
 from tinyevo.layers.dense import Dense
 from tinyevo.layers.init import initialize
@@ -12,5 +12,5 @@ from tinyevo.layers.sequential import Sequential
 __all__ = [
     "Layer", "Dense", "Conv", "BatchNorm", "MaxPool", "MeanPool", "GlobalPool", "Flatten",
     "Dropout", "Sequential", "activations", "initialize", "layer_from_spec", "register",
-    "LAYER_TYPES",
+    "LAYER_TYPES", "own",
 ]
