@@ -332,6 +332,24 @@ def test_copy_shares_arrays_copy_on_write(f64):
     np.testing.assert_array_equal(again(x), out)
 
 
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_copies_pickled_together_come_back_with_arrays_of_their_own(f64, how):
+    """A parent and its copy share read-only arrays; pickled (or deep-copied) in one go they
+    must not come back sharing one writable array, which training would change for both."""
+    import copy as _copy
+    g = residual("conv2d")
+    randomise(g)
+    x = data(g)
+    pair = (g, g.copy())
+    a, b = pickle.loads(pickle.dumps(pair)) if how == "pickle" else _copy.deepcopy(pair)
+    out = b(x)
+    y, back = a(x, train=True)
+    back(np.ones_like(y))
+    Adam(learning_rate=0.1).update(a)
+    assert not np.allclose(a(x), out)
+    np.testing.assert_array_equal(b(x), out)
+
+
 def test_copy_keeps_tracked_values_and_pending_sizes():
     g = chain()
     te.track_values(g)

@@ -52,9 +52,13 @@ def share(a: Any) -> Any:
 def own(arrays: dict, name: str) -> Any:
     """``arrays[name]``, writable: a shared (read-only) array is replaced by a copy first."""
     a = arrays[name]
-    if type(a) is np.ndarray and not a.flags.writeable:
+    if _is_shared(a):
         a = arrays[name] = a.copy()
     return a
+
+
+def _is_shared(a: Any) -> bool:
+    return type(a) is np.ndarray and not a.flags.writeable
 
 
 class _Grads(MutableMapping):
@@ -134,6 +138,17 @@ class Layer:
         self._value_every = 0
         self._value_count = 0
         self.value_momentum = 0.05
+
+    def __getstate__(self) -> dict:
+        """Pickling (and ``copy.deepcopy``) gives a layer arrays of its own: a read-only array
+        shared with a copy goes out as a private copy, so two layers that shared it come back
+        with one array each, not one writable array between them."""
+        state = self.__dict__.copy()
+        for key in ("params", "state"):
+            arrays = state.get(key)
+            if arrays and any(_is_shared(a) for a in arrays.values()):
+                state[key] = {k: a.copy() if _is_shared(a) else a for k, a in arrays.items()}
+        return state
 
     @property
     def grads(self) -> MutableMapping:
