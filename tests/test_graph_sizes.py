@@ -416,7 +416,9 @@ def test_relaxed_requests_solved_side_by_side_match_one_program(monkeypatch, bui
     assert solved
 
 
-def test_concat_of_one_input_twice_takes_the_nearest_even_size():
+@pytest.mark.parametrize("split", [3, 0])        # side by side, or one program with big-M
+def test_concat_of_one_input_twice_takes_the_nearest_even_size(monkeypatch, split):
+    monkeypatch.setattr(S, "MAX_SPLIT", split)
     inp = input_vertex("in", 3)
     d1 = vertex(Dense(3, 20, "relu"), inp, name="d1")
     cat = concat(d1, d1, name="cat")
@@ -426,6 +428,7 @@ def test_concat_of_one_input_twice_takes_the_nearest_even_size():
     sel = solve_selection({cat: 31}, neuron_value, relaxed=True)
     assert sel.sizes()[cat] in (30, 32) and sel.sizes()[d1] * 2 == sel.sizes()[cat]
     assert solve_selection({cat: 41}, neuron_value, relaxed=True).sizes()[cat] == 42
+    assert solve_selection({cat: 2}, neuron_value, relaxed=True).sizes()[cat] == 2
 
 
 @pytest.mark.parametrize("values, weights, cap, calls", [

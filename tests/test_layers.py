@@ -555,7 +555,7 @@ def test_spec_round_trip_identical_outputs(xp, index):
 
     def settings(lay):    # hyperparameters exactly as the layer keeps them (tuples stay tuples)
         return {k: v for k, v in vars(lay).items()
-                if k not in ("params", "grads", "state") and not hasattr(v, "shape")}
+                if k not in ("params", "_grads", "state") and not hasattr(v, "shape")}
 
     assert settings(rebuilt) == settings(layer)
     y1, _ = layer(x)
@@ -1061,3 +1061,20 @@ def test_threads_do_not_change_results(make, train, monkeypatch):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+def test_grads_are_made_on_first_use_and_behave_as_a_mapping():
+    layer = Dense(3, 2)
+    assert not layer._grads and set(layer.grads) == {"weight", "bias"} and len(layer.grads) == 2
+    g = layer.grads["weight"]
+    assert g.shape == (2, 3) and not g.any() and layer.grads["weight"] is g
+    g += 1.0
+    layer.grads.clear()                                     # forgotten: zeros on next use
+    assert not layer._grads and not layer.grads["weight"].any()
+    with pytest.raises(KeyError):
+        del layer.grads["nonesuch"]
+    with pytest.raises(KeyError, match="no parameter"):
+        layer.grads["nonesuch"] = g
+    assert layer.grads == layer.grads and layer.grads != Dense(3, 2).grads
+    layer.grads = {}                                        # subclasses may still reset them
+    assert not layer._grads

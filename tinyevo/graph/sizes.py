@@ -388,8 +388,10 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
         rlo.append(lo)
         rhi.append(hi)
 
+    zmax = np.zeros(ngroups)                            # the largest each z_g can get
     for g, v in rep.items():                            # z_g = sum(s) + sum(n) of its space
         cls = label[spaces[v]]
+        zmax[g] = len(cls) + np.where(has_n, np.minimum(n_ub, 1e6), 0)[cls].sum()
         if len(np.unique(cls)) < len(cls):
             # A neuron counted twice (a concat of one input twice): sizes are integral whenever
             # s and n are, but declaring them so gives branch and bound the variables to branch
@@ -442,9 +444,11 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
     sides = [(z, cur[v], 1 if targets[v] > cur[v] else -1)
              for z, v in {i_z + zgroup[v]: v for v in relaxed_list}.items()]
     if len(sides) > MAX_SPLIT:
-        big = float(np.where(has_n, np.minimum(n_ub, 1e6), 0).sum() + nvar_s + 1)
         for k, (z, now, _) in enumerate(sides):
-            b = nvar + k                        # z >= now + 1 - M b, z <= now - 1 + M (1 - b)
+            # z >= now + 1 - M b and z <= now - 1 + M (1 - b), M large enough for either side
+            # (z counts a neuron as often as a concat repeats it: zmax, not the variables).
+            big = float(max(now, zmax[z - i_z] - now + 1) + 1)
+            b = nvar + k
             row(np.array([z, b]), np.array([1.0, big]), now + 1, np.inf)
             row(np.array([z, b]), np.array([1.0, big]), -np.inf, now - 1 + big)
         extra = len(sides)
@@ -496,18 +500,20 @@ def _solve(c, integrality, bounds, constraints) -> np.ndarray | None:
         logger.debug("neuron selection LP: %s", lp.message)
         return None
     ints = integrality.astype(bool)
+    optimal = lp.status == 0                    # not stopped at the time limit: a true bound
     frac = ints & (np.abs(lp.x - np.round(lp.x)) >= 1e-7)
-    if not frac.any():
+    if optimal and not frac.any():
         return _rounded(lp.x, ints)
-    fixed = ints & ~frac
-    lb, ub = np.array(bounds.lb, dtype=float), np.array(bounds.ub, dtype=float)
-    lb[fixed] = ub[fixed] = np.round(lp.x[fixed])
     mip_options = {**options, "mip_rel_gap": MIP_GAP}
     with _quiet_stdout():       # HiGHS's MIP solver can print to the C stdout despite disp
-        near = milp(c, integrality=integrality, bounds=Bounds(lb, ub), constraints=constraints,
-                    options=mip_options)
-        if near.x is not None and near.fun - lp.fun <= MIP_GAP * max(abs(lp.fun), 1.0):
-            return _rounded(near.x, ints)
+        if optimal:
+            fixed = ints & ~frac
+            lb, ub = np.array(bounds.lb, dtype=float), np.array(bounds.ub, dtype=float)
+            lb[fixed] = ub[fixed] = np.round(lp.x[fixed])
+            near = milp(c, integrality=integrality, bounds=Bounds(lb, ub),
+                        constraints=constraints, options=mip_options)
+            if near.x is not None and near.fun - lp.fun <= MIP_GAP * max(abs(lp.fun), 1.0):
+                return _rounded(near.x, ints)
         res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints,
                    options=mip_options)
     if res.x is None:

@@ -40,10 +40,10 @@ def zeros_for(a: Any) -> Any:
 
 
 def share(a: Any) -> Any:
-    """``a`` for a copy to hold as well: a NumPy array is marked read-only and returned as is
-    (both holders then :func:`own` it before writing); other arrays (CuPy's have no read-only
-    flag) are copied."""
-    if type(a) is np.ndarray:
+    """``a`` for a copy to hold as well: a NumPy array that owns its memory is marked read-only
+    and returned as is (both holders then :func:`own` it before writing); other arrays are
+    copied (CuPy's have no read-only flag; a view could still be written through its base)."""
+    if type(a) is np.ndarray and a.flags.owndata:
         a.flags.writeable = False
         return a
     return a.copy()
@@ -84,7 +84,18 @@ class _Grads(MutableMapping):
         self._layer._grads[name] = g
 
     def __delitem__(self, name: str) -> None:
-        self._layer._grads.pop(name, None)
+        if name not in self._layer.params:
+            raise KeyError(name)
+        self._layer._grads.pop(name, None)      # forgotten: zeros again on next use
+
+    def clear(self) -> None:
+        """Forget every gradient (each is zeros again on next use)."""
+        self._layer._grads.clear()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Grads) and other._layer is self._layer
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __iter__(self):
         return iter(self._layer.params)
@@ -154,6 +165,10 @@ class Layer:
     def grads(self) -> MutableMapping:
         """The gradient of each parameter (zeros until backprop adds into it)."""
         return _Grads(self)
+
+    @grads.setter
+    def grads(self, value: dict) -> None:
+        self._grads = dict(value)
 
     # ----------------------------------------------------------------- activation
     @property
