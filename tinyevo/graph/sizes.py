@@ -439,8 +439,8 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
 
     # Relaxed: every requested vertex changes by at least one, z <= cur - 1 or z >= cur + 1.
     # Each side is a program of its own with a tight relaxation (as one program the choice needs
-    # a big-M binary, and HiGHS took up to 2.5 s on one of those); the distance to the target
-    # outweighs all neuron value, so a side that meets its targets exactly needs no other.
+    # a big-M binary, whose relaxation is weak); the distance to the target outweighs all neuron
+    # value, so a side that meets its targets exactly needs no other.
     sides = [(z, cur[v], 1 if targets[v] > cur[v] else -1)
              for z, v in {i_z + zgroup[v]: v for v in relaxed_list}.items()]
     if len(sides) > MAX_SPLIT:
