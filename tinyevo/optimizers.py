@@ -18,8 +18,6 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
-
 from tinyevo.backend import get_array_module
 from tinyevo.layers.base import Layer, own
 
@@ -64,14 +62,12 @@ class Optimizer:
             states = self._state.setdefault(layer, {})
             grads = layer.grads
             for name in layer.params:
-                p, shared = layer.params[name], None
-                if type(p) is np.ndarray and not p.flags.writeable:
-                    # Shared with a copy (copy-on-write): step into our own copy, moments kept.
-                    shared, p = p, own(layer.params, name)
+                before = layer.params[name]
+                p = own(layer.params, name)     # shared with a copy: step into our own copy
                 g = grads[name]
                 st = states.get(name)
-                if st is not None and shared is not None and st["param"] is shared:
-                    st["param"] = p
+                if st is not None and p is not before and st["param"] is before:
+                    st["param"] = p             # ... keeping the moments
                 # Optimisers update in place, so another array object means the layer was resized
                 # or reloaded: its old moments no longer line up with its neurons.
                 if st is None or st["param"] is not p or st["shape"] != p.shape:

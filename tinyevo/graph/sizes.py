@@ -388,10 +388,8 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
         rlo.append(lo)
         rhi.append(hi)
 
-    zmax = np.zeros(ngroups)                            # the largest each z_g can get
     for g, v in rep.items():                            # z_g = sum(s) + sum(n) of its space
         cls = label[spaces[v]]
-        zmax[g] = len(cls) + np.where(has_n, np.minimum(n_ub, 1e6), 0)[cls].sum()
         if len(np.unique(cls)) < len(cls):
             # A neuron counted twice (a concat of one input twice): sizes are integral whenever
             # s and n are, but declaring them so gives branch and bound the variables to branch
@@ -444,10 +442,13 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
     sides = [(z, cur[v], 1 if targets[v] > cur[v] else -1)
              for z, v in {i_z + zgroup[v]: v for v in relaxed_list}.items()]
     if len(sides) > MAX_SPLIT:
+        n_cap = np.where(has_n, np.minimum(n_ub, 1e6), 0)
         for k, (z, now, _) in enumerate(sides):
-            # z >= now + 1 - M b and z <= now - 1 + M (1 - b), M large enough for either side
-            # (z counts a neuron as often as a concat repeats it: zmax, not the variables).
-            big = float(max(now, zmax[z - i_z] - now + 1) + 1)
+            # z >= now + 1 - M b and z <= now - 1 + M (1 - b), M large enough for either side:
+            # zmax, the largest z can get, counts a neuron as often as a concat repeats it.
+            cls = label[spaces[rep[z - i_z]]]
+            zmax = len(cls) + n_cap[cls].sum()
+            big = float(max(now, zmax - now + 1) + 1)
             b = nvar + k
             row(np.array([z, b]), np.array([1.0, big]), now + 1, np.inf)
             row(np.array([z, b]), np.array([1.0, big]), -np.inf, now - 1 + big)

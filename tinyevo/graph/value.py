@@ -21,6 +21,7 @@ import numpy as np
 
 from tinyevo import backend as B
 from tinyevo.graph.vertex import Vertex
+from tinyevo.layers.base import is_shared
 
 __all__ = ["neuron_value", "track_values", "value_cache"]
 
@@ -43,7 +44,7 @@ def neuron_value(v: Vertex) -> np.ndarray | None:
         return None
     if layer.neuron_value is None:
         arrays = tuple(layer.params.values())
-        if all(type(a) is np.ndarray and not a.flags.writeable for a in arrays):
+        if all(is_shared(a) for a in arrays):
             return _shared_value(layer, arrays)
         if _DEPTH[0]:
             hit = _CACHE.get(id(layer))
@@ -55,8 +56,7 @@ def neuron_value(v: Vertex) -> np.ndarray | None:
             except TypeError:                   # an array type without weak references
                 return value
             return None if value is None else value.copy()
-    value = layer.default_neuron_value()
-    return None if value is None else B.to_numpy(value)
+    return _weight_value(layer)
 
 
 def _alive(refs: tuple, arrays: tuple) -> bool:

@@ -29,7 +29,8 @@ from tinyevo import backend as B
 from tinyevo.layers import activations
 from tinyevo.layers._layout import for_blocks, tiled
 
-__all__ = ["Layer", "register", "layer_from_spec", "LAYER_TYPES", "zeros_for", "own", "share"]
+__all__ = ["Layer", "register", "layer_from_spec", "LAYER_TYPES", "zeros_for", "own", "share",
+           "is_shared"]
 
 LAYER_TYPES: dict[str, type[Layer]] = {}
 
@@ -52,12 +53,13 @@ def share(a: Any) -> Any:
 def own(arrays: dict, name: str) -> Any:
     """``arrays[name]``, writable: a shared (read-only) array is replaced by a copy first."""
     a = arrays[name]
-    if _is_shared(a):
+    if is_shared(a):
         a = arrays[name] = a.copy()
     return a
 
 
-def _is_shared(a: Any) -> bool:
+def is_shared(a: Any) -> bool:
+    """True for an array held copy-on-write (a read-only NumPy array, see :func:`share`)."""
     return type(a) is np.ndarray and not a.flags.writeable
 
 
@@ -157,8 +159,8 @@ class Layer:
         state = self.__dict__.copy()
         for key in ("params", "state"):
             arrays = state.get(key)
-            if arrays and any(_is_shared(a) for a in arrays.values()):
-                state[key] = {k: a.copy() if _is_shared(a) else a for k, a in arrays.items()}
+            if arrays and any(is_shared(a) for a in arrays.values()):
+                state[key] = {k: a.copy() if is_shared(a) else a for k, a in arrays.items()}
         return state
 
     @property
