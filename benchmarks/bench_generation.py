@@ -26,9 +26,8 @@ import argparse
 import time
 
 import numpy as np
+from _clock import OperatorClock
 
-import tinyevo.evolution.mutation as M
-import tinyevo.graph.edit as E
 from tinyevo.app import defaults
 from tinyevo.evolution import CandidateOptModel, FittedCandidate
 from tinyevo.optimizers import Adam
@@ -57,40 +56,6 @@ def strategy(size: int = POPULATION, pairwise: bool = False):
                                      defaults.default_crossover(), pairwise=pairwise)
 
 
-class _Clock:
-    """Adds up the time inside copies, the size solver and parameter surgery."""
-
-    def __init__(self) -> None:
-        self.copy = self.solve = self.surgery = 0.0
-        self.calls = {"copy": 0, "solve": 0, "surgery": 0}
-
-    def _wrap(self, fn, field):
-        def timed(*a, **k):
-            self.calls[field] += 1
-            t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                setattr(self, field, getattr(self, field) + time.perf_counter() - t)
-        return timed
-
-    def __enter__(self):
-        import tinyevo.evolution.crossover as C
-        self._patched = []
-        for mod in (M, E, C):
-            for name, field in (("solve_selection", "solve"), ("apply_selection", "surgery")):
-                if hasattr(mod, name):
-                    self._patched.append((mod, name, getattr(mod, name)))
-                    setattr(mod, name, self._wrap(getattr(mod, name), field))
-        self._patched.append((te.CompGraph, "copy", te.CompGraph.copy))
-        te.CompGraph.copy = self._wrap(te.CompGraph.copy, "copy")
-        return self
-
-    def __exit__(self, *exc):
-        for obj, name, fn in reversed(self._patched):
-            setattr(obj, name, fn)
-
-
 def measure(repeat: int = 5, seed: int = 0) -> dict:
     """Both orders of the strategy (``default_strategy(pairwise=...)``), alternating."""
     members = population(seed=seed)
@@ -102,7 +67,7 @@ def measure(repeat: int = 5, seed: int = 0) -> dict:
         for pairwise in (False, True):
             te.seed(seed + r)
             evolve = strategy(pairwise=pairwise)
-            with _Clock() as clock:
+            with OperatorClock() as clock:
                 t = time.perf_counter()
                 children = evolve(members)
                 elapsed = time.perf_counter() - t

@@ -23,10 +23,10 @@ import argparse
 import time
 
 import numpy as np
+from _clock import OperatorClock
 
 import tinyevo as te
 import tinyevo.evolution.mutation as M
-import tinyevo.graph.edit as E
 from tinyevo.search.examples import complex_search_space
 
 SEED = 5          # a draw of the complex space with 100+ vertices (checked below)
@@ -62,38 +62,6 @@ def mutations(rng: np.random.Generator) -> dict:
     }
 
 
-class _SolverClock:
-    """Adds up the time spent in the graph's size solver and parameter surgery."""
-
-    def __init__(self) -> None:
-        self.solve = self.surgery = 0.0
-
-    def __enter__(self):
-        self._orig = (M.solve_selection, M.apply_selection, E.solve_selection, E.apply_selection)
-        solve, apply = self._orig[:2]
-
-        def timed_solve(*a, **k):
-            t = time.perf_counter()
-            try:
-                return solve(*a, **k)
-            finally:
-                self.solve += time.perf_counter() - t
-
-        def timed_apply(*a, **k):
-            t = time.perf_counter()
-            try:
-                return apply(*a, **k)
-            finally:
-                self.surgery += time.perf_counter() - t
-
-        M.solve_selection = E.solve_selection = timed_solve
-        M.apply_selection = E.apply_selection = timed_apply
-        return self
-
-    def __exit__(self, *exc):
-        M.solve_selection, M.apply_selection, E.solve_selection, E.apply_selection = self._orig
-
-
 def measure(repeat: int = 20) -> dict:
     te.seed(0)
     graph = draw()
@@ -106,7 +74,7 @@ def measure(repeat: int = 20) -> dict:
     for name in ("autoflux", "nout_all", "structural"):
         ms = mutations(np.random.default_rng(1))
         times = []
-        with _SolverClock() as clock:
+        with OperatorClock() as clock:
             for _ in range(repeat):
                 g = graph.copy()
                 t = time.perf_counter()
