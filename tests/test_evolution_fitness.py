@@ -22,6 +22,7 @@ from tinyevo.evolution import (
     TimeFitness,
     TrainAccuracyFitness,
     TrainThenFitness,
+    copy_model,
     fitness,
     predict,
 )
@@ -143,6 +144,31 @@ def test_train_then_fitness_uses_the_candidate_opt_and_wipes_its_state():
     assert 0 <= value <= 1
     assert not np.array_equal(w0, cand.model[0].params["weight"])  # own Adam, not SGD(0)
     assert len(own._state) == 0  # state wiped after training
+
+
+def test_train_then_fitness_can_keep_the_candidate_opt_state_between_evaluations():
+    x, y = _classification()
+    data = [(x[:32], y[:32]), (x[32:], y[32:])]
+    kept, wiped = Adam(0.01), Adam(0.01)
+    a = CandidateOptModel(kept, Sequential(Dense(4, 2)))
+    b = CandidateOptModel(wiped, copy_model(a.model))
+    keep = TrainThenFitness(data, logit_cross_entropy, SGD(0.0), AccuracyFitness(data),
+                            keep_optimizer_state=True)
+    fitness(keep, a)
+    layer = a.model[0]
+    assert kept._state[layer]["weight"]["t"] == 2          # two batches
+    fitness(keep, a)
+    assert kept._state[layer]["weight"]["t"] == 4          # carried on, not restarted
+    wipe = TrainThenFitness(data, logit_cross_entropy, SGD(0.0), AccuracyFitness(data))
+    fitness(wipe, b)
+    fitness(wipe, b)
+    assert len(wiped._state) == 0
+    assert not np.allclose(a.model[0].params["weight"], b.model[0].params["weight"])
+    # A pass that diverges leaves no state behind to poison the next one.
+    bad = [(np.full((4, 4), np.inf, np.float32), np.zeros(4, np.int64))]
+    f = TrainThenFitness(bad, logit_cross_entropy, SGD(0.0), AccuracyFitness(data),
+                         keep_optimizer_state=True)
+    assert fitness(f, a) == 0.0 and len(kept._state) == 0
 
 
 def test_train_then_fitness_lr_schedule_scales_each_step_and_restores_the_rate():

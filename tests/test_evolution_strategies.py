@@ -258,3 +258,55 @@ def test_crossover_then_mutate_refuses_bad_arguments():
         CrossoverThenMutate(3, evolve_model(lambda m: m))
     with pytest.raises(TypeError, match="must return a pair"):
         CrossoverThenMutate(lambda p: p[0], evolve_model(lambda m: m))(_models(2))
+
+
+def _trained_candidate(seed, nout=3):
+    """A CandidateOptModel whose Adam holds state (two steps on a small graph)."""
+    from tinyevo.evolution import CandidateOptModel
+    from tinyevo.graph import CompGraph, input_vertex, vertex
+    from tinyevo.optimizers import Adam
+
+    rng = np.random.default_rng(seed)
+    inp = input_vertex("in", 2, "dense")
+    g = CompGraph(inp, vertex(Dense(nout, 2, rng=rng), vertex(Dense(2, nout, "relu", rng=rng),
+                                                              inp, name="h"), name="out"))
+    opt = Adam(0.01)
+    for _ in range(2):
+        y, back = g(rng.standard_normal((4, 2)).astype(np.float32), train=True)
+        back(np.ones_like(y))
+        opt.update(g)
+    return CandidateOptModel(opt, g)
+
+
+def _with_state(c):
+    """(layer index, parameter) pairs whose state the candidate's optimiser holds."""
+    o = c.opt()
+    return {(i, k) for i, layer in enumerate(c.graph().layers())
+            for k, st in o._state.get(layer, {}).items() if st["param"] is layer.params[k]}
+
+
+def test_evolve_model_children_inherit_optimizer_state_of_what_they_kept():
+    import tinyevo as te
+
+    parent = _trained_candidate(0)
+    child = evolve_model(lambda m: None)(parent)
+    assert child.opt() is not parent.opt()
+    assert _with_state(child) == {(0, "weight"), (0, "bias"), (1, "weight"), (1, "bias")}
+    grown = evolve_model(lambda m: te.change_nout(m, {m["h"]: 2}))(parent)
+    assert grown.graph()["h"].nout == 5
+    assert _with_state(grown) == {(1, "bias")}    # h grew: only out's bias stayed as it was
+    assert _with_state(parent) == {(0, "weight"), (0, "bias"), (1, "weight"), (1, "bias")}
+
+
+def test_evolve_crossover_children_inherit_state_from_the_parent_each_part_came_from():
+    from tinyevo.evolution import copy_model
+    from tinyevo.evolution.crossover import evolve_crossover
+
+    a, b = _trained_candidate(0, 3), _trained_candidate(1, 4)
+    swapped = evolve_crossover(lambda p: (copy_model(p[1]), copy_model(p[0])))((a, b))
+    assert [c.graph()["h"].nout for c in swapped] == [4, 3]
+    for child in swapped:
+        assert _with_state(child) == {(0, "weight"), (0, "bias"), (1, "weight"), (1, "bias")}
+    np.testing.assert_array_equal(
+        swapped[0].opt()._state[next(swapped[0].graph().layers())]["weight"]["m"],
+        b.opt()._state[next(b.graph().layers())]["weight"]["m"])

@@ -89,6 +89,19 @@ def test_same_seed_same_run_and_resume_equals_an_uninterrupted_run(digits, tmp_p
     assert saved.generation == 3 and "rng" in state
 
 
+@pytest.mark.parametrize("mode", ["keep", "reset"])
+def test_optimizer_state_is_kept_in_checkpoints_or_reset_as_asked(digits, tmp_path, mode):
+    x, y = digits
+    population = te.fit(x, y, generations=2, mdir=tmp_path, optimizer_state=mode, **TINY)
+    saved, _ = load_checkpoint(tmp_path)
+    for live, back in zip(population.members, saved.members):
+        a, b = live.opt().state_arrays(live.graph()), back.opt().state_arrays(back.graph())
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+        assert bool(a) == (mode == "keep")
+        if a:   # one step per batch, over both generations for the elites
+            assert max(int(v) for k, v in a.items() if k.endswith("/t")) >= 2
+
+
 def test_resume_refuses_other_settings(digits, tmp_path):
     x, y = digits
     te.fit(x, y, generations=1, mdir=tmp_path, **TINY)
@@ -130,6 +143,7 @@ def test_ctrl_c_returns_the_last_complete_generation(digits, tmp_path):
     (dict(generations=1, time_limit=-1), "time_limit"),
     (dict(generations=1, lr_schedule="linear"), "lr_schedule"),
     (dict(generations=1, tiebreak="speed"), "tiebreak"),
+    (dict(generations=1, optimizer_state="clear"), "optimizer_state"),
 ])
 def test_bad_arguments_say_what_is_wrong(digits, bad, match):
     x, y = digits

@@ -333,15 +333,19 @@ def test_copy_shares_arrays_copy_on_write(f64):
 
 
 @pytest.mark.parametrize("how", ["pickle", "deepcopy"])
-def test_copies_pickled_together_come_back_with_arrays_of_their_own(f64, how):
+def test_copies_pickled_together_come_back_copy_on_write(f64, how):
     """A parent and its copy share read-only arrays; pickled (or deep-copied) in one go they
-    must not come back sharing one writable array, which training would change for both."""
+    come back sharing them read-only again, never one writable array that training would
+    change for both."""
     import copy as _copy
     g = residual("conv2d")
     randomise(g)
     x = data(g)
     pair = (g, g.copy())
     a, b = pickle.loads(pickle.dumps(pair)) if how == "pickle" else _copy.deepcopy(pair)
+    for la, lb in zip(a.layers(), b.layers()):
+        for k, w in la.params.items():
+            assert w is lb.params[k] and not w.flags.writeable
     out = b(x)
     y, back = a(x, train=True)
     back(np.ones_like(y))

@@ -282,3 +282,117 @@ def test_same_size_surgery_gets_fresh_state(name):
     a = _run(opt, layer, grads[2:3])
     b = _run(O.OPTIMIZERS[name](learning_rate=0.01), twin, grads[2:3])
     np.testing.assert_array_equal(a[0]["weight"], b[0]["weight"])
+
+
+# --------------------------------------------------------------------- state across models
+def _graph_and_steps(seed=0):
+    """A trained residual conv graph (3 Adam steps), its optimiser, input and a step function."""
+    from graph_cases import data, randomise, residual
+
+    B.set_floatx(np.float64)
+    g = residual("conv2d")
+    randomise(g)
+    x = data(g, seed=seed)
+
+    def step(model, opt):
+        y, back = model(x, train=True)
+        back(np.cos(y))
+        opt.update(model)
+
+    opt = O.Adam(0.01)
+    for _ in range(3):
+        step(g, opt)
+    return g, opt, x, step
+
+
+def test_a_copy_with_inherited_state_trains_exactly_like_its_parent():
+    """Inheriting is continuing: a copy of the model with the parent optimiser's state takes
+    the very steps the parent takes, and leaves the parent's own state alone."""
+    g, opt, x, step = _graph_and_steps()
+    child, copt = g.copy(), opt.copy()
+    nparams = sum(len(layer.params) for layer in child.layers())
+    assert copt.inherit(child, opt) == nparams
+    for layer in child.layers():
+        for name, st in copt._state.get(layer, {}).items():
+            assert st["param"] is layer.params[name] and st["t"] == 3
+            assert not np.shares_memory(st["m"], opt._state[_twin(g, child, layer)][name]["m"])
+    for _ in range(2):
+        step(g, opt)
+        step(child, copt)
+    np.testing.assert_array_equal(child(x), g(x))
+    fresh_child = g.copy()                 # without the state the steps differ
+    step(g, opt)
+    step(fresh_child, opt.copy())
+    assert not np.allclose(fresh_child(x), g(x))
+
+
+def _twin(g, child, layer):
+    return dict(zip(child.layers(), g.layers()))[layer]
+
+
+def test_inherit_skips_resized_parameters_and_other_optimiser_types():
+    import tinyevo as te
+
+    g, opt, x, step = _graph_and_steps()
+    child = g.copy()
+    te.change_nout(child, {child["c2"]: 2})                 # c2 grows; c3 reads it
+    copt = opt.copy()
+    copt.inherit(child, opt)
+    for layer, name in ((child["c2"].layer, "weight"), (child["c2"].layer, "bias"),
+                        (child["c3"].layer, "weight")):
+        assert name not in copt._state.get(layer, {})       # a new array: fresh state
+    assert "weight" in copt._state[child["c1"].layer]
+    assert "bias" in copt._state[child["c3"].layer]        # c3's outputs did not change
+    step(child, copt)                                       # and it trains
+    assert O.Momentum(0.1).inherit(child, opt) == 0
+    assert O.Adam().inherit(child, None) == 0
+
+
+def test_state_arrays_round_trip_through_a_saved_model():
+    from tinyevo.graph import CompGraph
+
+    g, opt, x, step = _graph_and_steps()
+    arrays = opt.state_arrays(g)
+    assert all(isinstance(a, np.ndarray) for a in arrays.values())
+    assert {k.rsplit("/", 1)[1] for k in arrays} == {"t", "m", "v"}
+    again = CompGraph.from_spec(json.loads(json.dumps(g.to_spec())), g.arrays())
+    restored = O.Adam(0.01)
+    restored.load_state_arrays(again, {k: a.copy() for k, a in arrays.items()})
+    step(g, opt)
+    step(again, restored)
+    np.testing.assert_array_equal(again(x), g(x))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.update({"99/weight/m": a["0/weight/m"]}), "names no parameter"),
+    (lambda a: a.update({"0/weight/m": np.zeros(3)}), "has shape"),
+    (lambda a: a.pop("0/weight/t"), "lacks its step count"),
+    (lambda a: a.update({"0/weight/t": np.float64(2.5)}), "step count"),
+    (lambda a: a.update({"weight/m": np.zeros(3)}), "is not"),
+])
+def test_load_state_arrays_rejects_state_of_another_model(change, message):
+    g, opt, x, step = _graph_and_steps()
+    arrays = opt.state_arrays(g)
+    change(arrays)
+    with pytest.raises(ValueError, match=message):
+        O.Adam().load_state_arrays(g, arrays)
+
+
+def test_optimiser_state_survives_transport_with_shared_arrays():
+    """A model that shares its arrays with a copy (read-only) travels to a worker with its
+    optimiser: the state still finds its parameters, and training goes on as at home."""
+    import pickle
+
+    from tinyevo.app.executors import _dumps
+
+    g, opt, x, step = _graph_and_steps()
+    keep = g.copy()                                          # g's arrays are shared now
+    o2, g2 = pickle.loads(_dumps((opt, g)))
+    for layer in g2.layers():
+        for name, st in o2._state.get(layer, {}).items():
+            assert st["param"] is layer.params[name] and not st["param"].flags.writeable
+    out = keep(x)
+    step(g, opt)
+    step(g2, o2)
+    np.testing.assert_array_equal(g2(x), g(x))
+    np.testing.assert_array_equal(keep(x), out)

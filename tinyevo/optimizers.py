@@ -4,7 +4,9 @@
 Each keeps per-parameter state (moments, step counts) keyed by the layer itself; a parameter that
 was replaced since the last step (neuron surgery, ``load_arrays``, an architecture mutation: these
 all swap in a new array, whether or not its shape changed) gets fresh state. ``learning_rate``
-is readable and writable, ``reset()`` drops all state.
+is readable and writable, ``reset()`` drops all state. ``inherit(model, *parent_opts)`` gives a
+model copy the state of the parameters it shares with its parents (copy-on-write arrays, see
+:mod:`tinyevo.layers.base`), and ``state_arrays``/``load_state_arrays`` save and restore it.
 
     >>> from tinyevo.layers import Dense
     >>> opt = Adam(learning_rate=1e-3); opt.learning_rate
@@ -18,11 +20,17 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
+from tinyevo import backend as B
 from tinyevo.backend import get_array_module
 from tinyevo.layers.base import Layer, own
 
 __all__ = ["Optimizer", "SGD", "Descent", "Momentum", "Nesterov", "Adam", "NAdam", "AdamW",
            "RMSProp", "AdaGrad", "OPTIMIZERS", "optimizer_from_spec"]
+
+
+_KEPT_AS_IS = ("param", "shape", "t")   # per-parameter state that is not an array of its own
 
 
 def model_layers(model: Any) -> list[Layer]:
@@ -79,6 +87,89 @@ class Optimizer:
     def reset(self) -> None:
         """Forget all per-parameter state (moments, step counts)."""
         self._state = weakref.WeakKeyDictionary()
+
+    # ----------------------------------------------------------------- state across models
+    def inherit(self, model: Any, *sources: Any) -> int:
+        """Take over what ``sources`` (the parents' optimisers) know of ``model``'s parameters.
+
+        A model copy holds its parent's arrays copy-on-write, so a parameter a child inherited
+        unchanged is the very array its parent's optimiser has moments for; that state is
+        copied over (moments as private copies, step count as is). A parameter that mutation
+        resized or added is a new array and starts fresh. Sources of another optimiser type
+        are ignored. Returns the number of parameters that got state.
+
+            >>> child_opt.inherit(child_model, parent_opt)        # doctest: +SKIP
+        """
+        index: dict[int, dict] = {}
+        for src in sources:
+            if src is None or src is self or type(src) is not type(self):
+                continue
+            for states in src._state.values():
+                for st in states.values():
+                    index[id(st["param"])] = st
+        taken = 0
+        if not index:
+            return taken
+        for layer in model_layers(model):
+            for name, p in layer.params.items():
+                st = index.get(id(p))
+                if st is None or st["param"] is not p:
+                    continue
+                self._state.setdefault(layer, {})[name] = {
+                    k: v if k in _KEPT_AS_IS else v.copy() for k, v in st.items()}
+                taken += 1
+        return taken
+
+    def state_arrays(self, model: Any) -> dict[str, Any]:
+        """The state this optimiser holds for ``model``, as host arrays keyed
+        ``"<layer index>/<parameter>/<slot>"`` (layer index: position in ``model.layers()``;
+        slot: ``t`` for the step count, else a moment), for ``numpy.savez``. State of
+        parameters replaced since their last step is left out (it would not be used)."""
+        out = {}
+        for i, layer in enumerate(model_layers(model)):
+            for name, st in self._state.get(layer, {}).items():
+                if st["param"] is not layer.params.get(name):
+                    continue
+                out[f"{i}/{name}/t"] = np.asarray(st["t"], dtype=np.int64)
+                for k, v in st.items():
+                    if k not in _KEPT_AS_IS:
+                        out[f"{i}/{name}/{k}"] = B.to_numpy(v)
+        return out
+
+    def load_state_arrays(self, model: Any, arrays: dict[str, Any]) -> None:
+        """Restore :meth:`state_arrays` of ``model`` (replacing any state held for it)."""
+        layers = model_layers(model)
+        loaded: dict[tuple[int, str], dict] = {}
+        for key, a in arrays.items():
+            parts = key.split("/")
+            if len(parts) != 3 or not parts[0].isdigit():
+                raise ValueError(f"optimiser state key {key!r} is not "
+                                 "'<layer index>/<parameter>/<slot>'")
+            i, name, slot = int(parts[0]), parts[1], parts[2]
+            if i >= len(layers) or name not in layers[i].params:
+                raise ValueError(f"optimiser state {key!r} names no parameter of the model "
+                                 f"({len(layers)} layers); it belongs to another model")
+            p = layers[i].params[name]
+            st = loaded.setdefault((i, name), {"param": p, "shape": p.shape})
+            if slot == "t":
+                t = np.asarray(a)
+                if t.shape != () or t.dtype.kind not in "iu" or int(t) < 0:
+                    raise ValueError(f"optimiser state {key!r}: expected a step count >= 0, got "
+                                     f"an array of shape {t.shape} and dtype {t.dtype}")
+                st["t"] = int(t)
+            else:
+                if tuple(np.shape(a)) != tuple(p.shape):
+                    raise ValueError(f"optimiser state {key!r} has shape {np.shape(a)}, its "
+                                     f"parameter {p.shape}; it belongs to another model")
+                st[slot] = get_array_module(p).asarray(a, dtype=p.dtype).copy()
+        for (i, name), st in loaded.items():
+            if "t" not in st:
+                raise ValueError(f"optimiser state of layer {i} parameter {name!r} lacks its "
+                                 "step count 't'")
+        for layer in layers:
+            self._state.pop(layer, None)
+        for (i, name), st in loaded.items():
+            self._state.setdefault(layers[i], {})[name] = st
 
     def _step(self, p: Any, g: Any, st: dict) -> None:
         raise NotImplementedError

@@ -2,7 +2,9 @@
 
 ``mdir/checkpoint/`` holds ``state.json`` (format, generation, the run's state such as the
 random generator and settings, and per member its fitness, optimiser and model structure) and
-``members.npz`` (every member's arrays, keyed ``"<member>/<vertex>/<array>"``). The folder is
+``members.npz`` (every member's arrays, keyed ``"<member>/<vertex>/<array>"``) and
+``optimizers.npz`` (the state each member's optimiser keeps between generations, keyed
+``"<member>/<layer>/<parameter>/<slot>"``; empty where state is reset after training). The folder is
 swapped in atomically (:func:`tinyevo.app.io.atomic_dir`): a run killed at any moment, even
 while writing, leaves the previous complete generation or the new one. Loading executes nothing
 from the files (JSON, and ``.npz`` read with ``allow_pickle=False``).
@@ -33,7 +35,7 @@ FORMAT, VERSION = "tinyevo.checkpoint", 1
 def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict) -> Path:
     """Write ``population`` (evaluated; candidates holding a CompGraph and optionally their own
     optimiser) and the JSON-able ``state`` to ``mdir/checkpoint``, atomically."""
-    members, arrays = [], {}
+    members, arrays, opt_arrays = [], {}, {}
     for i, c in enumerate(population.members):
         graph = c.graph()
         if not isinstance(graph, CompGraph):
@@ -45,11 +47,14 @@ def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict
                         "optimizer": opt.to_spec() if opt is not None else None,
                         "model": graph.to_spec()})
         arrays.update({f"{i}/{k}": a for k, a in graph.arrays().items()})
+        if opt is not None and hasattr(opt, "state_arrays"):
+            opt_arrays.update({f"{i}/{k}": a for k, a in opt.state_arrays(graph).items()})
     doc = {"format": FORMAT, "version": VERSION, "tinyevo": __version__,
            "generation": population.generation, "members": members, "state": state}
     target = Path(mdir) / CHECKPOINT_DIR
     with atomic_dir(target) as tmp:
         write_npz(tmp / "members.npz", arrays)
+        write_npz(tmp / "optimizers.npz", opt_arrays)
         write_json(tmp / "state.json", doc)
     return target
 
@@ -66,6 +71,9 @@ def load_checkpoint(mdir: str | os.PathLike) -> tuple[Population, dict] | None:
         raise ValueError(f"{folder} was written by tinyevo {doc.get('tinyevo')} (checkpoint "
                          f"version {doc['version']}); upgrade tinyevo to resume it")
     arrays = read_npz(folder / "members.npz")
+    # Optimiser state (moments, step counts); checkpoints from before it was kept have none.
+    opt_path = folder / "optimizers.npz"
+    opt_arrays = read_npz(opt_path) if opt_path.exists() else {}
     members = []
     try:
         for i, m in enumerate(doc["members"]):
@@ -76,8 +84,13 @@ def load_checkpoint(mdir: str | os.PathLike) -> tuple[Population, dict] | None:
             if missing:
                 raise ValueError(f"member {i} lacks arrays {sorted(missing)[:3]}")
             opt = m.get("optimizer")
-            cand = (CandidateOptModel(optimizer_from_spec(opt), graph) if opt is not None
-                    else CandidateModel(graph))
+            if opt is not None:
+                optimizer = optimizer_from_spec(opt)
+                optimizer.load_state_arrays(graph, {k[len(prefix):]: a for k, a in
+                                                    opt_arrays.items() if k.startswith(prefix)})
+                cand = CandidateOptModel(optimizer, graph)
+            else:
+                cand = CandidateModel(graph)
             members.append(FittedCandidate(cand, m["fitness"], m.get("generation")))
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise ValueError(f"{folder} is damaged and cannot be resumed ({err}); remove it or "

@@ -821,9 +821,13 @@ def _short(obj: Any) -> str:
 def _dumps(obj: Any) -> bytes:
     """Pickle for inter-process transport only (never for files): optimisers keep their
     per-layer state in a WeakKeyDictionary, which plain pickle refuses; here it travels as its
-    items, and the layers it refers to stay the same objects as in the model beside it."""
+    items, and the layers it refers to stay the same objects as in the model beside it.
+    Protocol 4, not 5: NumPy unpickles protocol 5 arrays as views of the pickle's buffer, which
+    a model copy cannot share copy-on-write (:func:`tinyevo.layers.share` copies views), so the
+    children of a model that came back from a worker would lose their inherited arrays'
+    identity, and with it the optimiser state that goes with them."""
     buf = io.BytesIO()
-    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler = pickle.Pickler(buf, protocol=4)
     pickler.dispatch_table = {**copyreg.dispatch_table,
                               weakref.WeakKeyDictionary: _reduce_weak_key_dict}
     pickler.dump(obj)

@@ -63,6 +63,7 @@ class FitConfig:
     candidate_time_limit: float | None = None
     lr_schedule: str = "constant"               # "cosine": decay to 0 within each generation
     tiebreak: str = "loss"                      # among equally accurate: "loss" or "size"
+    optimizer_state: str = "keep"               # "reset": wipe moments after every generation
 
     def batches_at(self, generation: int, ntrain: int) -> int:
         base = self.batches_per_generation or max(1, math.ceil(ntrain / self.batch_size))
@@ -78,7 +79,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         executor: Any = None, search_space: Any = None, mutation: Any = None,
         crossover: Any = None, strategy: Any = None, widths: tuple[int, int] = (8, 32),
         candidate_time_limit: float | None = None, lr_schedule: str = "constant",
-        tiebreak: str = "loss",
+        tiebreak: str = "loss", optimizer_state: str = "keep",
         progress: Callable[[dict], None] | None = None) -> Population:
     """Evolve a classifier for ``x`` (N, C, H, W), (N, C, L) or (N, F) with integer labels ``y``.
 
@@ -103,6 +104,10 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     candidate's learning rate decays to 0 over each generation's training, a warm restart per
     generation; the searched rate is its peak). ``tiebreak``: among equally accurate models,
     the more confident ("loss", default) or the smaller ("size", the seed's) wins.
+    ``optimizer_state``: "keep" (default) carries each model's optimiser state (Adam's moments
+    and step count) from one generation to the next, into checkpoints and, for the parameters
+    they inherit unchanged, to its children; "reset" starts every generation's training from a
+    fresh optimiser, as the seed does.
     """
     if generations is None and time_limit is None and target_fitness is None:
         raise ValueError("fit: give generations=, time_limit= or target_fitness= so the run "
@@ -120,6 +125,9 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         raise ValueError(f"fit: valid_fraction must be in (0, 1), got {valid_fraction!r}")
     if tiebreak not in TIEBREAKS:
         raise ValueError(f"fit: tiebreak must be one of {TIEBREAKS}, got {tiebreak!r}")
+    if optimizer_state not in OPTIMIZER_STATES:
+        raise ValueError(f"fit: optimizer_state must be one of {OPTIMIZER_STATES}, got "
+                         f"{optimizer_state!r}")
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"fit: lr_schedule must be one of {sorted(LR_SCHEDULES)}, got "
                          f"{lr_schedule!r}")
@@ -133,7 +141,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                        budget_growth=float(budget_growth), valid_fraction=valid_fraction,
                        augment=bool(augment), seed=seed,
                        widths=tuple(widths), candidate_time_limit=candidate_time_limit,
-                       lr_schedule=lr_schedule, tiebreak=tiebreak)
+                       lr_schedule=lr_schedule, tiebreak=tiebreak,
+                       optimizer_state=optimizer_state)
     if valid is None:
         (x, y), (xv, yv) = split_validation(x, y, valid_fraction, seed)
     else:
@@ -144,7 +153,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                              f"samples {x.shape[1:]}; they must match")
     fitness = ClassifierFitness(GenerationBatches(x, y, config), (xv, yv), batch_size=256,
                                 time_limit=candidate_time_limit, tiebreak=tiebreak,
-                                lr_schedule=LR_SCHEDULES[lr_schedule])
+                                lr_schedule=LR_SCHEDULES[lr_schedule],
+                                keep_optimizer_state=optimizer_state == "keep")
     strategy = strategy or defaults.default_strategy(
         population_size, mutation or defaults.default_mutation(kind, nclasses),
         crossover or defaults.default_crossover(), config.elites)
@@ -274,6 +284,7 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float,
 
 LR_SCHEDULES: dict[str, Callable | None] = {"constant": None, "cosine": cosine_schedule}
 TIEBREAKS = ("size", "loss")        # see ClassifierFitness
+OPTIMIZER_STATES = ("keep", "reset")
 
 
 class GenerationBatches:
@@ -331,13 +342,15 @@ class ClassifierFitness(AbstractFitness):
     ``accuracy + min(1e-3, 1 / nparams)`` (``tiebreak="size"``, default), or
     ``accuracy + 1e-3 / (1 + cross entropy)`` (``tiebreak="loss"``: among equally accurate
     models, the one that is right with more confidence). Accuracy always comes first: the extra
-    term is below one validation sample's worth. Invalid: 0.0."""
+    term is below one validation sample's worth. Invalid: 0.0. ``keep_optimizer_state``: see
+    :class:`~tinyevo.evolution.TrainThenFitness`."""
 
     on_done: Callable[[Any, float], None] | None = None   # progress hook (in-process only)
 
     def __init__(self, train: GenerationBatches, valid: tuple[np.ndarray, np.ndarray],
                  batch_size: int = 256, time_limit: float | None = None,
-                 tiebreak: str = "size", lr_schedule: Callable | None = None) -> None:
+                 tiebreak: str = "size", lr_schedule: Callable | None = None,
+                 keep_optimizer_state: bool = False) -> None:
         if tiebreak not in TIEBREAKS:
             raise ValueError(f"tiebreak must be one of {TIEBREAKS}, got {tiebreak!r}")
         xv, yv = valid
@@ -346,7 +359,8 @@ class ClassifierFitness(AbstractFitness):
         self.tiebreak = tiebreak
         self.train = TrainThenFitness(train, logit_cross_entropy, Adam(), self._score,
                                       invalidfitness=0.0, time_limit=time_limit,
-                                      lr_schedule=lr_schedule)
+                                      lr_schedule=lr_schedule,
+                                      keep_optimizer_state=keep_optimizer_state)
         self.invalidfitness = 0.0
 
     def _score(self, candidate: Any) -> float:

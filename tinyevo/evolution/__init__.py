@@ -17,6 +17,7 @@ from tinyevo.evolution.candidate import (
     FittedCandidate,
     copy_model,
     graph,
+    inherit_optimizer_state,
     is_model,
     lossfun,
     new_candidate,
@@ -108,6 +109,7 @@ __all__ = [
     # candidates
     "AbstractCandidate", "CandidateModel", "CandidateOptModel", "FittedCandidate",
     "new_candidate", "graph", "opt", "lossfun", "copy_model", "nparams", "is_model",
+    "inherit_optimizer_state",
     # fitness
     "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
     "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",

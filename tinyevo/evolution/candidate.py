@@ -36,6 +36,7 @@ from typing import Any
 __all__ = [
     "AbstractCandidate", "CandidateModel", "CandidateOptModel", "FittedCandidate",
     "new_candidate", "graph", "opt", "lossfun", "copy_model", "nparams", "is_model",
+    "inherit_optimizer_state",
 ]
 
 
@@ -187,6 +188,17 @@ def opt(c: Any, default: Any = None) -> Any:
 def lossfun(c: Any, default: Any = None) -> Any:
     """The loss function of candidate ``c``, else ``default``."""
     return c.lossfun(default) if isinstance(c, AbstractCandidate) else default
+
+
+def inherit_optimizer_state(child: Any, *parents: Any) -> Any:
+    """Give ``child``'s optimiser the state its parents' optimisers hold for the parameters its
+    model inherited unchanged (:meth:`tinyevo.optimizers.Optimizer.inherit`); returns ``child``.
+    A no-op where the child has no optimiser or model, or the parents' hold no state."""
+    o, model = opt(child), graph(child)
+    inherit = getattr(o, "inherit", None)
+    if callable(inherit) and model is not None and is_model(model):
+        inherit(model, *(opt(p) for p in parents))
+    return child
 
 
 def new_candidate(c: Any, mapfield: Callable[[Any], Any]) -> Any:

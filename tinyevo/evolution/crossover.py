@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from tinyevo import backend as B
-from tinyevo.evolution.candidate import copy_model, new_candidate
+from tinyevo.evolution.candidate import copy_model, inherit_optimizer_state, new_candidate
 from tinyevo.evolution.candidate import graph as graph_of
 from tinyevo.evolution.candidate import opt as opt_of
 from tinyevo.graph import (
@@ -442,7 +442,9 @@ class evolve_crossover:  # noqa: N801 - a function-like callable object, picklab
     ``crossover((graph1, graph2))`` makes the children's models and ``opt_crossover((opt1,
     opt2))`` their optimisers where both candidates carry one; other fields go through
     ``map_others``. A child never shares a model or optimiser with a parent (unchanged ones are
-    copied), so use it in ``PairCandidates(EvolveCandidates(...))``.
+    copied), so use it in ``PairCandidates(EvolveCandidates(...))``. Where the parents'
+    optimisers kept state, a child's optimiser inherits it for every parameter the child took
+    unchanged from either parent (same optimiser type only).
 
         >>> pairs = PairCandidates(EvolveCandidates(evolve_crossover(
         ...     VertexCrossover(MutationProbability(CrossoverSwap(), 0.05)),
@@ -471,8 +473,8 @@ class evolve_crossover:  # noqa: N801 - a function-like callable object, picklab
         if self.opt_crossover is not None and o1 is not None and o2 is not None:
             p1, p2 = _pair_of(self.opt_crossover((o1, o2)), repr(self.opt_crossover))
         p1, p2 = (_fresh(p) if p is not None and (p is o1 or p is o2) else p for p in (p1, p2))
-        return (new_candidate(c1, self._mapper(g1, n1, o1, p1)),
-                new_candidate(c2, self._mapper(g2, n2, o2, p2)))
+        return tuple(inherit_optimizer_state(new_candidate(c, self._mapper(g, n, o, p)), c1, c2)
+                     for c, g, n, o, p in ((c1, g1, n1, o1, p1), (c2, g2, n2, o2, p2)))
 
     def _mapper(self, model: Any, new_model: Any, opt: Any, new_opt: Any):
         def mapfield(x: Any) -> Any:

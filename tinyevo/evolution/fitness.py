@@ -153,7 +153,10 @@ class TrainThenFitness(AbstractFitness):
     ``lr_schedule(step, nsteps)``, where given, scales the optimiser's learning rate at each
     step of a pass whose length is known (e.g. :func:`cosine_schedule`); the rate is restored
     after the pass. The loss is ``lossfun(c, defaultloss)``, the optimiser the candidate's own
-    or a fresh copy of ``defaultopt``; its state is wiped after training (``opt.reset()``).
+    or a fresh copy of ``defaultopt``. Its state (moments, step counts) is wiped after training
+    (``opt.reset()``, the seed's way) unless ``keep_optimizer_state`` is set: then a candidate's
+    own optimiser carries on where it stopped in its next evaluation, and its children inherit
+    the state of every parameter they inherit unchanged (:meth:`Optimizer.inherit`).
     The guard: training that gives a NaN/Inf loss, raises, or runs past ``time_limit`` seconds
     stops, the candidate gets ``invalidfitness`` and the reason is logged (logger
     "tinyevo.evolution"); the run goes on.
@@ -171,7 +174,8 @@ class TrainThenFitness(AbstractFitness):
     def __init__(self, dataiter: Iterable, defaultloss: Callable, defaultopt: Any,
                  fitstrat: Any, invalidfitness: Any = 0.0, time_limit: float | None = None,
                  nan_check_every: int | None = None,
-                 lr_schedule: Callable[[int, int], float] | None = None) -> None:
+                 lr_schedule: Callable[[int, int], float] | None = None,
+                 keep_optimizer_state: bool = False) -> None:
         if isinstance(dataiter, RepeatPartitionIterator):
             dataiter = StatefulGenerationIter(dataiter)
         if time_limit is not None and not time_limit > 0:
@@ -183,6 +187,7 @@ class TrainThenFitness(AbstractFitness):
             raise ValueError(f"lr_schedule must be None or a callable (step, nsteps) -> factor, "
                              f"got {lr_schedule!r}")
         self.lr_schedule = lr_schedule
+        self.keep_optimizer_state = bool(keep_optimizer_state)
 
     def __call__(self, candidate: Any, generation: int | None = None) -> Any:
         try:
@@ -190,13 +195,16 @@ class TrainThenFitness(AbstractFitness):
             own = opt(candidate)
             optimizer = own if own is not None else self.defaultopt.copy()
             lossf = lossfun(candidate, self.defaultloss)
+            trained = None
             try:
                 # Overflow in a diverging candidate is the guard's business, not a warning's.
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                     trained = self._train(model, optimizer, lossf,
                                           itergeneration(self.dataiter, generation))
             finally:
-                optimizer.reset()
+                if (own is None or not self.keep_optimizer_state or trained is None
+                        or isinstance(trained, _Invalid)):
+                    optimizer.reset()       # a failed pass's moments are not worth keeping
             if isinstance(trained, _Invalid):
                 return self._invalid(candidate, trained.reason)
             return self._measure(candidate, generation, trained)
@@ -274,8 +282,10 @@ class TrainAccuracyFitness(TrainThenFitness):
     """
 
     def __init__(self, dataiter: Iterable, defaultloss: Callable, defaultopt: Any,
-                 invalidfitness: Any = 0.0, time_limit: float | None = None) -> None:
-        super().__init__(dataiter, defaultloss, defaultopt, None, invalidfitness, time_limit)
+                 invalidfitness: Any = 0.0, time_limit: float | None = None,
+                 keep_optimizer_state: bool = False) -> None:
+        super().__init__(dataiter, defaultloss, defaultopt, None, invalidfitness, time_limit,
+                         keep_optimizer_state=keep_optimizer_state)
 
     _count_hits = True
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from tinyevo import backend as B
-from tinyevo.evolution.candidate import copy_model, is_model, new_candidate
+from tinyevo.evolution.candidate import copy_model, inherit_optimizer_state, is_model, new_candidate
 from tinyevo.evolution.candidate import graph as graph_of
 from tinyevo.evolution.population import Population
 
@@ -329,9 +329,10 @@ class evolve_model:  # noqa: N801 - a function-like callable object, picklable u
     The child is ``new_candidate(c, ...)`` with a COPY of the model (``model.copy()`` or a deep
     copy, so trained parameters are inherited) passed through ``mutation(model)``. ``mutation``
     mutates its argument in place; if it returns a model, that one is used. The candidate's
-    optimiser becomes a fresh ``opt.copy()`` (same hyperparameters, no state), mutated by
-    ``opt_mutation`` when given; other fields go through ``map_others``. A mutation acting on whole
-    candidates needs no adapter: pass it to EvolveCandidates directly.
+    optimiser becomes a fresh ``opt.copy()`` (same hyperparameters), mutated by
+    ``opt_mutation`` when given, that inherits the parent optimiser's state (if any was kept) for
+    the parameters the mutation left as they were; other fields go through ``map_others``. A
+    mutation acting on whole candidates needs no adapter: pass it to EvolveCandidates directly.
 
         >>> from tinyevo.evolution import CandidateModel
         >>> from tinyevo.layers import Dense, Sequential
@@ -351,7 +352,8 @@ class evolve_model:  # noqa: N801 - a function-like callable object, picklable u
     def __call__(self, candidate: Any, in_place: bool = False) -> Any:
         """The child of ``candidate``. ``in_place=True`` mutates the candidate's own model
         instead of a copy: only for a model that nothing else holds (a crossover's child)."""
-        return new_candidate(candidate, functools.partial(self._map_field, in_place=in_place))
+        child = new_candidate(candidate, functools.partial(self._map_field, in_place=in_place))
+        return inherit_optimizer_state(child, candidate)
 
     def _map_field(self, x: Any, in_place: bool = False) -> Any:
         from tinyevo.optimizers import Optimizer

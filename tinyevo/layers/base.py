@@ -41,10 +41,11 @@ def zeros_for(a: Any) -> Any:
 
 
 def share(a: Any) -> Any:
-    """``a`` for a copy to hold as well: a NumPy array that owns its memory is marked read-only
-    and returned as is (both holders then :func:`own` it before writing); other arrays are
-    copied (CuPy's have no read-only flag; a view could still be written through its base)."""
-    if type(a) is np.ndarray and a.flags.owndata:
+    """``a`` for a copy to hold as well: a NumPy array that owns its memory (or lies over an
+    immutable ``bytes`` object, as unpickled arrays may) is marked read-only and returned as is
+    (both holders then :func:`own` it before writing); other arrays are copied (CuPy's have no
+    read-only flag; a view could still be written through its base)."""
+    if type(a) is np.ndarray and (a.flags.owndata or type(a.base) is bytes):
         a.flags.writeable = False
         return a
     return a.copy()
@@ -153,15 +154,25 @@ class Layer:
         self.value_momentum = 0.05
 
     def __getstate__(self) -> dict:
-        """Pickling (and ``copy.deepcopy``) gives a layer arrays of its own: a read-only array
-        shared with a copy goes out as a private copy, so two layers that shared it come back
-        with one array each, not one writable array between them."""
+        """Pickling (and ``copy.deepcopy``) keeps copy-on-write: a read-only array shared with a
+        copy goes out as itself with its name noted, and comes back read-only again
+        (:meth:`__setstate__`). Two layers pickled together that shared an array so share its
+        unpickled twin, each owning it before a write; an optimiser pickled beside the layer
+        still finds its parameter (its state refers to the same array)."""
         state = self.__dict__.copy()
-        for key in ("params", "state"):
-            arrays = state.get(key)
-            if arrays and any(is_shared(a) for a in arrays.values()):
-                state[key] = {k: a.copy() if is_shared(a) else a for k, a in arrays.items()}
+        shared = [(key, k) for key in ("params", "state") for k, a in state.get(key, {}).items()
+                  if is_shared(a)]
+        if shared:
+            state["_shared_on_pickle"] = shared
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        shared = state.pop("_shared_on_pickle", ())
+        self.__dict__.update(state)
+        for key, k in shared:
+            a = self.__dict__[key][k]
+            if type(a) is np.ndarray:
+                a.flags.writeable = False   # in place, even a view: it stays the same object
 
     @property
     def grads(self) -> MutableMapping:
