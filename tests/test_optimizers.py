@@ -315,11 +315,16 @@ def test_a_copy_with_inherited_state_trains_exactly_like_its_parent():
     for layer in child.layers():
         for name, st in copt._state.get(layer, {}).items():
             assert st["param"] is layer.params[name] and st["t"] == 3
-            assert not np.shares_memory(st["m"], opt._state[_twin(g, child, layer)][name]["m"])
+            parent_st = opt._state[_twin(g, child, layer)][name]
+            assert st["m"] is parent_st["m"] and not st["m"].flags.writeable   # copy-on-write
     for _ in range(2):
         step(g, opt)
         step(child, copt)
     np.testing.assert_array_equal(child(x), g(x))
+    for layer in child.layers():
+        for name, st in copt._state.get(layer, {}).items():
+            assert st["t"] == 5 and st["m"].flags.writeable
+            assert not np.shares_memory(st["m"], opt._state[_twin(g, child, layer)][name]["m"])
     fresh_child = g.copy()                 # without the state the steps differ
     step(g, opt)
     step(fresh_child, opt.copy())
@@ -369,6 +374,9 @@ def test_state_arrays_round_trip_through_a_saved_model():
     (lambda a: a.pop("0/weight/t"), "lacks its step count"),
     (lambda a: a.update({"0/weight/t": np.float64(2.5)}), "step count"),
     (lambda a: a.update({"weight/m": np.zeros(3)}), "is not"),
+    (lambda a: a.update({"0/weight/shape": a["0/weight/m"]}), "keeps"),
+    (lambda a: a.update({"0/weight/m": np.full_like(a["0/weight/m"], np.nan)}), "finite"),
+    (lambda a: a.pop("0/weight/v"), "lacks"),
 ])
 def test_load_state_arrays_rejects_state_of_another_model(change, message):
     g, opt, x, step = _graph_and_steps()
@@ -396,3 +404,43 @@ def test_optimiser_state_survives_transport_with_shared_arrays():
     step(g2, o2)
     np.testing.assert_array_equal(g2(x), g(x))
     np.testing.assert_array_equal(keep(x), out)
+
+
+def test_a_model_back_from_a_worker_still_passes_its_state_to_copies():
+    """Arrays unpickled by the process transport (protocol 4) can be shared copy-on-write, so
+    the children of a model that came back from a worker inherit its optimiser state."""
+    import pickle
+
+    from tinyevo.app.executors import _dumps
+    from tinyevo.layers.base import share
+
+    big = pickle.loads(pickle.dumps(np.zeros(1024, np.float32), protocol=4))
+    assert share(big) is big and not big.flags.writeable
+    g, opt, x, step = _graph_and_steps()
+    o2, g2 = pickle.loads(_dumps((opt, g)))
+    child, copt = g2.copy(), o2.copy()
+    assert copt.inherit(child, o2) == sum(len(layer.params) for layer in child.layers())
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_an_optimiser_copied_with_its_model_keeps_its_state(how):
+    import copy
+    import pickle
+
+    g, opt, x, step = _graph_and_steps()
+    child = g.copy()
+    copt = opt.copy()
+    copt.inherit(child, opt)                     # moments shared copy-on-write
+    pair = (copt, child, opt, g)
+    o2, c2, o1, g1 = (pickle.loads(pickle.dumps(pair)) if how == "pickle"
+                      else copy.deepcopy(pair))
+    for o, m in ((o2, c2), (o1, g1)):
+        for layer in m.layers():
+            for name, st in o._state.get(layer, {}).items():
+                assert st["param"] is layer.params[name] and st["t"] == 3
+    step(c2, o2)
+    step(g, opt)
+    np.testing.assert_array_equal(c2(x), g(x))   # as if never copied
+    out = g1(x)
+    step(c2, o2)
+    np.testing.assert_array_equal(g1(x), out)    # and the twin it shared moments with is apart

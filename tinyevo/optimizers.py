@@ -24,7 +24,7 @@ import numpy as np
 
 from tinyevo import backend as B
 from tinyevo.backend import get_array_module
-from tinyevo.layers.base import Layer, own
+from tinyevo.layers.base import Layer, is_shared, own, share
 
 __all__ = ["Optimizer", "SGD", "Descent", "Momentum", "Nesterov", "Adam", "NAdam", "AdamW",
            "RMSProp", "AdaGrad", "OPTIMIZERS", "optimizer_from_spec"]
@@ -46,13 +46,37 @@ def model_layers(model: Any) -> list[Layer]:
 
 
 class Optimizer:
-    """Base class; subclasses implement ``_step(param, grad, state)`` in place."""
+    """Base class; subclasses implement ``_step(param, grad, state)`` in place and name the
+    arrays it keeps per parameter in ``SLOTS``."""
 
     HYPER: tuple[str, ...] = ()
+    SLOTS: tuple[str, ...] = ()     # per-parameter state arrays (moments), besides the step count
 
     def __init__(self, learning_rate: float) -> None:
         self.learning_rate = learning_rate
         self._state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __getstate__(self) -> dict:
+        """Pickling and ``copy.deepcopy`` carry the state as (layer, states) items, so that
+        beside its model the optimiser finds the copied layers; moments shared copy-on-write
+        with another optimiser come back read-only (see :meth:`inherit`)."""
+        d = self.__dict__.copy()
+        items = list(self._state.items())
+        d["_state"] = items
+        d["_shared_slots"] = [(i, name, k) for i, (_, states) in enumerate(items)
+                              for name, st in states.items() for k in self.SLOTS
+                              if is_shared(st.get(k))]
+        return d
+
+    def __setstate__(self, d: dict) -> None:
+        shared = d.pop("_shared_slots", ())
+        items = d.pop("_state", ())
+        self.__dict__.update(d)
+        for i, name, k in shared:
+            a = items[i][1][name][k]
+            if type(a) is np.ndarray:
+                a.flags.writeable = False
+        self._state = weakref.WeakKeyDictionary(items)
 
     @property
     def learning_rate(self) -> float:
@@ -81,6 +105,9 @@ class Optimizer:
                 if st is None or st["param"] is not p or st["shape"] != p.shape:
                     st = states[name] = {"param": p, "shape": p.shape, "t": 0}
                 st["t"] += 1
+                for k in self.SLOTS:            # moments inherited copy-on-write
+                    if is_shared(st.get(k)):
+                        st[k] = st[k].copy()
                 self._step(p, g, st)
                 g[...] = 0
 
@@ -94,9 +121,11 @@ class Optimizer:
 
         A model copy holds its parent's arrays copy-on-write, so a parameter a child inherited
         unchanged is the very array its parent's optimiser has moments for; that state is
-        copied over (moments as private copies, step count as is). A parameter that mutation
-        resized or added is a new array and starts fresh. Sources of another optimiser type
-        are ignored. Returns the number of parameters that got state.
+        taken over (moments shared copy-on-write too: whichever optimiser steps first copies
+        them; step count as is). A parameter that mutation resized or added is a new array and
+        starts fresh. Sources of another optimiser type are ignored. Only NumPy arrays are
+        shared by copies, so on CuPy a child's optimiser starts fresh. Returns the number of
+        parameters that got state.
 
             >>> child_opt.inherit(child_model, parent_opt)        # doctest: +SKIP
         """
@@ -116,7 +145,7 @@ class Optimizer:
                 if st is None or st["param"] is not p:
                     continue
                 self._state.setdefault(layer, {})[name] = {
-                    k: v if k in _KEPT_AS_IS else v.copy() for k, v in st.items()}
+                    k: v if k in _KEPT_AS_IS else share(v) for k, v in st.items()}
                 taken += 1
         return taken
 
@@ -131,9 +160,9 @@ class Optimizer:
                 if st["param"] is not layer.params.get(name):
                     continue
                 out[f"{i}/{name}/t"] = np.asarray(st["t"], dtype=np.int64)
-                for k, v in st.items():
-                    if k not in _KEPT_AS_IS:
-                        out[f"{i}/{name}/{k}"] = B.to_numpy(v)
+                for k in self.SLOTS:
+                    if k in st:
+                        out[f"{i}/{name}/{k}"] = np.array(B.to_numpy(st[k]))   # a copy
         return out
 
     def load_state_arrays(self, model: Any, arrays: dict[str, Any]) -> None:
@@ -142,7 +171,7 @@ class Optimizer:
         loaded: dict[tuple[int, str], dict] = {}
         for key, a in arrays.items():
             parts = key.split("/")
-            if len(parts) != 3 or not parts[0].isdigit():
+            if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit()):
                 raise ValueError(f"optimiser state key {key!r} is not "
                                  "'<layer index>/<parameter>/<slot>'")
             i, name, slot = int(parts[0]), parts[1], parts[2]
@@ -157,15 +186,27 @@ class Optimizer:
                     raise ValueError(f"optimiser state {key!r}: expected a step count >= 0, got "
                                      f"an array of shape {t.shape} and dtype {t.dtype}")
                 st["t"] = int(t)
+            elif slot not in self.SLOTS:
+                raise ValueError(f"optimiser state {key!r}: {type(self).__name__} keeps "
+                                 f"{list(self.SLOTS) or 'no arrays'} besides 't', not {slot!r}; "
+                                 "it belongs to another optimiser")
             else:
                 if tuple(np.shape(a)) != tuple(p.shape):
                     raise ValueError(f"optimiser state {key!r} has shape {np.shape(a)}, its "
                                      f"parameter {p.shape}; it belongs to another model")
-                st[slot] = get_array_module(p).asarray(a, dtype=p.dtype).copy()
+                host = np.asarray(a)
+                if host.dtype.kind != "f" or not np.isfinite(host).all():
+                    raise ValueError(f"optimiser state {key!r}: expected finite floating-point "
+                                     f"values, got dtype {host.dtype}")
+                st[slot] = get_array_module(p).asarray(host, dtype=p.dtype).copy()
         for (i, name), st in loaded.items():
             if "t" not in st:
                 raise ValueError(f"optimiser state of layer {i} parameter {name!r} lacks its "
                                  "step count 't'")
+            missing = [k for k in self.SLOTS if k not in st]
+            if st["t"] > 0 and missing:
+                raise ValueError(f"optimiser state of layer {i} parameter {name!r} lacks "
+                                 f"{missing} after {st['t']} steps")
         for layer in layers:
             self._state.pop(layer, None)
         for (i, name), st in loaded.items():
@@ -211,6 +252,7 @@ class Momentum(SGD):
     """Heavy-ball momentum: v = rho * v + lr * g; p -= v."""
 
     HYPER = ("rho",)
+    SLOTS = ("v",)
 
     def __init__(self, learning_rate: float = 0.01, rho: float = 0.9) -> None:
         super().__init__(learning_rate)
@@ -240,6 +282,7 @@ class Adam(Optimizer):
     """Adam with bias correction (Kingma & Ba)."""
 
     HYPER = ("beta1", "beta2", "eps")
+    SLOTS = ("m", "v")
 
     def __init__(self, learning_rate: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8) -> None:
@@ -302,6 +345,7 @@ class RMSProp(Optimizer):
     """RMSProp: v = rho * v + (1 - rho) * g^2; p -= lr * g / (sqrt(v) + eps)."""
 
     HYPER = ("rho", "eps")
+    SLOTS = ("v",)
 
     def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, eps: float = 1e-8) -> None:
         super().__init__(learning_rate)
@@ -320,6 +364,7 @@ class AdaGrad(Optimizer):
     """AdaGrad: v += g^2; p -= lr * g / (sqrt(v) + eps)."""
 
     HYPER = ("eps",)
+    SLOTS = ("v",)
 
     def __init__(self, learning_rate: float = 0.1, eps: float = 1e-8) -> None:
         super().__init__(learning_rate)

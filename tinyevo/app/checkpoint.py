@@ -29,6 +29,7 @@ from tinyevo.optimizers import optimizer_from_spec
 __all__ = ["save_checkpoint", "load_checkpoint", "persist", "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = "checkpoint"
+OPTIMIZERS_FILE = "optimizers.npz"
 FORMAT, VERSION = "tinyevo.checkpoint", 1
 
 
@@ -50,11 +51,12 @@ def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict
         if opt is not None and hasattr(opt, "state_arrays"):
             opt_arrays.update({f"{i}/{k}": a for k, a in opt.state_arrays(graph).items()})
     doc = {"format": FORMAT, "version": VERSION, "tinyevo": __version__,
-           "generation": population.generation, "members": members, "state": state}
+           "generation": population.generation, "members": members, "state": state,
+           "optimizer_state": OPTIMIZERS_FILE}
     target = Path(mdir) / CHECKPOINT_DIR
     with atomic_dir(target) as tmp:
         write_npz(tmp / "members.npz", arrays)
-        write_npz(tmp / "optimizers.npz", opt_arrays)
+        write_npz(tmp / OPTIMIZERS_FILE, opt_arrays)
         write_json(tmp / "state.json", doc)
     return target
 
@@ -72,8 +74,18 @@ def load_checkpoint(mdir: str | os.PathLike) -> tuple[Population, dict] | None:
                          f"version {doc['version']}); upgrade tinyevo to resume it")
     arrays = read_npz(folder / "members.npz")
     # Optimiser state (moments, step counts); checkpoints from before it was kept have none.
-    opt_path = folder / "optimizers.npz"
+    opt_path = folder / OPTIMIZERS_FILE
+    if doc.get("optimizer_state") and not opt_path.exists():
+        raise ValueError(f"{folder} is damaged: {OPTIMIZERS_FILE} (the optimisers' state) is "
+                         "missing, so the run cannot go on as it would have; remove the folder "
+                         "or use another mdir")
     opt_arrays = read_npz(opt_path) if opt_path.exists() else {}
+    with_opt = {str(i) for i, m in enumerate(doc.get("members", []))
+                if isinstance(m, dict) and m.get("optimizer") is not None}
+    stray = [k for k in opt_arrays if k.split("/", 1)[0] not in with_opt]
+    if stray:
+        raise ValueError(f"{folder} is damaged: optimiser state {stray[0]!r} belongs to no member "
+                         "with an optimiser; remove the folder or use another mdir")
     members = []
     try:
         for i, m in enumerate(doc["members"]):

@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import copyreg
 import dataclasses
 import functools
 import hashlib
-import io
 import logging
 import multiprocessing
 import os
@@ -44,7 +42,6 @@ import threading
 import time
 import traceback
 import uuid
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -819,24 +816,9 @@ def _short(obj: Any) -> str:
 
 # --------------------------------------------------------------------- transport
 def _dumps(obj: Any) -> bytes:
-    """Pickle for inter-process transport only (never for files): optimisers keep their
-    per-layer state in a WeakKeyDictionary, which plain pickle refuses; here it travels as its
-    items, and the layers it refers to stay the same objects as in the model beside it.
-    Protocol 4, not 5: NumPy unpickles protocol 5 arrays as views of the pickle's buffer, which
-    a model copy cannot share copy-on-write (:func:`tinyevo.layers.share` copies views), so the
-    children of a model that came back from a worker would lose their inherited arrays'
-    identity, and with it the optimiser state that goes with them."""
-    buf = io.BytesIO()
-    pickler = pickle.Pickler(buf, protocol=4)
-    pickler.dispatch_table = {**copyreg.dispatch_table,
-                              weakref.WeakKeyDictionary: _reduce_weak_key_dict}
-    pickler.dump(obj)
-    return buf.getvalue()
-
-
-def _reduce_weak_key_dict(d: weakref.WeakKeyDictionary) -> tuple:
-    return _weak_key_dict, (list(d.items()),)
-
-
-def _weak_key_dict(items: list) -> weakref.WeakKeyDictionary:
-    return weakref.WeakKeyDictionary(items)
+    """Pickle for inter-process transport only (never for files). Protocol 4, not 5: NumPy
+    unpickles protocol 5 arrays as views of the pickle's buffer, which a model copy cannot share
+    copy-on-write (:func:`tinyevo.layers.share` copies views), so the children of a model that
+    came back from a worker would lose their inherited arrays' identity, and with it the
+    optimiser state that goes with them (:meth:`tinyevo.optimizers.Optimizer.inherit`)."""
+    return pickle.dumps(obj, protocol=4)

@@ -471,13 +471,26 @@ def _jsonable_config(config: FitConfig) -> dict:
     return d
 
 
+_BEFORE_IT_EXISTED = {"optimizer_state": "reset"}   # what runs did before the setting came
+
+
 def _check_resume(state: dict, config: FitConfig, kind: str, sample_shape: tuple,
                   nclasses: int, mdir: Path) -> None:
-    saved = state.get("config", {})
+    saved = dict(state.get("config", {}))
     mine = _jsonable_config(config)
-    # A setting added after the checkpoint was written counts as its default there.
+    # A setting added after the checkpoint was written counts as its default there, except
+    # where runs did something else before it existed: those go on with what is asked now.
     defaults = _jsonable_config(FitConfig())
-    differ = [k for k in mine if saved.get(k, defaults[k]) != mine[k]]
+    for k, before in _BEFORE_IT_EXISTED.items():
+        if k not in saved:
+            saved[k] = before
+            if mine[k] != before:
+                log.warning("%s was written before the setting %s existed (its runs used %r); "
+                            "the run goes on with %r, so it will not end as the older version "
+                            "would have ended it", mdir, k, before, mine[k])
+                saved[k] = mine[k]
+    saved = {**defaults, **saved}
+    differ = [k for k in mine if saved[k] != mine[k]]
     if (state.get("kind") != kind or list(state.get("sample_shape", [])) != list(sample_shape)
             or state.get("nclasses") != nclasses):
         raise ValueError(f"fit: the checkpoint in {mdir} is for {state.get('kind')} data of "

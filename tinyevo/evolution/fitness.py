@@ -369,6 +369,8 @@ class GpuFitness(AbstractFitness):
     The model's layer arrays are moved there (``layer.to()``) and, when they were on the host,
     moved back after, to free device memory between candidates. Data in ``f`` must be on the
     device too (wrap iterators in GpuIterator). With the NumPy backend this is a pass-through.
+    Moving replaces the arrays, so optimiser state kept by ``TrainThenFitness`` inside it is not
+    used again (the optimiser starts fresh each evaluation).
 
         >>> GpuFitness(AccuracyFitness(GpuIterator(valid)))  # doctest: +SKIP
     """
