@@ -55,7 +55,7 @@ class FitConfig:
     batch_size: int = 32
     batches_per_generation: int | None = None   # None: one pass over the training split
     budget_growth: float = 0.1                  # extra share of batches per generation
-    valid_fraction: float = 0.2
+    valid_fraction: float = 0.3
     augment: bool = False                       # +-1 pixel shifts of image batches
     seed: int = 0
     elites: int = 2
@@ -74,7 +74,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         time_limit: float | None = None, target_fitness: float | None = None,
         population_size: int = 12, batch_size: int = 32,
         batches_per_generation: int | None = None, budget_growth: float = 0.1,
-        valid_fraction: float = 0.2, augment: bool = False, mdir: str | Path | None = None,
+        valid_fraction: float = 0.3, augment: bool = False, mdir: str | Path | None = None,
         callbacks: Sequence[Callable] | Callable = (), seed: int | None = None,
         executor: Any = None, search_space: Any = None, mutation: Any = None,
         crossover: Any = None, strategy: Any = None, widths: tuple[int, int] = (8, 32),
