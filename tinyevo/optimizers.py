@@ -30,9 +30,6 @@ __all__ = ["Optimizer", "SGD", "Descent", "Momentum", "Nesterov", "Adam", "NAdam
            "RMSProp", "AdaGrad", "OPTIMIZERS", "optimizer_from_spec"]
 
 
-_KEPT_AS_IS = ("param", "shape", "t")   # per-parameter state that is not an array of its own
-
-
 def model_layers(model: Any) -> list[Layer]:
     """The layers of a layer, a Sequential/graph (anything with ``layers()``) or an iterable."""
     if isinstance(model, Layer):
@@ -106,8 +103,8 @@ class Optimizer:
                     st = states[name] = {"param": p, "shape": p.shape, "t": 0}
                 st["t"] += 1
                 for k in self.SLOTS:            # moments inherited copy-on-write
-                    if is_shared(st.get(k)):
-                        st[k] = st[k].copy()
+                    if k in st:
+                        own(st, k)
                 self._step(p, g, st)
                 g[...] = 0
 
@@ -145,7 +142,7 @@ class Optimizer:
                 if st is None or st["param"] is not p:
                     continue
                 self._state.setdefault(layer, {})[name] = {
-                    k: v if k in _KEPT_AS_IS else share(v) for k, v in st.items()}
+                    **st, **{k: share(st[k]) for k in self.SLOTS if k in st}}
                 taken += 1
         return taken
 

@@ -483,12 +483,11 @@ def _check_resume(state: dict, config: FitConfig, kind: str, sample_shape: tuple
     defaults = _jsonable_config(FitConfig())
     for k, before in _BEFORE_IT_EXISTED.items():
         if k not in saved:
-            saved[k] = before
             if mine[k] != before:
                 log.warning("%s was written before the setting %s existed (its runs used %r); "
                             "the run goes on with %r, so it will not end as the older version "
                             "would have ended it", mdir, k, before, mine[k])
-                saved[k] = mine[k]
+            saved[k] = mine[k]
     saved = {**defaults, **saved}
     differ = [k for k in mine if saved[k] != mine[k]]
     if (state.get("kind") != kind or list(state.get("sample_shape", [])) != list(sample_shape)
