@@ -36,6 +36,15 @@ def f64():
     B.set_floatx(np.float64)
 
 
+@pytest.fixture(params=["highs", "milp"])
+def solver(request, monkeypatch):
+    """Both ways to HiGHS: scipy's bindings directly (where they work), scipy.optimize.milp."""
+    if request.param == "highs" and not S._direct_ok():
+        pytest.skip("scipy's HiGHS bindings cannot be called directly here")
+    monkeypatch.setattr(S, "DIRECT_HIGHS", request.param == "highs")
+    return request.param
+
+
 def nouts(g):
     return [v.nout for v in g.vertices]
 
@@ -176,7 +185,7 @@ def test_shrinking_is_consistent_across_an_adds_inputs():
     assert g["c2"].nin == [3]
 
 
-def test_fast_path_and_milp_agree_on_a_single_source():
+def test_fast_path_and_milp_agree_on_a_single_source(solver):
     g = chain("conv2d", (4, 9, 5))
     g["l2"].layer.neuron_value = np.random.default_rng(0).random(9)
     spec = g["l2"]
@@ -299,7 +308,7 @@ def test_neuron_value_defaults():
     assert neuron_value(g["bn"]).shape == (6,)
 
 
-def test_solver_reports_infeasible_as_none():
+def test_solver_reports_infeasible_as_none(solver):
     inp = input_vertex("in", 4)
     bn = vertex(BatchNorm(4), inp)
     assert solve_selection({bn: 5}, neuron_value) is None
@@ -391,7 +400,7 @@ def test_weight_norms_of_shared_arrays_are_computed_once_for_parent_and_copies(m
 
 
 @pytest.mark.parametrize("build", sorted(BUILDERS))
-def test_relaxed_requests_solved_side_by_side_match_one_program(monkeypatch, build):
+def test_relaxed_requests_solved_side_by_side_match_one_program(monkeypatch, solver, build):
     """A relaxed request (change by at least one, as close to the target as possible) is solved
     as one program per side of the current size; the answer is the single big-M program's."""
     g = BUILDERS[build]("dense")
@@ -417,7 +426,7 @@ def test_relaxed_requests_solved_side_by_side_match_one_program(monkeypatch, bui
 
 
 @pytest.mark.parametrize("split", [3, 0])        # side by side, or one program with big-M
-def test_concat_of_one_input_twice_takes_the_nearest_even_size(monkeypatch, split):
+def test_concat_of_one_input_twice_takes_the_nearest_even_size(monkeypatch, solver, split):
     monkeypatch.setattr(S, "MAX_SPLIT", split)
     inp = input_vertex("in", 3)
     d1 = vertex(Dense(3, 20, "relu"), inp, name="d1")
@@ -432,23 +441,88 @@ def test_concat_of_one_input_twice_takes_the_nearest_even_size(monkeypatch, spli
 
 
 @pytest.mark.parametrize("values, weights, cap, calls", [
-    ([100.0, 0.01], [1.0, 2.0], 1.5, 2),         # relaxed s = (1, 0.25): fixing s1 is in the gap
-    ([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], 2.5, 3),  # e.g. (1, 0.25, 0): 20 % off, branch and bound
+    ([100.0, 0.01], [1.0, 2.0], 1.5, ["lp", "lp", "lp"]),      # s = (1, 0.25): rounded down
+    ([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], 2.5,                    # (1, 0.25, 0): 20 % off, so
+     ["lp", "lp", "lp", "mip", "mip"]),                          # near, then branch and bound
 ])
-def test_fractional_relaxation_searches_its_fractional_variables_first(monkeypatch, values,
-                                                                       weights, cap, calls):
+def test_fractional_relaxation_is_rounded_then_searched(monkeypatch, solver, values, weights,
+                                                        cap, calls):
     """max values @ s with weights @ s <= cap (s binary): the answer is the optimum either way;
-    the whole program goes to branch and bound only when fixing the LP's integral variables
-    falls outside the optimality gap."""
+    the fractional variables are rounded each way first (an infeasible rounding is an LP that
+    fails), the program goes to branch and bound only when that falls outside the optimality
+    gap."""
     from scipy import sparse as sp
-    from scipy.optimize import Bounds, LinearConstraint
 
     made = []
-    real = S.milp
-    monkeypatch.setattr(S, "milp", lambda *a, **k: made.append(1) or real(*a, **k))
+
+    def counted(kind, real):
+        return lambda self, *a: made.append(kind) or real(self, *a)
+
+    for cls in (S._Program, S._HighsProgram):
+        for kind in ("lp", "mip"):
+            if kind in cls.__dict__:
+                monkeypatch.setattr(cls, kind, counted(kind, cls.__dict__[kind]))
     n = len(values)
-    x = S._solve(-np.array(values), np.ones(n), Bounds(np.zeros(n), np.ones(n)),
-                 LinearConstraint(sp.csr_array(np.array([weights])), -np.inf, cap))
+    program = S._program(-np.array(values), sp.csr_array(np.array([weights])),
+                         np.array([-np.inf]), np.array([cap]))
+    assert isinstance(program, S._HighsProgram) == (solver == "highs")
+    x = S._solve(program, np.ones(n), np.zeros(n), np.ones(n))
     assert set(x) == {0.0, 1.0} and np.dot(weights, x) <= cap
     assert np.dot(values, x) == max(values)                 # the integer optimum
-    assert len(made) == calls
+    assert made == calls
+
+
+def _kept_value(sel, values):
+    return sum(values[v][idx[idx >= 0]].sum() for v, idx in sel.outputs.items() if v in values)
+
+
+@pytest.mark.parametrize("build", sorted(BUILDERS))
+def test_direct_highs_and_milp_give_equally_good_selections(monkeypatch, build):
+    """The direct path to HiGHS (model passed once, re-solved from the last basis, fractional
+    relaxations rounded) answers the programs scipy.optimize.milp answers: the same sizes and,
+    within the optimality gap, as valuable neurons."""
+    if not S._direct_ok():
+        pytest.skip("scipy's HiGHS bindings cannot be called directly here")
+    rng = np.random.default_rng(3)
+    g = BUILDERS[build]("conv2d")
+    values = {v: rng.random(v.nout) for v in g.vertices if v.layer is not None and v.layer.params}
+
+    def value_fn(v):
+        return values.get(v)
+
+    monkeypatch.setattr(S, "_fast_path", lambda *a, **k: None)
+    compared = 0
+    for v in list(values):
+        for delta in (-3, -1, 2, 5):
+            for relaxed in (False, True):
+                target = max(1, v.nout + delta)
+                got = {}
+                for direct in (True, False):
+                    monkeypatch.setattr(S, "DIRECT_HIGHS", direct)
+                    got[direct] = solve_selection({v: target}, value_fn, relaxed=relaxed)
+                assert (got[True] is None) == (got[False] is None)
+                if got[True] is None:
+                    continue
+                compared += 1
+                assert got[True].sizes() == got[False].sizes()
+                a, b = _kept_value(got[True], values), _kept_value(got[False], values)
+                assert a >= b * (1 - 2 * S.MIP_GAP) - 1e-9
+    assert compared >= 10
+
+
+def test_broken_highs_bindings_fall_back_to_milp(monkeypatch, caplog):
+    """Bindings that raise or answer wrongly are noticed once, and milp does the work."""
+    class Broken:
+        def __getattr__(self, name):
+            raise AttributeError(name)
+
+    monkeypatch.setattr(S, "_highs", Broken())
+    monkeypatch.setattr(S, "_DIRECT_CHECKED", [])
+    with caplog.at_level("DEBUG", logger="tinyevo.graph"):
+        assert not S._direct_ok()
+    assert "cannot be called directly" in caplog.text
+    program = S._program(np.array([-1.0]), S.sparse.csr_array(np.ones((1, 1))),
+                         np.array([-np.inf]), np.array([0.5]))
+    assert type(program) is S._Program
+    x = S._solve(program, np.ones(1), np.zeros(1), np.ones(1))
+    np.testing.assert_array_equal(x, [0.0])

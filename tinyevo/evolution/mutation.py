@@ -226,24 +226,32 @@ class HighUtilityMutationProbability(MutationProbability):
         self.spread = float(spread)
         self.value_fn = value_fn or neuron_value
         self._mean: float | None = None
+        self._means: dict[Vertex, float | None] | None = None
 
     def probability(self, v: Any) -> float:
         if not isinstance(v, Vertex):
             return self.p
-        value = _mean_value(v, self.value_fn)
-        mean = self._mean if self._mean is not None else _graph_mean_value(v, self.value_fn)
+        if self._means is not None and v in self._means:
+            value, mean = self._means[v], self._mean
+        else:
+            value, mean = _mean_value(v, self.value_fn), _graph_mean_value(v, self.value_fn)
         if value is None or mean is None or mean <= 0:
             return self.p
         r = min(max(value / mean, 1e-3), 1e3)
         return float(self.p ** (r ** (self._sign * self.spread)))
 
     def mutate_all(self, xs: list) -> list:
+        # Every probability is drawn before anything is mutated: each vertex's mean value is
+        # computed once, for itself and for the graph's mean.
         vs = [x for x in xs if isinstance(x, Vertex)]
-        self._mean = _graph_mean_value(vs[0], self.value_fn) if vs else None
+        if vs:
+            self._means = {u: _mean_value(u, self.value_fn) for u in connected(vs[0])}
+            known = [m for m in self._means.values() if m is not None]
+            self._mean = float(np.mean(known)) if known else None
         try:
             return super().mutate_all(xs)
         finally:
-            self._mean = None
+            self._mean = self._means = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.m!r}, {self.p}, spread={self.spread})"

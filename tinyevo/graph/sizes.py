@@ -38,6 +38,11 @@ from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse.csgraph import connected_components
 
+try:                                 # scipy's own HiGHS bindings (private): see _HighsProgram
+    from scipy.optimize._highspy import _core as _highs
+except ImportError:                  # pragma: no cover - a scipy without them
+    _highs = None
+
 from tinyevo.graph.vertex import Vertex
 
 __all__ = ["solve_selection", "Selection", "ValueFn", "component"]
@@ -59,6 +64,13 @@ MIP_GAP = 1e-3
 # A relaxed request on up to this many sizes is solved side by side (2 ** n programs at most,
 # usually one); more sizes are solved as one program with a binary per size.
 MAX_SPLIT = 3
+# A relaxation with at most this many fractional integer variables is rounded each way (2 ** n
+# small LPs) before branch and bound is tried.
+ROUND_MAX = 4
+# Solve through scipy's HiGHS bindings directly where they work (_HighsProgram); False: always
+# scipy.optimize.milp.
+DIRECT_HIGHS = True
+_DIRECT_CHECKED: list[bool] = []
 
 
 @dataclass
@@ -462,7 +474,7 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
                          key=lambda ch: sum(a != toward for a, (_, _, toward) in zip(ch, sides)))
     A = sparse.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                          shape=(len(rlo), nvar))
-    constraints = LinearConstraint(A, np.array(rlo), np.array(rhi))
+    program = _program(c, A, np.array(rlo), np.array(rhi))
     best, best_obj = None, np.inf
     for choice in choices:
         lo, hi = lb.copy(), ub.copy()
@@ -473,7 +485,7 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
                 hi[z] = min(hi[z], now - 1)
         if (lo > hi).any():
             continue
-        x = _solve(c, integrality, Bounds(lo, hi), constraints)
+        x = _solve(program, integrality, lo, hi)
         if x is None:
             continue
         obj = float(c @ x)
@@ -488,39 +500,185 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
     return {v: _indices(keep[spaces[v]], new[spaces[v]]) for v in comp}
 
 
-def _solve(c, integrality, bounds, constraints) -> np.ndarray | None:
+def _solve(program: _Program, integrality: np.ndarray, lb: np.ndarray,
+           ub: np.ndarray) -> np.ndarray | None:
     """The LP relaxation first: these models are nearly totally unimodular, so its optimum is
-    usually integral, hence optimal, at a fraction of the branch-and-bound cost. Where it is
-    not, the integer variables it already has integral are fixed and only the few fractional
-    ones are searched; that answer is taken when it is within ``MIP_GAP`` of the relaxation's
-    bound (so of the optimum), else the whole program goes to branch and bound."""
-    options = {"time_limit": TIME_LIMIT, "disp": False, "presolve": PRESOLVE}
-    lp = milp(c, integrality=np.zeros_like(integrality), bounds=bounds,
-              constraints=constraints, options=options)
-    if lp.x is None:
-        logger.debug("neuron selection LP: %s", lp.message)
+    usually integral, hence optimal, at a fraction of the branch-and-bound cost. Where a few
+    integer variables are fractional, each is rounded down and up (every combination, up to
+    ``ROUND_MAX`` of them) with all integer variables fixed and the continuous ones re-solved;
+    the best is taken when it is within ``MIP_GAP`` of the relaxation's optimum (a bound on the
+    integer one). Else the integer variables the LP has integral are fixed and only the
+    fractional ones searched by branch and bound, under the same test; else the whole program
+    goes to branch and bound."""
+    lp = program.lp(lb, ub)
+    if lp is None:
         return None
+    x, bound = lp
     ints = integrality.astype(bool)
-    optimal = lp.status == 0                    # not stopped at the time limit: a true bound
-    frac = ints & (np.abs(lp.x - np.round(lp.x)) >= 1e-7)
-    if optimal and not frac.any():
-        return _rounded(lp.x, ints)
-    mip_options = {**options, "mip_rel_gap": MIP_GAP}
-    with _quiet_stdout():       # HiGHS's MIP solver can print to the C stdout despite disp
-        if optimal:
-            fixed = ints & ~frac
-            lb, ub = np.array(bounds.lb, dtype=float), np.array(bounds.ub, dtype=float)
-            lb[fixed] = ub[fixed] = np.round(lp.x[fixed])
-            near = milp(c, integrality=integrality, bounds=Bounds(lb, ub),
-                        constraints=constraints, options=mip_options)
-            if near.x is not None and near.fun - lp.fun <= MIP_GAP * max(abs(lp.fun), 1.0):
-                return _rounded(near.x, ints)
-        res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints,
-                   options=mip_options)
-    if res.x is None:
-        logger.debug("neuron selection MILP: %s", res.message)
-        return None
-    return _rounded(res.x, ints)
+    frac = ints & (np.abs(x - np.round(x)) >= 1e-7)
+    if not frac.any():
+        return _rounded(x, ints)
+
+    def close(fun: float) -> bool:
+        return fun - bound <= MIP_GAP * max(abs(bound), 1.0)
+
+    if frac.sum() <= ROUND_MAX:
+        fixed = np.round(x)
+        down = np.floor(x[frac])
+        best = None
+        for ups in itertools.product((0.0, 1.0), repeat=int(frac.sum())):
+            fixed[frac] = down + np.array(ups)
+            lo, hi = lb.copy(), ub.copy()
+            lo[ints] = hi[ints] = fixed[ints]
+            if (lo < lb).any() or (hi > ub).any():
+                continue
+            got = program.lp(lo, hi)
+            if got is not None and (best is None or got[1] < best[1]):
+                best = got
+        if best is not None and close(best[1]):
+            return _rounded(best[0], ints)
+    with _quiet_stdout():       # HiGHS's MIP solver can print to the C stdout despite options
+        lo, hi = lb.copy(), ub.copy()
+        fixed = ints & ~frac
+        lo[fixed] = hi[fixed] = np.round(x[fixed])
+        near = program.mip(integrality, lo, hi)
+        if near is not None and close(near[1]):
+            return _rounded(near[0], ints)
+        res = program.mip(integrality, lb, ub)
+    return None if res is None else _rounded(res[0], ints)
+
+
+class _Program:
+    """min ``c @ x`` subject to ``rlo <= A @ x <= rhi`` and bounds given per solve: its LP
+    relaxation (:meth:`lp`, the optimum or None) and its integer version (:meth:`mip`, the
+    best solution found, accepted at the time limit, or None). Solved by
+    ``scipy.optimize.milp``; see :class:`_HighsProgram` for the direct path."""
+
+    def __init__(self, c: np.ndarray, A: sparse.csr_array, rlo: np.ndarray,
+                 rhi: np.ndarray) -> None:
+        self.c = c
+        self.constraints = LinearConstraint(A, rlo, rhi)
+        self.options = {"time_limit": TIME_LIMIT, "disp": False, "presolve": PRESOLVE}
+
+    def lp(self, lb: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, float] | None:
+        res = milp(self.c, integrality=np.zeros(len(self.c)), bounds=Bounds(lb, ub),
+                   constraints=self.constraints, options=self.options)
+        if res.x is None or res.status != 0:
+            logger.debug("neuron selection LP: %s", res.message)
+            return None
+        return res.x, float(res.fun)
+
+    def mip(self, integrality: np.ndarray, lb: np.ndarray,
+            ub: np.ndarray) -> tuple[np.ndarray, float] | None:
+        res = milp(self.c, integrality=integrality, bounds=Bounds(lb, ub),
+                   constraints=self.constraints,
+                   options={**self.options, "mip_rel_gap": MIP_GAP})
+        if res.x is None:
+            logger.debug("neuron selection MILP: %s", res.message)
+            return None
+        return res.x, float(res.fun)
+
+
+class _HighsProgram(_Program):
+    """The same program given once to scipy's own HiGHS bindings and re-solved after bound
+    changes from the last basis. ``scipy.optimize.milp`` checks and converts its arguments in
+    Python on every call (about 1 ms, more than HiGHS takes on most of these programs) and
+    starts each solve from scratch; a generation of the operator benchmark solves some 150.
+    The bindings are private to scipy, so this path is taken only where they import and solve
+    a known program right (checked once, :func:`_direct_ok`)."""
+
+    def __init__(self, c: np.ndarray, A: sparse.csr_array, rlo: np.ndarray,
+                 rhi: np.ndarray) -> None:
+        h = _highs
+        self.c, self.n = c, len(c)
+        self.cols = np.arange(self.n, dtype=np.int32)
+        self.is_mip = False
+        self.highs = highs = h._Highs()
+        highs.setOptionValue("output_flag", False)
+        highs.setOptionValue("presolve", "on" if PRESOLVE else "off")
+        highs.setOptionValue("mip_rel_gap", MIP_GAP)
+        A = sparse.csr_array(A)
+        zeros = np.zeros(self.n)
+        status = highs.passModel(
+            self.n, A.shape[0], A.nnz, int(h.MatrixFormat.kRowwise), int(h.ObjSense.kMinimize),
+            0.0, np.ascontiguousarray(c, dtype=np.float64), zeros, zeros,
+            np.ascontiguousarray(rlo, dtype=np.float64),
+            np.ascontiguousarray(rhi, dtype=np.float64), A.indptr.astype(np.int32),
+            A.indices.astype(np.int32), A.data.astype(np.float64),
+            np.zeros(self.n, dtype=np.int32))
+        if status == h.HighsStatus.kError:
+            raise RuntimeError("HiGHS refused the model")
+
+    def _run(self, integrality: np.ndarray | None, lb: np.ndarray,
+             ub: np.ndarray) -> tuple[np.ndarray, float] | None:
+        h, highs = _highs, self.highs
+        mip = integrality is not None and bool(integrality.any())
+        if mip or self.is_mip:
+            kinds = (integrality if mip else np.zeros(self.n)).astype(np.uint8)
+            highs.changeColsIntegrality(self.n, self.cols, kinds)
+            self.is_mip = mip
+        highs.changeColsBounds(self.n, self.cols, np.asarray(lb, dtype=np.float64),
+                               np.asarray(ub, dtype=np.float64))
+        # HiGHS measures its time limit from the object's first run, not this one's.
+        highs.setOptionValue("time_limit", highs.getRunTime() + TIME_LIMIT)
+        if highs.run() == h.HighsStatus.kError:
+            return None
+        status = highs.getModelStatus()
+        info = highs.getInfo()
+        if status != h.HighsModelStatus.kOptimal:
+            stopped = (h.HighsModelStatus.kTimeLimit, h.HighsModelStatus.kIterationLimit,
+                       h.HighsModelStatus.kSolutionLimit)
+            if not (mip and status in stopped and info.objective_function_value < h.kHighsInf
+                    and info.primal_solution_status == h.SolutionStatus.kSolutionStatusFeasible):
+                logger.debug("neuron selection %s: %s", "MILP" if mip else "LP",
+                             highs.modelStatusToString(status))
+                return None
+        x = np.asarray(highs.getSolution().col_value, dtype=np.float64)
+        return x, float(self.c @ x)
+
+    def lp(self, lb: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, float] | None:
+        return self._run(None, lb, ub)
+
+    def mip(self, integrality: np.ndarray, lb: np.ndarray,
+            ub: np.ndarray) -> tuple[np.ndarray, float] | None:
+        return self._run(integrality, lb, ub)
+
+
+def _program(c: np.ndarray, A: sparse.csr_array, rlo: np.ndarray, rhi: np.ndarray) -> _Program:
+    if _direct_ok():
+        return _HighsProgram(c, A, rlo, rhi)
+    return _Program(c, A, rlo, rhi)
+
+
+def _direct_ok() -> bool:
+    """Whether :class:`_HighsProgram` may be used: ``DIRECT_HIGHS`` is on, the bindings import,
+    and they solve a known program right (checked once per process)."""
+    if not DIRECT_HIGHS or _highs is None:
+        return False
+    if not _DIRECT_CHECKED:
+        _DIRECT_CHECKED.append(_check_direct())
+    return _DIRECT_CHECKED[0]
+
+
+def _check_direct() -> bool:
+    """max x0 + 2 x1 + 3 x2 with x0 + x1 + x2 <= 1.5: the LP takes x2 and half of x1, the
+    integer program x2 alone; both must come back so, and the LP again after a bound change."""
+    try:
+        A = sparse.csr_array(np.ones((1, 3)))
+        p = _HighsProgram(np.array([-1.0, -2.0, -3.0]), A, np.array([-np.inf]),
+                          np.array([1.5]))
+        lb, ub = np.zeros(3), np.ones(3)
+        lp, ip = p.lp(lb, ub), p.mip(np.ones(3), lb, ub)
+        again = p.lp(lb, np.array([1.0, 1.0, 0.0]))
+        ok = (lp is not None and np.allclose(lp[0], [0, 0.5, 1]) and ip is not None
+              and np.allclose(ip[0], [0, 0, 1]) and again is not None
+              and np.allclose(again[0], [0.5, 1, 0]))
+    except Exception as e:                 # any change in the private bindings
+        logger.debug("scipy's HiGHS bindings cannot be called directly: %r", e)
+        return False
+    if not ok:
+        logger.debug("scipy's HiGHS bindings gave a wrong answer; using scipy.optimize.milp")
+    return ok
 
 
 def _rounded(x: np.ndarray, ints: np.ndarray) -> np.ndarray:
