@@ -526,3 +526,44 @@ def test_broken_highs_bindings_fall_back_to_milp(monkeypatch, caplog):
     assert type(program) is S._Program
     x = S._solve(program, np.ones(1), np.zeros(1), np.ones(1))
     np.testing.assert_array_equal(x, [0.0])
+
+
+def test_mean_value_is_the_mean_of_the_neuron_value(monkeypatch):
+    """Tracked, weight-norm (own and shared arrays) and missing values; the shared one is
+    computed once for a parent and its copies."""
+    from tinyevo.graph.value import mean_value
+
+    g = residual("conv2d")
+    randomise(g)
+    copy = g.copy()                                 # shares every array read-only
+    g["c1"].layer.neuron_value = np.array([1.0, 2.0, 6.0, 3.0, 1.0, 5.0], dtype=np.float32)
+    assert mean_value(g["c1"]) == pytest.approx(3.0)
+    for v in (g["c3"], copy["c3"], copy["c1"]):
+        assert mean_value(v) == pytest.approx(float(np.mean(neuron_value(v))))
+    assert mean_value(g["in"]) is None and mean_value(g["res"]) is None
+    calls = []
+    real = S_value._weight_value
+    monkeypatch.setattr(S_value, "_weight_value", lambda lay: calls.append(1) or real(lay))
+    fresh = g.copy()
+    first = mean_value(fresh["c3"])
+    assert mean_value(g.copy()["c3"]) == first and len(calls) <= 1
+    g["c1"].layer.neuron_value = np.array([1.0, np.nan, 1.0, 1.0, 1.0, 1.0], dtype=np.float32)
+    assert mean_value(g["c1"]) is None
+
+
+def test_neuron_classes_are_scipys_connected_components():
+    """The solver merges neurons that elementwise vertices tie with its own union of pairs;
+    it must number them as scipy.sparse.csgraph.connected_components does."""
+    from scipy import sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 50))
+        m = int(rng.integers(0, 70))
+        a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+        want = connected_components(sp.coo_array((np.ones(m), (a, b)), shape=(n, n)),
+                                    directed=False)
+        got = S._classes(n, a, b)
+        assert got[0] == want[0]
+        np.testing.assert_array_equal(got[1], want[1])

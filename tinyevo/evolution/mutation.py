@@ -48,6 +48,7 @@ from tinyevo.graph import add as add_vertex
 from tinyevo.graph import concat as concat_vertex
 from tinyevo.graph import vertex as layer_vertex
 from tinyevo.graph.surgery import Snapshot
+from tinyevo.graph.value import mean_value
 from tinyevo.graph.vertex import structure_version, touch
 from tinyevo.layers import Conv, GlobalPool, Layer, MaxPool, MeanPool
 from tinyevo.optimizers import OPTIMIZERS, Optimizer
@@ -914,6 +915,8 @@ def _solve(requests: dict[Vertex, int], value_fn: ValueFn | None) -> Selection |
 
 
 def _mean_value(v: Vertex, value_fn: ValueFn) -> float | None:
+    if value_fn is neuron_value:
+        return mean_value(v)
     u = value_fn(v)
     if u is None:
         return None

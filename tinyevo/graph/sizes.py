@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse.csgraph import connected_components
 
 try:                                 # scipy's own HiGHS bindings (private): see _HighsProgram
     from scipy.optimize._highspy import _core as _highs
@@ -327,8 +326,7 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
     if eq_pairs:
         a = np.concatenate([p[0] for p in eq_pairs])
         b = np.concatenate([p[1] for p in eq_pairs])
-        graph = sparse.coo_array((np.ones(len(a)), (a, b)), shape=(nvar_s, nvar_s))
-        ncls, label = connected_components(graph, directed=False)
+        ncls, label = _classes(nvar_s, a, b)
     else:
         ncls, label = nvar_s, np.arange(nvar_s)
     s_lb, s_ub = np.zeros(ncls), np.ones(ncls)
@@ -390,31 +388,43 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     vals: list[np.ndarray] = []
-    rlo: list[float] = []
-    rhi: list[float] = []
+    rlo: list[np.ndarray] = []
+    rhi: list[np.ndarray] = []
+    nrows = [0]
+
+    def add_rows(idx, coef, lo, hi):
+        """Rows ``lo <= coef[r] @ x[idx[r]] <= hi`` for each r (2-D idx and coef)."""
+        idx = np.asarray(idx).reshape(len(lo), -1)
+        rows.append(np.repeat(np.arange(nrows[0], nrows[0] + len(lo)), idx.shape[1]))
+        cols.append(idx.reshape(-1))
+        vals.append(np.broadcast_to(np.asarray(coef, dtype=float), idx.shape).reshape(-1))
+        rlo.append(np.broadcast_to(np.asarray(lo, dtype=float), (len(lo),)))
+        rhi.append(np.broadcast_to(np.asarray(hi, dtype=float), (len(lo),)))
+        nrows[0] += len(lo)
 
     def row(idx, coef, lo, hi):
-        rows.append(np.full(len(idx), len(rlo)))
-        cols.append(np.asarray(idx))
-        vals.append(np.asarray(coef, dtype=float))
-        rlo.append(lo)
-        rhi.append(hi)
+        add_rows(np.asarray(idx)[None, :], np.asarray(coef, dtype=float)[None, :], [lo], [hi])
 
-    for g, v in rep.items():                            # z_g = sum(s) + sum(n) of its space
-        cls = label[spaces[v]]
-        if len(np.unique(cls)) < len(cls):
-            # A neuron counted twice (a concat of one input twice): sizes are integral whenever
-            # s and n are, but declaring them so gives branch and bound the variables to branch
-            # on. Left continuous, HiGHS branched on single neurons for seconds (6,000 nodes on
-            # 196 variables) to prove an odd size out of reach; integral, it needs 1 node.
-            # (Declared for every program, they slow many others down tenfold.)
-            integrality[i_z:i_d] = 1
-        ni = n_index[cls]
-        ni = ni[ni >= 0]
-        idx = np.concatenate([cls, ni, [i_z + g]])
-        coef = np.ones(len(idx))
-        coef[-1] = -1.0
-        row(idx, coef, 0, 0)
+    # z_g = sum(s) + sum(n) over its space, one row per index space g.
+    cls_of = [label[spaces[rep[g]]] for g in range(ngroups)]
+    lens = np.array([len(cl) for cl in cls_of])
+    cls_all = np.concatenate(cls_of)
+    g_all = np.repeat(np.arange(ngroups), lens)
+    if len(np.unique(g_all * ncls + cls_all)) < len(cls_all):
+        # A neuron counted twice (a concat of one input twice): sizes are integral whenever
+        # s and n are, but declaring them so gives branch and bound the variables to branch
+        # on. Left continuous, HiGHS branched on single neurons for seconds (6,000 nodes on
+        # 196 variables) to prove an odd size out of reach; integral, it needs 1 node.
+        # (Declared for every program, they slow many others down tenfold.)
+        integrality[i_z:i_d] = 1
+    ni_all = n_index[cls_all]
+    has = ni_all >= 0
+    rows.append(nrows[0] + np.concatenate([g_all, g_all[has], np.arange(ngroups)]))
+    cols.append(np.concatenate([cls_all, ni_all[has], i_z + np.arange(ngroups)]))
+    vals.append(np.concatenate([np.ones(len(cls_all) + int(has.sum())), -np.ones(ngroups)]))
+    rlo.append(np.zeros(ngroups))
+    rhi.append(np.zeros(ngroups))
+    nrows[0] += ngroups
     for v in comp:
         t = targets.get(v)
         if t is not None and v not in relaxed_set:
@@ -423,17 +433,20 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
             ub[z] = min(ub[z], t)
     if (lb > ub).any():
         return None
-    for k, v in enumerate(valued):
+    if valued:
         # Deviation from the wanted size, relative, weighted by the vertex's largest value.
-        u = values[v]
-        want = targets.get(v, cur[v])
-        scale = np.abs(u).max()
-        t = max(1, want - int((u < 0).sum()))
-        z, j = i_z + zgroup[v], i_d + k
-        row(np.array([z, j]), np.array([1.0, -1.0]), -np.inf, t)             # z - d <= t
-        row(np.array([z, j]), np.array([1.0, 1.0]), t, np.inf)               # z + d >= t
+        scale = np.array([np.abs(values[v]).max() for v in valued])
+        t = np.array([max(1, targets.get(v, cur[v]) - int((values[v] < 0).sum()))
+                      for v in valued], dtype=float)
+        z = i_z + np.array([zgroup[v] for v in valued])
+        j = i_d + np.arange(len(valued))
+        zj = np.stack([z, j], axis=1)
+        add_rows(zj, [1.0, -1.0], np.full(len(t), -np.inf), t)              # z - d <= t
+        add_rows(zj, [1.0, 1.0], t, np.full(len(t), np.inf))                # z + d >= t
         c[j] += 0.1 * scale / t
-        row(np.array([j, i_m]), np.array([scale / t, -1.0]), -np.inf, 0)
+        add_rows(np.stack([j, np.full(len(j), i_m)], axis=1),               # m >= d scale / t
+                 np.stack([scale / t, np.full(len(j), -1.0)], axis=1),
+                 np.full(len(t), -np.inf), np.zeros(len(t)))
     c[i_m] += 0.8
     weight_relaxed = 10.0 * (sum(np.abs(u).sum() for u in values.values()) + 1.0) + 1e3
     for k, v in enumerate(relaxed_list):
@@ -473,8 +486,8 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
         choices = sorted(itertools.product((1, -1), repeat=len(sides)),
                          key=lambda ch: sum(a != toward for a, (_, _, toward) in zip(ch, sides)))
     A = sparse.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(len(rlo), nvar))
-    program = _program(c, A, np.array(rlo), np.array(rhi))
+                         shape=(nrows[0], nvar))
+    program = _program(c, A, np.concatenate(rlo), np.concatenate(rhi))
     best, best_obj = None, np.inf
     for choice in choices:
         lo, hi = lb.copy(), ub.copy()
@@ -498,6 +511,27 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
     keep = best[:ncls].astype(bool)[label]
     new = np.where(n_index >= 0, best[np.maximum(n_index, 0)], 0).astype(np.int64)[label]
     return {v: _indices(keep[spaces[v]], new[spaces[v]]) for v in comp}
+
+
+def _classes(n: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
+    """Connected components of n nodes joined by the pairs ``a[k] - b[k]``: their number and
+    each node's component, numbered in order of their lowest node (as scipy's
+    ``connected_components``, without its checks: these are small and called often)."""
+    root = np.arange(n)
+    while True:
+        ra, rb = root[a], root[b]
+        if (ra == rb).all():
+            break
+        low = np.minimum(ra, rb)
+        np.minimum.at(root, ra, low)                # each root points to the lowest it meets
+        np.minimum.at(root, rb, low)
+        while True:                                 # every node to its root's root
+            nxt = root[root]
+            if (nxt == root).all():
+                break
+            root = nxt
+    uniq, label = np.unique(root, return_inverse=True)
+    return len(uniq), label
 
 
 def _solve(program: _Program, integrality: np.ndarray, lb: np.ndarray,

@@ -23,7 +23,7 @@ from tinyevo import backend as B
 from tinyevo.graph.vertex import Vertex
 from tinyevo.layers.base import is_shared
 
-__all__ = ["neuron_value", "track_values", "value_cache"]
+__all__ = ["mean_value", "neuron_value", "track_values", "value_cache"]
 
 # Weight-norm values computed while a value_cache() is open: {id(layer): (refs, value)}, valid
 # while each ref still points at the layer's current parameter array (resizing replaces arrays).
@@ -69,13 +69,41 @@ def _weight_value(layer: Any) -> np.ndarray | None:
 
 
 def _shared_value(layer: Any, arrays: tuple) -> np.ndarray | None:
+    value = _shared_entry(layer, arrays)[1]
+    return None if value is None else value.copy()
+
+
+def _shared_entry(layer: Any, arrays: tuple) -> tuple:
+    """(refs, value, mean) for the layer's read-only arrays, computed once while they live."""
     key = (type(layer), *map(id, arrays))
     hit = _SHARED.get(key)
     if hit is None or not _alive(hit[0], arrays):
         def drop(_ref: Any, key: tuple = key) -> None:
             _SHARED.pop(key, None)
-        hit = _SHARED[key] = (tuple(weakref.ref(a, drop) for a in arrays), _weight_value(layer))
-    return None if hit[1] is None else hit[1].copy()
+        value = _weight_value(layer)
+        hit = _SHARED[key] = (tuple(weakref.ref(a, drop) for a in arrays), value, _mean(value))
+    return hit
+
+
+def mean_value(v: Vertex) -> float | None:
+    """The mean of :func:`neuron_value` ``(v)``, or None where ``v`` has no value or a non-finite
+    one (what utility-weighted mutation probabilities compare; computed once for parameters
+    shared by a parent and its copies, like the value)."""
+    layer = v.layer
+    if layer is None or layer.nout is None or not layer.params:
+        return None
+    if layer.neuron_value is None:
+        arrays = tuple(layer.params.values())
+        if all(is_shared(a) for a in arrays):
+            return _shared_entry(layer, arrays)[2]
+    return _mean(neuron_value(v))
+
+
+def _mean(value: Any) -> float | None:
+    if value is None:
+        return None
+    u = np.asarray(B.to_numpy(value), dtype=np.float64)
+    return float(u.mean()) if u.size and np.isfinite(u).all() else None
 
 
 @contextlib.contextmanager
