@@ -47,6 +47,30 @@ def test_fit_returns_the_last_generation_best_first(digits):
     assert all(getattr(c, "eval_time", 0) > 0 for c in population)
 
 
+def test_each_replaced_generation_is_freed_at_once(digits):
+    """Graphs are reference cycles: fit collects them after every generation, so the memory of
+    the models a generation replaced is free for the next one's (not left to the collector)."""
+    import gc
+    import weakref
+
+    x, y = digits
+    graphs = {}
+
+    def look(p):
+        # a vertex: the graph object itself is not in a cycle, its vertices are
+        graphs[p.generation] = [weakref.ref(c.graph().vertices[-1]) for c in p]
+
+    was = gc.isenabled()
+    gc.disable()                                  # only fit's own collection may free them
+    try:
+        te.fit(x, y, generations=2, callbacks=[look], **{**TINY, "population_size": 5})
+        alive = sum(r() is not None for r in graphs[1])
+    finally:
+        if was:
+            gc.enable()
+    assert len(graphs[1]) == 5 and alive <= TINY_ELITES
+
+
 def test_time_limit_does_not_start_a_generation_that_would_overrun(digits, monkeypatch):
     fit_module = sys.modules["tinyevo.app.fit"]     # (tinyevo.app.fit is also the function)
     clock = [1000.0]

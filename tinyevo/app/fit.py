@@ -15,6 +15,7 @@ result as a run that was never interrupted.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -196,6 +197,11 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
             t0 = time.monotonic()
             fitted = evaluate(population)
             fitted = Population(fitted.best_first(), fitted.generation)
+            # The generation just replaced is garbage now, but graphs are reference cycles:
+            # freed here, their memory is what the next generation's edits and training reuse
+            # (left to the collector's schedule, they wait and new arrays take fresh pages).
+            population = None
+            gc.collect()
             elapsed = elapsed0 + time.monotonic() - start
             last_seconds = time.monotonic() - t0
             if mdir is not None:
