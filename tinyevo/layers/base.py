@@ -358,27 +358,32 @@ class Layer:
         idx = np.asarray(indices, dtype=np.int64)
         if idx.ndim != 1:
             raise ValueError(f"{self!r}: neuron indices must be 1-D, got shape {idx.shape}")
+        new_mask = idx < 0
+        nnew = int(new_mask.sum())
+        top = int(idx.max()) if idx.size else -1
+        low = int(idx.min()) if idx.size else 0
+        src = np.where(new_mask, 0, idx)
+        at_new = np.flatnonzero(new_mask)
         for name, a in list(self.arrays().items()):
             axes = self.PARAM_AXES.get(name, (None, None))
             axis = axes[which]
             if axis is None:
                 continue
             size = a.shape[axis]
-            if idx.size and (idx.max() >= size or idx.min() < -1):
+            if top >= size or low < -1:
                 raise ValueError(f"{self!r}: neuron index out of range for {name} "
                                  f"(size {size}): {idx.tolist()}")
             xp = B.get_array_module(a)
-            new_mask = idx < 0
-            taken = xp.take(a, xp.asarray(np.where(new_mask, 0, idx)), axis=axis)
-            if new_mask.any():
+            taken = xp.take(a, xp.asarray(src), axis=axis)
+            if nnew:
                 shape = list(a.shape)
-                shape[axis] = int(new_mask.sum())
+                shape[axis] = nnew
                 if which == 0 or axes[0] == axes[1]:
                     fill = self._new_out_values(name, tuple(shape), axis, B.rng(rng))
                 else:
                     fill = np.zeros(shape, dtype=a.dtype)
                 sl = [slice(None)] * a.ndim
-                sl[axis] = xp.asarray(np.flatnonzero(new_mask))
+                sl[axis] = xp.asarray(at_new)
                 taken[tuple(sl)] = xp.asarray(fill, dtype=a.dtype)
             target = self.params if name in self.params else self.state
             target[name] = xp.ascontiguousarray(taken)
