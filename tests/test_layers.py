@@ -690,6 +690,19 @@ def test_grow_dense_dense_preserves_function(xp):
     np.testing.assert_allclose(_np(b(a(x)[0])[0]), before, rtol=0, atol=1e-12)
 
 
+def test_new_neurons_get_the_seeds_spread():
+    """New output neurons' weights: mean 0 and standard deviation 1 / prod(block), the seed's
+    (uniform, so bounded by sqrt(3) / prod(block)); their bias is zero."""
+    conv = Conv(20, 4, (3, 3))
+    conv.select_out([0, 1, 2, 3] + [-1] * 300, rng=np.random.default_rng(0))
+    new = _np(conv.params["weight"])[4:]
+    block = 20 * 3 * 3
+    assert new.shape == (300, 20, 3, 3)
+    assert abs(new.std() * block - 1.0) < 0.02 and abs(new.mean() * block) < 0.02
+    assert np.abs(new).max() <= np.sqrt(3.0) / block * (1 + 1e-6)
+    assert not _np(conv.params["bias"])[4:].any()
+
+
 @pytest.mark.parametrize("nd", [1, 2])
 def test_grow_conv_bn_conv_preserves_function(xp, nd):
     B.set_floatx(np.float64)
