@@ -543,7 +543,8 @@ def _solve(program: _Program, integrality: np.ndarray, lb: np.ndarray,
     the best is taken when it is within ``MIP_GAP`` of the relaxation's optimum (a bound on the
     integer one). Else the integer variables the LP has integral are fixed and only the
     fractional ones searched by branch and bound, under the same test; else the whole program
-    goes to branch and bound."""
+    goes to branch and bound. (Rounding is tried only where re-solving is cheap: through
+    ``scipy.optimize.milp`` each small LP costs a millisecond.)"""
     lp = program.lp(lb, ub)
     if lp is None:
         return None
@@ -556,7 +557,7 @@ def _solve(program: _Program, integrality: np.ndarray, lb: np.ndarray,
     def close(fun: float) -> bool:
         return fun - bound <= MIP_GAP * max(abs(bound), 1.0)
 
-    if frac.sum() <= ROUND_MAX:
+    if program.cheap_resolve and frac.sum() <= ROUND_MAX:
         fixed = np.round(x)
         down = np.floor(x[frac])
         best = None
@@ -587,6 +588,10 @@ class _Program:
     relaxation (:meth:`lp`, the optimum or None) and its integer version (:meth:`mip`, the
     best solution found, accepted at the time limit, or None). Solved by
     ``scipy.optimize.milp``; see :class:`_HighsProgram` for the direct path."""
+
+    # Whether a re-solve after a bound change is cheap (warm-started, no per-call overhead):
+    # only then are fractional relaxations rounded by small LPs before branch and bound.
+    cheap_resolve = False
 
     def __init__(self, c: np.ndarray, A: sparse.csr_array, rlo: np.ndarray,
                  rhi: np.ndarray) -> None:
@@ -620,6 +625,8 @@ class _HighsProgram(_Program):
     starts each solve from scratch; a generation of the operator benchmark solves some 150.
     The bindings are private to scipy, so this path is taken only where they import and solve
     a known program right (checked once, :func:`_direct_ok`)."""
+
+    cheap_resolve = True
 
     def __init__(self, c: np.ndarray, A: sparse.csr_array, rlo: np.ndarray,
                  rhi: np.ndarray) -> None:
