@@ -11,9 +11,8 @@ strategy does is timed: selection, copies, crossover, mutation. Training and eva
 The aim (issue #4): well under 1 s per generation. Between timed generations the previous one's
 children are freed (``gc.collect()``), as ``fit`` does every generation. Both orders are timed,
 alternating: the default chain (all crossovers, then all mutations, each child copied once more)
-and ``pairwise=True``
-(CrossoverThenMutate: a crossed model is copied once). The time is split into copying
-(``CompGraph.copy``), the size solver (``solve_selection``), parameter surgery
+and ``pairwise=True`` (CrossoverThenMutate: a crossed model is copied once). The time is split
+into copying (``CompGraph.copy``), the size solver (``solve_selection``), parameter surgery
 (``apply_selection``) and the rest.
 
 Run with ``python benchmarks/bench_generation.py [--repeat 5]`` or under pytest-benchmark:

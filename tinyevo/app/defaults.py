@@ -47,7 +47,7 @@ from tinyevo.evolution.strategies import (
     TournamentSelection,
     evolve_model,
 )
-from tinyevo.graph import select_neurons
+from tinyevo.graph import select_neurons, value_cache
 from tinyevo.optimizers import Adam, AdamW, Momentum, NAdam, Nesterov, RMSProp
 from tinyevo.search import (
     ArchSpace,
@@ -156,12 +156,15 @@ class GraphMutation:
         self.max_params = max_params
 
     def __call__(self, graph: Any) -> Any:
-        if graph.nparams() < self.max_params:
-            self.growing(graph)
-        self.other(graph)
-        if len(graph.vertices) > 5:
-            self.remove(graph)
-        select_neurons(graph)
+        # Nothing trains while a graph is mutated: each layer's weight-norm value is computed
+        # once for all the passes and selections below (until surgery replaces its arrays).
+        with value_cache():
+            if graph.nparams() < self.max_params:
+                self.growing(graph)
+            self.other(graph)
+            if len(graph.vertices) > 5:
+                self.remove(graph)
+            select_neurons(graph)
         return graph
 
     def __repr__(self) -> str:

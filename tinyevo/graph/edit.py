@@ -205,9 +205,12 @@ def add_edge(src: Vertex, dst: Vertex, *, value_fn: ValueFn | None = None,
     if why:
         logger.info("add_edge(%r, %r): %s", src.name, dst.name, why)
         return False
-    _apply_pending(connected(src), None, None)
-    _apply_pending(connected(dst), None, None)
-    snap = Snapshot({**dict.fromkeys(connected(src)), **dict.fromkeys(connected(dst))})
+    around = connected(src)
+    _apply_pending(around, None, None)
+    if dst not in around:                           # two graphs
+        _apply_pending(connected(dst), None, None)
+        around = list({**dict.fromkeys(around), **dict.fromkeys(connected(dst))})
+    snap = Snapshot(around)
     if dst.op == "concat":
         size, extra = dst.nout, src.nout
         new = np.zeros(size, dtype=np.int64)

@@ -392,19 +392,16 @@ class Layer:
 
     def _new_out_values(self, name: str, shape: tuple, axis: int,
                         rng: np.random.Generator) -> np.ndarray:
-        """Values for new output neurons: weights with the seed's spread, standard deviation
-        ``1 / prod(block)``, zeros for everything else. Subclasses override for their own arrays.
+        """Values for new output neurons; the seed's choice: randn(block) / prod(block) for
+        weights, zeros for everything else. Subclasses override for their own arrays.
 
-        The seed draws them from a normal distribution (``randn(block) / prod(block)``); these are
-        uniform with the same mean and standard deviation, which NumPy draws four times faster
-        (a generation of the operator benchmark draws some 20 million). Nothing reads them at
-        first (their consumers' weights are zero), so only their spread matters."""
+        (Uniform draws with the same spread are four times cheaper for NumPy; tried, the digits
+        runs of five seeds all ended lower, 98.45-98.89 % against 98.67-99.11 %, so the
+        seed's normal draws stay.)"""
         if name == "weight":
             block = int(np.prod(shape)) // shape[axis]
-            new = rng.random(shape, dtype=np.float32)
-            half = np.float32(np.sqrt(3.0) / max(block, 1))       # U(-h, h) has std h / sqrt(3)
-            new *= 2 * half
-            new -= half
+            new = rng.standard_normal(shape, dtype=np.float32)
+            new /= np.float32(max(block, 1))
             return new
         return np.zeros(shape, dtype=np.float32)
 
