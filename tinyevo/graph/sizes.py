@@ -17,9 +17,11 @@ Objective (maximised): the total value of kept neurons minus ``0.1 * sum_v c_v |
 t_v`` and ``0.8 * max_v`` of the same (``c_v`` the vertex's largest value, ``t_v`` its wanted
 size less its negative-valued neurons), minus a tiny cost per new neuron. Exact mode requires
 ``nout_v == target`` for requested vertices; relaxed mode penalises the distance heavily and only
-requires that each requested vertex changes by at least one. ``scipy.optimize.milp`` (HiGHS)
-solves it, the LP relaxation first (usually integral already); a fast path handles the common
-case of a single source without the solver.
+requires that each requested vertex changes by at least one. HiGHS solves it, through scipy's
+own bindings where they work (:class:`_HighsProgram`), else ``scipy.optimize.milp``: the LP
+relaxation first (usually integral already), a few fractional variables rounded, branch and
+bound last (:func:`_solve`); a fast path handles the common case of a single source without the
+solver.
 """
 
 from __future__ import annotations
