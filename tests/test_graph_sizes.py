@@ -569,3 +569,45 @@ def test_neuron_classes_are_scipys_connected_components():
         got = S._classes(n, a, b)
         assert got[0] == want[0]
         np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_the_optimality_gap_is_measured_on_the_neurons_value(solver):
+    """max 60 s1 + 35 s2 + 35 s3 with 3 s1 + 2 s2 + 2 s3 <= 4, plus a fixed penalty of 30000
+    (a relaxed program whose target is out of reach): 0.1 % of the whole objective would accept
+    {s1} (60); measured on the neurons' value (130) only {s2, s3} (70) is close enough."""
+    from scipy import sparse as sp
+
+    c = np.array([-60.0, -35.0, -35.0, 30000.0])
+    A = sp.csr_array(np.array([[3.0, 2.0, 2.0, 0.0]]))
+    program = S._program(c, A, np.array([-np.inf]), np.array([4.0]))
+    lb, ub = np.array([0.0, 0.0, 0.0, 1.0]), np.ones(4)
+    x = S._solve(program, np.array([1.0, 1.0, 1.0, 0.0]), lb, ub, gap_scale=130.0)
+    if solver == "highs":
+        np.testing.assert_array_equal(x, [0, 1, 1, 1])
+    else:                     # milp's branch and bound takes a relative gap only
+        assert x[:3] @ [60, 35, 35] in (60, 70)
+
+
+def test_bindings_that_fail_mid_solve_hand_over_to_milp(monkeypatch, caplog):
+    """A direct program whose bindings raise during a solve finishes it with milp, and later
+    programs go straight to milp."""
+    if not S._direct_ok():
+        pytest.skip("scipy's HiGHS bindings cannot be called directly here")
+    from scipy import sparse as sp
+
+    monkeypatch.setattr(S, "_DIRECT_CHECKED", [True])
+    program = S._program(np.array([-1.0, -2.0]), sp.csr_array(np.ones((1, 2))),
+                         np.array([-np.inf]), np.array([1.0]))
+    assert isinstance(program, S._HighsProgram)
+
+    def broken(*a, **k):
+        raise AttributeError("changed bindings")
+
+    monkeypatch.setattr(program, "_run", broken)
+    with caplog.at_level("WARNING", logger="tinyevo.graph"):
+        x = S._solve(program, np.ones(2), np.zeros(2), np.ones(2))
+    np.testing.assert_array_equal(x, [0, 1])
+    assert "scipy.optimize.milp from now on" in caplog.text
+    assert not S._direct_ok()
+    assert type(S._program(np.ones(1), sp.csr_array(np.ones((1, 1))), np.array([0.0]),
+                           np.array([1.0]))) is S._Program

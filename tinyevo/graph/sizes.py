@@ -450,7 +450,8 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
                  np.stack([scale / t, np.full(len(j), -1.0)], axis=1),
                  np.full(len(t), -np.inf), np.zeros(len(t)))
     c[i_m] += 0.8
-    weight_relaxed = 10.0 * (sum(np.abs(u).sum() for u in values.values()) + 1.0) + 1e3
+    value_total = float(sum(np.abs(u).sum() for u in values.values()))
+    weight_relaxed = 10.0 * (value_total + 1.0) + 1e3
     for k, v in enumerate(relaxed_list):
         z, e = i_z + zgroup[v], i_e + k
         t = targets[v]
@@ -500,7 +501,7 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
                 hi[z] = min(hi[z], now - 1)
         if (lo > hi).any():
             continue
-        x = _solve(program, integrality, lo, hi)
+        x = _solve(program, integrality, lo, hi, gap_scale=value_total)
         if x is None:
             continue
         obj = float(c @ x)
@@ -536,8 +537,8 @@ def _classes(n: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
     return len(uniq), label
 
 
-def _solve(program: _Program, integrality: np.ndarray, lb: np.ndarray,
-           ub: np.ndarray) -> np.ndarray | None:
+def _solve(program: _Program, integrality: np.ndarray, lb: np.ndarray, ub: np.ndarray,
+           gap_scale: float | None = None) -> np.ndarray | None:
     """The LP relaxation first: these models are nearly totally unimodular, so its optimum is
     usually integral, hence optimal, at a fraction of the branch-and-bound cost. Where a few
     integer variables are fractional, each is rounded down and up (every combination, up to
@@ -546,7 +547,11 @@ def _solve(program: _Program, integrality: np.ndarray, lb: np.ndarray,
     integer one). Else the integer variables the LP has integral are fixed and only the
     fractional ones searched by branch and bound, under the same test; else the whole program
     goes to branch and bound. (Rounding is tried only where re-solving is cheap: through
-    ``scipy.optimize.milp`` each small LP costs a millisecond.)"""
+    ``scipy.optimize.milp`` each small LP costs a millisecond.)
+
+    The gap is measured against ``gap_scale``, the neurons' total value (default: the bound
+    itself): a relaxed program's objective also holds the heavy penalty for a missed target,
+    and 0.1 % of that would let through worse choices of neurons."""
     lp = program.lp(lb, ub)
     if lp is None:
         return None
@@ -556,8 +561,10 @@ def _solve(program: _Program, integrality: np.ndarray, lb: np.ndarray,
     if not frac.any():
         return _rounded(x, ints)
 
+    slack = MIP_GAP * max(abs(bound) if gap_scale is None else gap_scale, 1.0)
+
     def close(fun: float) -> bool:
-        return fun - bound <= MIP_GAP * max(abs(bound), 1.0)
+        return fun - bound <= slack
 
     if program.cheap_resolve and frac.sum() <= ROUND_MAX:
         fixed = np.round(x)
@@ -578,10 +585,10 @@ def _solve(program: _Program, integrality: np.ndarray, lb: np.ndarray,
         lo, hi = lb.copy(), ub.copy()
         fixed = ints & ~frac
         lo[fixed] = hi[fixed] = np.round(x[fixed])
-        near = program.mip(integrality, lo, hi)
+        near = program.mip(integrality, lo, hi, slack)
         if near is not None and close(near[1]):
             return _rounded(near[0], ints)
-        res = program.mip(integrality, lb, ub)
+        res = program.mip(integrality, lb, ub, slack)
     return None if res is None else _rounded(res[0], ints)
 
 
@@ -609,8 +616,10 @@ class _Program:
             return None
         return res.x, float(res.fun)
 
-    def mip(self, integrality: np.ndarray, lb: np.ndarray,
-            ub: np.ndarray) -> tuple[np.ndarray, float] | None:
+    def mip(self, integrality: np.ndarray, lb: np.ndarray, ub: np.ndarray,
+            abs_gap: float | None = None) -> tuple[np.ndarray, float] | None:
+        # (milp takes a relative gap only: branch and bound stops within MIP_GAP of the
+        # objective, penalties included.)
         res = milp(self.c, integrality=integrality, bounds=Bounds(lb, ub),
                    constraints=self.constraints,
                    options={**self.options, "mip_rel_gap": MIP_GAP})
@@ -634,6 +643,8 @@ class _HighsProgram(_Program):
                  rhi: np.ndarray) -> None:
         h = _highs
         self.c, self.n = c, len(c)
+        self.A, self.rlo, self.rhi = A, rlo, rhi
+        self.fallback: _Program | None = None
         self.cols = np.arange(self.n, dtype=np.int32)
         self.is_mip = False
         self.highs = highs = h._Highs()
@@ -652,14 +663,18 @@ class _HighsProgram(_Program):
         if status == h.HighsStatus.kError:
             raise RuntimeError("HiGHS refused the model")
 
-    def _run(self, integrality: np.ndarray | None, lb: np.ndarray,
-             ub: np.ndarray) -> tuple[np.ndarray, float] | None:
+    def _run(self, integrality: np.ndarray | None, lb: np.ndarray, ub: np.ndarray,
+             abs_gap: float | None = None) -> tuple[np.ndarray, float] | None:
         h, highs = _highs, self.highs
         mip = integrality is not None and bool(integrality.any())
         if mip or self.is_mip:
             kinds = (integrality if mip else np.zeros(self.n)).astype(np.uint8)
             highs.changeColsIntegrality(self.n, self.cols, kinds)
             self.is_mip = mip
+        if mip:
+            # branch and bound stops within abs_gap (the caller's scale), else MIP_GAP of it
+            highs.setOptionValue("mip_rel_gap", MIP_GAP if abs_gap is None else 0.0)
+            highs.setOptionValue("mip_abs_gap", 1e-6 if abs_gap is None else abs_gap)
         highs.changeColsBounds(self.n, self.cols, np.asarray(lb, dtype=np.float64),
                                np.asarray(ub, dtype=np.float64))
         # HiGHS measures its time limit from the object's first run, not this one's.
@@ -680,17 +695,39 @@ class _HighsProgram(_Program):
         return x, float(self.c @ x)
 
     def lp(self, lb: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, float] | None:
-        return self._run(None, lb, ub)
+        return self._guarded(None, lb, ub, None)
 
-    def mip(self, integrality: np.ndarray, lb: np.ndarray,
-            ub: np.ndarray) -> tuple[np.ndarray, float] | None:
-        return self._run(integrality, lb, ub)
+    def mip(self, integrality: np.ndarray, lb: np.ndarray, ub: np.ndarray,
+            abs_gap: float | None = None) -> tuple[np.ndarray, float] | None:
+        return self._guarded(integrality, lb, ub, abs_gap)
+
+    def _guarded(self, integrality, lb, ub, abs_gap):
+        """:meth:`_run`, or scipy.optimize.milp from the first failure of the bindings on (for
+        this program and every later one)."""
+        if self.fallback is None:
+            try:
+                return self._run(integrality, lb, ub, abs_gap)
+            except Exception as e:          # bindings that differ from those checked
+                _disable_direct(e)
+                self.fallback = _Program(self.c, self.A, self.rlo, self.rhi)
+        if integrality is None:
+            return self.fallback.lp(lb, ub)
+        return self.fallback.mip(integrality, lb, ub, abs_gap)
 
 
 def _program(c: np.ndarray, A: sparse.csr_array, rlo: np.ndarray, rhi: np.ndarray) -> _Program:
     if _direct_ok():
-        return _HighsProgram(c, A, rlo, rhi)
+        try:
+            return _HighsProgram(c, A, rlo, rhi)
+        except Exception as e:              # bindings that differ from those checked
+            _disable_direct(e)
     return _Program(c, A, rlo, rhi)
+
+
+def _disable_direct(e: BaseException) -> None:
+    logger.warning("scipy's HiGHS bindings failed (%r); solving with scipy.optimize.milp from "
+                   "now on", e)
+    _DIRECT_CHECKED[:] = [False]
 
 
 def _direct_ok() -> bool:
@@ -705,17 +742,20 @@ def _direct_ok() -> bool:
 
 def _check_direct() -> bool:
     """max x0 + 2 x1 + 3 x2 with x0 + x1 + x2 <= 1.5: the LP takes x2 and half of x1, the
-    integer program x2 alone; both must come back so, and the LP again after a bound change."""
+    integer program x2 alone; both must come back so, and the LP again after a bound change;
+    with x0 + x1 + x2 >= 5 neither has a solution."""
     try:
         A = sparse.csr_array(np.ones((1, 3)))
         p = _HighsProgram(np.array([-1.0, -2.0, -3.0]), A, np.array([-np.inf]),
                           np.array([1.5]))
         lb, ub = np.zeros(3), np.ones(3)
-        lp, ip = p.lp(lb, ub), p.mip(np.ones(3), lb, ub)
-        again = p.lp(lb, np.array([1.0, 1.0, 0.0]))
+        lp, ip = p._run(None, lb, ub), p._run(np.ones(3), lb, ub)
+        again = p._run(None, lb, np.array([1.0, 1.0, 0.0]))
+        never = _HighsProgram(np.ones(3), A, np.array([5.0]), np.array([np.inf]))
         ok = (lp is not None and np.allclose(lp[0], [0, 0.5, 1]) and ip is not None
               and np.allclose(ip[0], [0, 0, 1]) and again is not None
-              and np.allclose(again[0], [0.5, 1, 0]))
+              and np.allclose(again[0], [0.5, 1, 0])
+              and never._run(None, lb, ub) is None and never._run(np.ones(3), lb, ub) is None)
     except Exception as e:                 # any change in the private bindings
         logger.debug("scipy's HiGHS bindings cannot be called directly: %r", e)
         return False
