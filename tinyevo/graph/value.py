@@ -39,13 +39,14 @@ _SHARED: dict[tuple, tuple[tuple, Any]] = {}
 def neuron_value(v: Vertex) -> np.ndarray | None:
     """The value of each output neuron of ``v`` (a host array of ``v.nout_org``), or None when
     ``v`` has no parameters that produce its neurons."""
-    layer = v.layer
-    if layer is None or layer.nout is None or not layer.params:
+    layer = _valued_layer(v)
+    if layer is None:
         return None
+    shared = _shared_params(layer)
+    if shared is not None:
+        return _shared_value(layer, shared)
     if layer.neuron_value is None:
         arrays = tuple(layer.params.values())
-        if all(is_shared(a) for a in arrays):
-            return _shared_value(layer, arrays)
         if _DEPTH[0]:
             hit = _CACHE.get(id(layer))
             if hit is not None and _alive(hit[0], arrays):
@@ -89,14 +90,28 @@ def mean_value(v: Vertex) -> float | None:
     """The mean of :func:`neuron_value` ``(v)``, or None where ``v`` has no value or a non-finite
     one (what utility-weighted mutation probabilities compare; computed once for parameters
     shared by a parent and its copies, like the value)."""
-    layer = v.layer
-    if layer is None or layer.nout is None or not layer.params:
+    layer = _valued_layer(v)
+    if layer is None:
         return None
-    if layer.neuron_value is None:
-        arrays = tuple(layer.params.values())
-        if all(is_shared(a) for a in arrays):
-            return _shared_entry(layer, arrays)[2]
+    shared = _shared_params(layer)
+    if shared is not None:
+        return _shared_entry(layer, shared)[2]
     return _mean(neuron_value(v))
+
+
+def _valued_layer(v: Vertex) -> Any:
+    """``v``'s layer where it makes neurons of its own (parameters and an output size)."""
+    layer = v.layer
+    return layer if layer is not None and layer.nout is not None and layer.params else None
+
+
+def _shared_params(layer: Any) -> tuple | None:
+    """The layer's parameter arrays where its value is their weight norm and every one of them
+    is shared read-only (so the value can be kept while they live), else None."""
+    if layer.neuron_value is not None:
+        return None
+    arrays = tuple(layer.params.values())
+    return arrays if all(is_shared(a) for a in arrays) else None
 
 
 def _mean(value: Any) -> float | None:
