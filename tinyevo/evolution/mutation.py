@@ -233,9 +233,10 @@ class HighUtilityMutationProbability(MutationProbability):
         if not isinstance(v, Vertex):
             return self.p
         if self._means is not None and v in self._means:
-            value, mean = self._means[v], self._mean
+            means, mean = self._means, self._mean
         else:
-            value, mean = _mean_value(v, self.value_fn), _graph_mean_value(v, self.value_fn)
+            means, mean = _graph_means(v, self.value_fn)
+        value = means[v]
         if value is None or mean is None or mean <= 0:
             return self.p
         r = min(max(value / mean, 1e-3), 1e3)
@@ -246,9 +247,7 @@ class HighUtilityMutationProbability(MutationProbability):
         # computed once, for itself and for the graph's mean.
         vs = [x for x in xs if isinstance(x, Vertex)]
         if vs:
-            self._means = {u: _mean_value(u, self.value_fn) for u in connected(vs[0])}
-            known = [m for m in self._means.values() if m is not None]
-            self._mean = float(np.mean(known)) if known else None
+            self._means, self._mean = _graph_means(vs[0], self.value_fn)
         try:
             return super().mutate_all(xs)
         finally:
@@ -914,19 +913,11 @@ def _solve(requests: dict[Vertex, int], value_fn: ValueFn | None) -> Selection |
     return sel
 
 
-def _mean_value(v: Vertex, value_fn: ValueFn) -> float | None:
-    if value_fn is neuron_value:
-        return mean_value(v)
-    u = value_fn(v)
-    if u is None:
-        return None
-    u = np.asarray(B.to_numpy(u), dtype=np.float64)
-    return float(np.mean(u)) if u.size and np.isfinite(u).all() else None
-
-
-def _graph_mean_value(v: Vertex, value_fn: ValueFn) -> float | None:
-    means = [m for u in connected(v) if (m := _mean_value(u, value_fn)) is not None]
-    return float(np.mean(means)) if means else None
+def _graph_means(v: Vertex, value_fn: ValueFn) -> tuple[dict, float | None]:
+    """Each vertex's mean neuron value in ``v``'s graph, and the mean of those that have one."""
+    means = {u: mean_value(u, value_fn) for u in connected(v)}
+    known = [m for m in means.values() if m is not None]
+    return means, (float(np.mean(known)) if known else None)
 
 
 def _weightinit(w: Any) -> Any:

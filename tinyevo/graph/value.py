@@ -86,10 +86,12 @@ def _shared_entry(layer: Any, arrays: tuple) -> tuple:
     return hit
 
 
-def mean_value(v: Vertex) -> float | None:
-    """The mean of :func:`neuron_value` ``(v)``, or None where ``v`` has no value or a non-finite
-    one (what utility-weighted mutation probabilities compare; computed once for parameters
-    shared by a parent and its copies, like the value)."""
+def mean_value(v: Vertex, value_fn: Any = None) -> float | None:
+    """The mean of ``value_fn(v)`` (default :func:`neuron_value`), or None where ``v`` has no
+    value or a non-finite one (what utility-weighted mutation probabilities compare; for the
+    default, computed once for parameters shared by a parent and its copies, like the value)."""
+    if value_fn is not None and value_fn is not neuron_value:
+        return _mean(value_fn(v))
     layer = _valued_layer(v)
     if layer is None:
         return None
