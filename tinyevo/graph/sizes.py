@@ -391,15 +391,21 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
     rhi: list[np.ndarray] = []
     nrows = [0]
 
-    def add_rows(idx, coef, lo, hi):
-        """Rows ``lo <= coef[r] @ x[idx[r]] <= hi`` for each r (2-D idx and coef)."""
-        idx = np.asarray(idx).reshape(len(lo), -1)
-        rows.append(np.repeat(np.arange(nrows[0], nrows[0] + len(lo)), idx.shape[1]))
-        cols.append(idx.reshape(-1))
-        vals.append(np.broadcast_to(np.asarray(coef, dtype=float), idx.shape).reshape(-1))
-        rlo.append(np.broadcast_to(np.asarray(lo, dtype=float), (len(lo),)))
-        rhi.append(np.broadcast_to(np.asarray(hi, dtype=float), (len(lo),)))
+    def add_entries(r, idx, coef, lo, hi):
+        """Rows ``lo[k] <= sum(coef[e] * x[idx[e]] for the entries e with r[e] == k) <= hi[k]``."""
+        rows.append(nrows[0] + np.asarray(r))
+        cols.append(np.asarray(idx))
+        vals.append(np.asarray(coef, dtype=float))
+        rlo.append(np.asarray(lo, dtype=float))
+        rhi.append(np.asarray(hi, dtype=float))
         nrows[0] += len(lo)
+
+    def add_rows(idx, coef, lo, hi):
+        """Rows ``lo[k] <= coef[k] @ x[idx[k]] <= hi[k]`` (2-D idx, coef broadcast to it)."""
+        idx = np.asarray(idx).reshape(len(lo), -1)
+        add_entries(np.repeat(np.arange(len(lo)), idx.shape[1]), idx.reshape(-1),
+                    np.broadcast_to(np.asarray(coef, dtype=float), idx.shape).reshape(-1),
+                    lo, hi)
 
     def row(idx, coef, lo, hi):
         add_rows(np.asarray(idx)[None, :], np.asarray(coef, dtype=float)[None, :], [lo], [hi])
@@ -418,12 +424,10 @@ def _milp(comp, spaces, sources, eq_pairs, targets, relaxed_set, value_fn, pins,
         integrality[i_z:i_d] = 1
     ni_all = n_index[cls_all]
     has = ni_all >= 0
-    rows.append(nrows[0] + np.concatenate([g_all, g_all[has], np.arange(ngroups)]))
-    cols.append(np.concatenate([cls_all, ni_all[has], i_z + np.arange(ngroups)]))
-    vals.append(np.concatenate([np.ones(len(cls_all) + int(has.sum())), -np.ones(ngroups)]))
-    rlo.append(np.zeros(ngroups))
-    rhi.append(np.zeros(ngroups))
-    nrows[0] += ngroups
+    add_entries(np.concatenate([g_all, g_all[has], np.arange(ngroups)]),
+                np.concatenate([cls_all, ni_all[has], i_z + np.arange(ngroups)]),
+                np.concatenate([np.ones(len(cls_all) + int(has.sum())), -np.ones(ngroups)]),
+                np.zeros(ngroups), np.zeros(ngroups))
     for v in comp:
         t = targets.get(v)
         if t is not None and v not in relaxed_set:
@@ -559,16 +563,12 @@ def _solve(program: _Program, integrality: np.ndarray, lb: np.ndarray, ub: np.nd
         return _rounded(x, ints)
 
     slack = MIP_GAP * max(abs(bound) if gap_scale is None else gap_scale, 1.0)
-
-    def close(fun: float) -> bool:
-        return fun - bound <= slack
-
     with _quiet_stdout():       # HiGHS's MIP solver can print to the C stdout despite options
         lo, hi = lb.copy(), ub.copy()
         fixed = ints & ~frac
         lo[fixed] = hi[fixed] = np.round(x[fixed])
         near = program.mip(integrality, lo, hi, slack)
-        if near is not None and close(near[1]):
+        if near is not None and near[1] - bound <= slack:
             return _rounded(near[0], ints)
         res = program.mip(integrality, lb, ub, slack)
     return None if res is None else _rounded(res[0], ints)
@@ -626,8 +626,6 @@ class _HighsProgram(_Program):
         self.highs = highs = h._Highs()
         highs.setOptionValue("output_flag", False)
         highs.setOptionValue("presolve", "on" if PRESOLVE else "off")
-        highs.setOptionValue("mip_rel_gap", MIP_GAP)
-        A = sparse.csr_array(A)
         zeros = np.zeros(self.n)
         status = highs.passModel(
             self.n, A.shape[0], A.nnz, int(h.MatrixFormat.kRowwise), int(h.ObjSense.kMinimize),
