@@ -19,9 +19,9 @@ size less its negative-valued neurons), minus a tiny cost per new neuron. Exact 
 ``nout_v == target`` for requested vertices; relaxed mode penalises the distance heavily and only
 requires that each requested vertex changes by at least one. HiGHS solves it, through scipy's
 own bindings where they work (:class:`_HighsProgram`), else ``scipy.optimize.milp``: the LP
-relaxation first (usually integral already), a few fractional variables rounded, branch and
-bound last (:func:`_solve`); a fast path handles the common case of a single source without the
-solver.
+relaxation first (usually integral already), then branch and bound over its fractional
+variables alone, the whole program last (:func:`_solve`); a fast path handles the common
+case of a single source without the solver.
 """
 
 from __future__ import annotations

@@ -40,23 +40,24 @@ def neuron_value(v: Vertex) -> np.ndarray | None:
     """The value of each output neuron of ``v`` (a host array of ``v.nout_org``), or None when
     ``v`` has no parameters that produce its neurons."""
     layer = _valued_layer(v)
-    if layer is None:
-        return None
-    shared = _shared_params(layer)
+    return None if layer is None else _layer_value(layer, _shared_params(layer))
+
+
+def _layer_value(layer: Any, shared: tuple | None) -> np.ndarray | None:
+    """:func:`neuron_value` of a valued layer; ``shared`` is :func:`_shared_params` of it."""
     if shared is not None:
         return _shared_value(layer, shared)
-    if layer.neuron_value is None:
+    if layer.neuron_value is None and _DEPTH[0]:
         arrays = tuple(layer.params.values())
-        if _DEPTH[0]:
-            hit = _CACHE.get(id(layer))
-            if hit is not None and _alive(hit[0], arrays):
-                return None if hit[1] is None else hit[1].copy()
-            value = _weight_value(layer)
-            try:
-                _CACHE[id(layer)] = (tuple(weakref.ref(a) for a in arrays), value)
-            except TypeError:                   # an array type without weak references
-                return value
-            return None if value is None else value.copy()
+        hit = _CACHE.get(id(layer))
+        if hit is not None and _alive(hit[0], arrays):
+            return None if hit[1] is None else hit[1].copy()
+        value = _weight_value(layer)
+        try:
+            _CACHE[id(layer)] = (tuple(weakref.ref(a) for a in arrays), value)
+        except TypeError:                   # an array type without weak references
+            return value
+        return None if value is None else value.copy()
     return _weight_value(layer)
 
 
@@ -98,7 +99,7 @@ def mean_value(v: Vertex, value_fn: Any = None) -> float | None:
     shared = _shared_params(layer)
     if shared is not None:
         return _shared_entry(layer, shared)[2]
-    return _mean(neuron_value(v))
+    return _mean(_layer_value(layer, None))
 
 
 def _valued_layer(v: Vertex) -> Any:
