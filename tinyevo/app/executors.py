@@ -246,7 +246,7 @@ class _PoolEvaluator(Evaluator):
     def _evaluate(self, job: _Job, members: list, seeds: list) -> list:
         run = self._run
         tasks = [_Task(run.token, tuple(run.rounds), job.generation, i, seed, _dumps(member),
-                       os.getpid(), job.fitness is None)
+                       os.getpid(), job.fitness is None, backend=B.name())
                  for i, (member, seed) in enumerate(zip(members, seeds))]
         inflight: dict[cf.Future, tuple[int, float | None]] = {}
         try:
@@ -395,7 +395,7 @@ class ProcessEvaluator(_PoolEvaluator):
         with _single_threaded_environ():  # read by BLAS at import in spawned workers
             pool = cf.ProcessPoolExecutor(self.workers, mp_context=ctx,
                                           initializer=_init_worker,
-                                          initargs=(run.token, run.payload))
+                                          initargs=(run.token, run.payload, B.name()))
             # Start every worker now, inside the environment above and before any candidate's
             # clock runs (submit spawns a process while none is idle).
             pings = [pool.submit(os.getpid) for _ in range(self.workers)]
@@ -631,6 +631,7 @@ class _Task:
     parent_pid: int
     opaque: bool  # the subject is a plain callable of the candidate, not a fitness
     payload: bytes | None = None
+    backend: str = "numpy"  # the parent's array backend, which the worker uses too
 
 
 def _with_payload(task: _Task, run: _Run) -> _Task:
@@ -664,8 +665,9 @@ _WORKER: dict[str, _WorkerRun] = {}
 _WORKER_LOCK = threading.Lock()  # one candidate at a time per process: shared generator, data
 
 
-def _init_worker(token: str, payload: bytes) -> None:
+def _init_worker(token: str, payload: bytes, backend: str = "numpy") -> None:
     _pin_threads()
+    _use_backend(backend)
     _WORKER.clear()
     _WORKER[token] = _WorkerRun(pickle.loads(payload))
 
@@ -678,6 +680,7 @@ def _run_task(task: _Task, payload: bytes | None = None) -> tuple:
     """Evaluate one candidate in a worker: ('ok', fitted), ('need', None) or ('error', ...)."""
     if os.getpid() != task.parent_pid:
         _pin_threads()
+    _use_backend(task.backend)
     with _WORKER_LOCK:
         state = _WORKER.get(task.token)
         if state is None:
@@ -696,6 +699,13 @@ def _run_task(task: _Task, payload: bytes | None = None) -> tuple:
         return _guarded(lambda: _call_seeded(
             task.seed, functools.partial(evaluate_candidate, subject, task.generation),
             candidate))
+
+
+def _use_backend(backend: str) -> None:
+    """Candidates are evaluated on the parent's backend (CuPy arrays need CuPy selected to be
+    recognised); selecting it in a worker initialises CUDA there, after the fork."""
+    if B.name() != backend:
+        B.use(backend)
 
 
 def _call_seeded(seed: tuple, fn: Callable, candidate: Any) -> Any:
