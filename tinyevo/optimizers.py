@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyevo import _kernels
 from tinyevo import backend as B
 from tinyevo.backend import get_array_module
 from tinyevo.layers.base import Layer, is_shared, own, share
@@ -303,8 +304,15 @@ class Adam(Optimizer):
         return d
 
     def _step(self, p, g, st):
-        m, v = self._moments(p, g, st)
         t = st["t"]
+        if B.is_gpu(p):                         # one fused kernel instead of nine launches
+            m = st.setdefault("m", self._zeros(p))
+            v = st.setdefault("v", self._zeros(p))
+            _kernels.adam(p, g, m, v, self.beta1, self.beta2,
+                          self.learning_rate / (1.0 - self.beta1 ** t),
+                          1.0 / math.sqrt(1.0 - self.beta2 ** t), self.eps)
+            return
+        m, v = self._moments(p, g, st)
         step = m / self._denominator(v, t)
         step *= self.learning_rate / (1.0 - self.beta1 ** t)
         p -= step

@@ -38,14 +38,14 @@ def tiled(m: Any, *vectors: Any) -> tuple:
     rows, c = m.shape
     r = math.gcd(rows, max(1, 1024 // max(c, 1)))
     xp = get_array_module(m)
-    if r == 1:
+    if r == 1 or xp is not np:          # on a GPU the tiles would only add launches
         return (m, *vectors)
     return (m.reshape(rows // r, r * c), *(xp.tile(v, r) for v in vectors))
 
 
 def untile(v: Any, c: int) -> Any:
     """Sum a tiled per-column vector of length r * C back to length C."""
-    return v.reshape(-1, c).sum(axis=0)
+    return v if v.shape[0] == c else v.reshape(-1, c).sum(axis=0)
 
 
 # Bytes of one row block in the blocked passes below: a few arrays of it stay in L2 together.

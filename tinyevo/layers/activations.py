@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinyevo import _kernels
 from tinyevo.backend import get_array_module
 
 __all__ = ["Activation", "get", "NAMES"]
@@ -90,7 +91,11 @@ def _relu_b(dy, z, y):
 
 
 def _relu_b_out(dy, z, y, out):
-    get_array_module(dy).multiply(dy, y > 0, out=out)
+    xp = get_array_module(dy)
+    if xp is np:
+        np.multiply(dy, y > 0, out=out)
+    else:
+        _kernels.relu_backward(dy, y, out)      # one launch instead of two
 
 
 def _leaky_f(z):

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyevo import _kernels
 from tinyevo import backend as B
 from tinyevo.layers._layout import block_rows, for_blocks, from_cl, tiled, to_cl, untile
 from tinyevo.layers.base import Layer, own, register
@@ -62,13 +63,27 @@ class BatchNorm(Layer):
         m = xm.shape[0]
         gamma, beta = self.params["weight"], self.params["bias"]
         xp = B.get_array_module(x)
+        gpu = xp is not np
         act = self._activation
         # Every pass runs over row blocks of the tiled (M / r, r * C) view, in threads on NumPy:
         # elementwise work that NumPy would run on one core over several large temporaries.
         xt = tiled(xm)[0]
         nblocks = -(-xt.shape[0] // block_rows(xt))
         centred = None
-        if train:
+        if train and gpu:
+            # On a GPU: the centred two-pass statistics always (choosing, as below, would cost
+            # a host sync), column sums as matrix-vector products (a reduction over axis 0
+            # with few channels leaves most of the GPU idle), and the per-channel arithmetic
+            # in one kernel.
+            ones = xp.ones(m, dtype=xm.dtype)
+            mean = (ones @ xm) * (1.0 / m)
+            centred = xm - mean
+            var = (ones @ (centred * centred)) * (1.0 / m)
+            rm, rv = own(self.state, "running_mean"), own(self.state, "running_var")
+            invstd, scale = _kernels.bn_train_stats(mean, var, gamma, rm, rv, self.eps,
+                                                    self.momentum, m)
+            shift = beta
+        elif train:
             part = xp.empty((2, nblocks, xt.shape[1]), dtype=xt.dtype)
 
             def stats(k: int, a: int, b: int) -> None:
@@ -114,7 +129,10 @@ class BatchNorm(Layer):
                 keep[a:b] = yb
             act.forward_into(yb)
 
-        for_blocks(normalise, xt)
+        if gpu and keep is None and act.name in ("identity", "relu"):
+            _kernels.bn_affine(src, scale_t, shift_t, y, relu=act.name == "relu")
+        else:
+            for_blocks(normalise, xt)
         out = y.reshape(x_cl.shape)
 
         def backprop(dy: Any, need_dx: bool = True) -> Any:
@@ -125,6 +143,8 @@ class BatchNorm(Layer):
             dz = dyt if identity else xp.empty_like(dyt)
             # sum(dz * (x - mean)): from x itself where the forward found it well conditioned.
             cen = src if train else xt - tiled(xm, mean)[1]
+            if gpu and train:
+                return gpu_backprop(dyt, dz, cen, identity, need_dx)
             part = xp.empty((2, nblocks, dyt.shape[1]), dtype=dyt.dtype)
 
             def reduce(k: int, a: int, b: int) -> None:
@@ -168,6 +188,21 @@ class BatchNorm(Layer):
             dx = dx.reshape(x_cl.shape)
             return from_cl(dx) if x.ndim > 2 else dx
 
+        def gpu_backprop(dyt: Any, dz: Any, cen: Any, identity: bool, need_dx: bool) -> Any:
+            # The training backward pass of ``backprop`` in four launches on CuPy: the
+            # activation's gradient, two reductions, the per-channel coefficients, dx.
+            if not identity:
+                act.backward_into(dyt, keep, y, dz)
+            k, bb, cc = _kernels.bn_backward_coeffs(
+                ones @ dz, ones @ (dz * cen), gamma, invstd, self.grads["weight"],
+                self.grads["bias"], m)
+            if not need_dx:
+                return None
+            dx = xp.empty_like(dz) if identity else dz
+            _kernels.bn_grad_train(dz, cen, k, bb, cc, dx)
+            dx = dx.reshape(x_cl.shape)
+            return from_cl(dx) if x.ndim > 2 else dx
+
         return (from_cl(out) if x.ndim > 2 else out), backprop
 
     def _new_out_values(self, name: str, shape: tuple, axis: int,
@@ -186,3 +221,4 @@ class BatchNorm(Layer):
 def _sumsq(a: Any) -> Any:
     """Column sums of squares of a 2-D array without a squared temporary."""
     return B.get_array_module(a).einsum("ij,ij->j", a, a)
+
