@@ -50,17 +50,23 @@ def tinyevo_step(model: Sequential, opt: Adam, x, y):
     return step
 
 
-def torch_step(cin: int, x, y):
-    import torch
+def torch_net(cin: int):
     from torch import nn
 
-    net = nn.Sequential(
+    return nn.Sequential(
         nn.Conv2d(cin, 32, 3, padding="same"), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, 3, padding="same"), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10),
     )
+
+
+def torch_step(cin: int, x, y, device: str = "cpu"):
+    import torch
+    from torch import nn
+
+    net = torch_net(cin).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     lossf = nn.CrossEntropyLoss()
 
     def step():
