@@ -303,6 +303,10 @@ class GenerationBatches:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, config: FitConfig) -> None:
         self.x, self.y, self.config = x, y, config
+        self._device: tuple | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_device": None}    # workers move the data themselves
 
     def itergeneration(self, generation: int | None) -> list[tuple[Any, Any]]:
         g = 1 if generation is None else int(generation)
@@ -311,6 +315,12 @@ class GenerationBatches:
         n, bs = len(self.y), min(cfg.batch_size, len(self.y))
         nbatches = cfg.batches_at(g, n)
         order = np.concatenate([rng.permutation(n) for _ in range(-(-nbatches * bs // n))])
+        if B.name() != "numpy" and not cfg.augment:
+            # On a GPU the samples move there once; batches are gathered there.
+            x, y = self._device_arrays()
+            index = B.to_device(order[:nbatches * bs])
+            return [(x[index[b * bs:(b + 1) * bs]], y[index[b * bs:(b + 1) * bs]])
+                    for b in range(nbatches)]
         batches = []
         for b in range(nbatches):
             idx = order[b * bs:(b + 1) * bs]
@@ -319,6 +329,11 @@ class GenerationBatches:
                 xb = _shift(xb, rng)
             batches.append((B.to_device(xb), B.to_device(self.y[idx])))
         return batches
+
+    def _device_arrays(self) -> tuple[Any, Any]:
+        if self._device is None or self._device[0] != B.name():
+            self._device = (B.name(), B.to_device(self.x), B.to_device(self.y))
+        return self._device[1:]
 
     def __iter__(self):
         return iter(self.itergeneration(1))
@@ -362,6 +377,7 @@ class ClassifierFitness(AbstractFitness):
         xv, yv = valid
         self.valid = [(xv[i:i + batch_size], yv[i:i + batch_size])
                       for i in range(0, len(yv), batch_size)]
+        self._device: tuple | None = None
         self.tiebreak = tiebreak
         self.train = TrainThenFitness(train, logit_cross_entropy, Adam(), self._score,
                                       invalidfitness=0.0, time_limit=time_limit,
@@ -372,11 +388,10 @@ class ClassifierFitness(AbstractFitness):
     def _score(self, candidate: Any) -> float:
         model = candidate.graph()
         correct, loss, total = 0, 0.0, 0
-        for x, y in self.valid:
-            out = predict(model, B.to_device(x))
-            yd = B.to_device(y)
-            correct = correct + (out.argmax(axis=1) == yd).sum()
-            loss = loss + logit_cross_entropy(out, yd)[0] * len(y)
+        for x, y in self._valid_batches():
+            out = predict(model, x)
+            correct = correct + (out.argmax(axis=1) == y).sum()
+            loss = loss + logit_cross_entropy(out, y)[0] * len(y)
             total += len(y)
         accuracy, loss = float(correct) / total, float(loss) / total
         if not math.isfinite(loss):
@@ -384,6 +399,17 @@ class ClassifierFitness(AbstractFitness):
         if self.tiebreak == "size":
             return accuracy + min(1e-3, 1.0 / max(1, nparams(model)))
         return accuracy + 1e-3 / (1.0 + loss)
+
+    def _valid_batches(self) -> list[tuple[Any, Any]]:
+        """The validation batches on the current backend: moved to a GPU once."""
+        if B.name() == "numpy":
+            return self.valid
+        if self._device is None or self._device[0] != B.name():
+            self._device = (B.name(), [(B.to_device(x), B.to_device(y)) for x, y in self.valid])
+        return self._device[1]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_device": None}    # workers move the data themselves
 
     def __call__(self, candidate: Any, generation: int | None = None) -> float:
         t0 = time.perf_counter()
