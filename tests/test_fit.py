@@ -281,3 +281,22 @@ def test_default_strategy_children_own_their_models(pairwise):
     assert len({id(g) for g in mine}) == 3
     for g in mine:
         g.validate()
+
+
+def test_device_copies_of_the_data_stay_out_of_worker_payloads(digits):
+    # On a GPU, fit's batches and validation set keep device copies; a worker process gets the
+    # host arrays and makes its own (a pickled CuPy array would need CuPy to unpickle).
+    import pickle
+
+    from tinyevo.app.fit import ClassifierFitness, FitConfig, GenerationBatches
+
+    x, y = digits
+    batches = GenerationBatches(x, y, FitConfig())
+    fitness = ClassifierFitness(batches, (x[:20], y[:20]))
+    batches._device = fitness._device = ("cupy", "device arrays")
+    batches2 = pickle.loads(pickle.dumps(batches))
+    fitness2 = pickle.loads(pickle.dumps(fitness))
+    assert batches2._device is None and fitness2._device is None
+    assert batches._device is not None                      # the original keeps its copies
+    np.testing.assert_array_equal(batches2.x, x)
+    assert len(fitness2.valid) == 1 and fitness2.train.dataiter._device is None

@@ -1,9 +1,9 @@
 """Fused CuPy kernels for passes that the NumPy code writes as several array operations.
 
 On a GPU every array operation is a kernel launch costing ~10 us of host time, and a small
-model's training step is bound by those launches rather than by arithmetic: Adam's update was
-nine operations per parameter, a BatchNorm layer over forty per step. Each kernel here does
-one such pass in a single launch, with the same arithmetic in the same order as the NumPy code
+model's training step is bound by those launches rather than by arithmetic (Adam's update, for
+one, is about a dozen array operations per parameter). Each kernel here does one such pass in
+a single launch, with the same arithmetic in the same order as the NumPy code
 beside its call (which stays the reference: the GPU tests compare the two).
 
 Kernels are compiled on first use, so importing tinyevo never touches CUDA, and are used only
