@@ -229,3 +229,17 @@ def test_dask_survives_a_killed_worker(tmp_path, dask_client, serial_result):
     assert os.path.exists(tmp_path / "k")  # a worker did die
     assert evaluated.fitted and len(evaluated) == 4
     assert evaluated.fitnesses() == serial_result[0][0]  # nothing lost, nothing changed
+
+
+def test_a_cupy_run_starts_its_workers_by_spawn(monkeypatch):
+    # CUDA does not survive a fork once initialised, and the fork server imports tinyevo (which
+    # selects CuPy at import where TINYEVO_BACKEND says so): CuPy runs spawn their workers.
+    from tinyevo import backend as B
+
+    default = ProcessEvaluator(2)
+    assert default._start_method() == default.mp_context
+    monkeypatch.setattr(B, "name", lambda: "cupy")
+    assert default._start_method() == "spawn"
+    assert ProcessEvaluator(2, mp_context="forkserver")._start_method() == "forkserver"
+    with pytest.raises(ValueError, match="mp_context='fork' cannot start workers"):
+        ProcessEvaluator(2, mp_context="fork")._start_method()

@@ -103,6 +103,32 @@ def test_every_activation_agrees(name):
     _close(ref[1], gpu[1], f"{name}: input gradient")
 
 
+def _non_finite_run(backend):
+    B.use(backend)
+    te.seed(1)
+    rng = np.random.default_rng(0)
+    bn, dense = BatchNorm(3, "relu"), Dense(4, 5, "relu")
+    x = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+    x[0, 1, 0, 0] = np.nan
+    y, back = bn(B.to_device(x), train=True)
+    dy = np.ones(tuple(y.shape), np.float32)
+    dy[1, 2, 1, 1] = np.inf
+    dx = back(B.to_device(dy))
+    z, back2 = dense(B.to_device(rng.standard_normal((3, 4)).astype(np.float32)), train=True)
+    dz = np.ones(tuple(z.shape), np.float32)
+    dz[0, 0] = np.nan
+    dz[2, 1] = np.inf
+    return [B.to_numpy(a) for a in (y, dx, back2(B.to_device(dz)))]
+
+
+def test_non_finite_values_propagate_alike():
+    # A diverged model has to look diverged on both backends: the loss check relies on it.
+    for what, a, b in zip(("BatchNorm+ReLU output", "its input gradient", "Dense+ReLU input "
+                           "gradient"), _non_finite_run("numpy"), _non_finite_run("cupy")):
+        np.testing.assert_array_equal(np.isfinite(b), np.isfinite(a), err_msg=what)
+        assert not np.isfinite(a).all(), f"{what}: the test should carry a non-finite value"
+
+
 def _reference_net():
     # No conv bias before BatchNorm: its gradient is zero up to rounding, which Adam would
     # scale up to a full step of noise that differs between the backends.

@@ -3,8 +3,8 @@
 On a GPU every array operation is a kernel launch costing ~10 us of host time, and a small
 model's training step is bound by those launches rather than by arithmetic (Adam's update, for
 one, is about a dozen array operations per parameter). Each kernel here does one such pass in
-a single launch, with the same arithmetic in the same order as the NumPy code
-beside its call (which stays the reference: the GPU tests compare the two).
+a single launch, with the same arithmetic as the NumPy code beside its call (up to the
+compiler's fused multiply-adds; the NumPy code stays the reference the GPU tests compare with).
 
 Kernels are compiled on first use, so importing tinyevo never touches CUDA, and are used only
 for CuPy arrays (callers check :func:`tinyevo.backend.is_gpu`).
@@ -45,12 +45,13 @@ _SOURCES = {
         rv = rv * keep + mom_unbiased * v;
         """,
     ),
-    # y = x * scale + shift per channel, with ReLU or without.
+    # y = x * scale + shift per channel, with ReLU or without. NaN passes through ReLU as
+    # through NumPy's maximum, so that the loss check still sees a diverged model.
     "bn_affine": ("T x, T scale, T shift", "T y", "y = x * scale + shift;"),
     "bn_affine_relu": ("T x, T scale, T shift", "T y",
-                       "T z = x * scale + shift; y = z > 0 ? z : (T)0;"),
-    # ReLU's backward pass into dz, where the output y was positive.
-    "relu_backward": ("T dy, T y", "T dz", "dz = y > 0 ? dy : (T)0;"),
+                       "T z = x * scale + shift; y = z <= (T)0 ? (T)0 : z;"),
+    # ReLU's backward pass into dz: dy * (y > 0), as NumPy (a NaN or Inf dy stays non-finite).
+    "relu_backward": ("T dy, T y", "T dz", "dz = dy * (T)(y > (T)0);"),
     # BatchNorm backward (training), per channel, from sum(dz) and sum(dz * centred): the
     # parameter gradients (accumulated in place) and the coefficients of dx below.
     "bn_backward_coeffs": (

@@ -232,6 +232,13 @@ class Optimizer:
     def _zeros(p: Any) -> Any:
         return get_array_module(p).zeros_like(p)
 
+    def _slot(self, st: dict, name: str, p: Any) -> Any:
+        """The per-parameter state array ``name`` (a moment), zeros made on first use only."""
+        a = st.get(name)
+        if a is None:
+            a = st[name] = self._zeros(p)
+        return a
+
 
 class SGD(Optimizer):
     """Plain gradient descent, the seed's ``Descent``: p -= lr * g."""
@@ -257,7 +264,7 @@ class Momentum(SGD):
         self.rho = float(rho)
 
     def _step(self, p, g, st):
-        v = st.setdefault("v", self._zeros(p))
+        v = self._slot(st, "v", p)
         v *= self.rho
         v += self.learning_rate * g
         p -= v
@@ -270,7 +277,7 @@ class Nesterov(Momentum):
         super().__init__(learning_rate, rho)
 
     def _step(self, p, g, st):
-        b = st.setdefault("v", self._zeros(p))
+        b = self._slot(st, "v", p)
         b *= self.rho
         b += g
         p -= self.learning_rate * (g + self.rho * b)
@@ -287,9 +294,17 @@ class Adam(Optimizer):
         super().__init__(learning_rate)
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The fused GPU step is Adam's own arithmetic: a subclass that changes the moments or
+        # the denominator takes the array-operation path instead.
+        cls._fused = cls._moments is Adam._moments and cls._denominator is Adam._denominator
+
+    _fused = True
+
     def _moments(self, p, g, st):
-        m = st.setdefault("m", self._zeros(p))
-        v = st.setdefault("v", self._zeros(p))
+        m = self._slot(st, "m", p)
+        v = self._slot(st, "v", p)
         b1, b2 = self.beta1, self.beta2
         m *= b1
         m += (1.0 - b1) * g
@@ -305,9 +320,9 @@ class Adam(Optimizer):
 
     def _step(self, p, g, st):
         t = st["t"]
-        if B.is_gpu(p):                         # one fused kernel instead of nine launches
-            m = st.setdefault("m", self._zeros(p))
-            v = st.setdefault("v", self._zeros(p))
+        if B.is_gpu(p) and self._fused:         # one fused kernel instead of a dozen launches
+            m = self._slot(st, "m", p)
+            v = self._slot(st, "v", p)
             _kernels.adam(p, g, m, v, self.beta1, self.beta2,
                           self.learning_rate / (1.0 - self.beta1 ** t),
                           1.0 / math.sqrt(1.0 - self.beta2 ** t), self.eps)
@@ -357,7 +372,7 @@ class RMSProp(Optimizer):
         self.rho, self.eps = float(rho), float(eps)
 
     def _step(self, p, g, st):
-        v = st.setdefault("v", self._zeros(p))
+        v = self._slot(st, "v", p)
         v *= self.rho
         v += (1.0 - self.rho) * (g * g)
         d = get_array_module(v).sqrt(v)
@@ -376,7 +391,7 @@ class AdaGrad(Optimizer):
         self.eps = float(eps)
 
     def _step(self, p, g, st):
-        v = st.setdefault("v", self._zeros(p))
+        v = self._slot(st, "v", p)
         v += g * g
         d = get_array_module(v).sqrt(v)
         d += self.eps

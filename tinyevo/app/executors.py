@@ -354,9 +354,11 @@ class ProcessEvaluator(_PoolEvaluator):
     Each worker uses one BLAS thread and one tinyevo thread, so workers do not fight over cores.
     Workers start by 'forkserver' where the platform has it (else 'spawn'): both are safe with
     threads in the parent, and the fork server has imported tinyevo once, so a pool (re)starts
-    in a fraction of a second. The fitness object reaches each worker once, through the pool's
-    initializer. A pool broken by a
-    dead worker, or a worker stuck past ``timeout``, is replaced and the unfinished candidates are
+    in a fraction of a second. A pool started while the backend is CuPy uses 'spawn' (the fork
+    server imports ``__main__`` and tinyevo, which may initialise CUDA, after which forked
+    children cannot use the GPU); ``mp_context="fork"`` is refused then. The fitness object
+    reaches each worker once, through the pool's initializer. A pool broken by a dead worker,
+    or a worker stuck past ``timeout``, is replaced and the unfinished candidates are
     resubmitted.
 
         >>> with ProcessEvaluator(workers=2, timeout=600) as mapper:      # doctest: +SKIP
@@ -372,11 +374,25 @@ class ProcessEvaluator(_PoolEvaluator):
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"workers must be a positive int or None, got {workers!r}")
         self.workers = workers
+        self._chosen_context = mp_context
         if mp_context is None:
             methods = multiprocessing.get_all_start_methods()
             mp_context = "forkserver" if "forkserver" in methods else "spawn"
         self.mp_context = mp_context
         self._pool: cf.ProcessPoolExecutor | None = None
+
+    def _start_method(self) -> str:
+        """The start method for a pool started now: 'spawn' where the backend is CuPy (CUDA
+        does not survive a fork once initialised), unless the caller chose one."""
+        if B.name() == "numpy":
+            return self.mp_context
+        if self._chosen_context is None:
+            return "spawn"
+        if self._chosen_context == "fork":
+            raise ValueError("ProcessEvaluator: mp_context='fork' cannot start workers for the "
+                             f"{B.name()} backend (CUDA does not survive a fork); use 'spawn' "
+                             "or leave mp_context unset")
+        return self._chosen_context
 
     _shared_failures = True
 
@@ -387,8 +403,9 @@ class ProcessEvaluator(_PoolEvaluator):
 
     def _start_pool(self, run: _Run) -> None:
         self._shutdown_pool()
-        ctx = multiprocessing.get_context(self.mp_context)
-        if self.mp_context == "forkserver":
+        method = self._start_method()
+        ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
             # Workers fork from a server that has imported tinyevo once: a (re)start takes
             # ~0.1 s instead of seconds. Takes effect when the server starts (first pool).
             ctx.set_forkserver_preload(["__main__", __name__])
