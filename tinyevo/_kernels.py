@@ -6,8 +6,9 @@ one, is about a dozen array operations per parameter). Each kernel here does one
 a single launch, with the same arithmetic as the NumPy code beside its call (up to the
 compiler's fused multiply-adds; the NumPy code stays the reference the GPU tests compare with).
 
-Kernels are compiled on first use, so importing tinyevo never touches CUDA, and are used only
-for CuPy arrays (callers check :func:`tinyevo.backend.is_gpu`).
+Kernels are compiled on first use, from the CuPy module that :mod:`tinyevo.backend` holds (the
+one place that imports CuPy), and are used only for CuPy arrays (callers check
+:func:`tinyevo.backend.is_gpu`).
 """
 
 from __future__ import annotations
@@ -71,10 +72,13 @@ _SOURCES = {
 }
 
 
-@functools.cache
-def _kernel(name: str) -> Any:
-    import cupy
+def _kernel(name: str, a: Any) -> Any:
+    """The kernel ``name`` for the module of the CuPy array ``a``."""
+    return _build(name, B.get_array_module(a))
 
+
+@functools.cache
+def _build(name: str, cupy: Any) -> Any:
     params_in, params_out, body = _SOURCES[name]
     return cupy.ElementwiseKernel(params_in, params_out, body, f"tinyevo_{name}")
 
@@ -88,7 +92,7 @@ def adam(p: Any, g: Any, m: Any, v: Any, b1: float, b2: float, lr_t: float, c2: 
          eps: float) -> None:
     """One Adam step on CuPy arrays, in place on ``p``, ``m`` and ``v``."""
     a1, a2 = 1.0 - b1, 1.0 - b2
-    _kernel("adam")(g, *_scalars(p.dtype, b1, a1, b2, a2, lr_t, c2, eps), p, m, v)
+    _kernel("adam", p)(g, *_scalars(p.dtype, b1, a1, b2, a2, lr_t, c2, eps), p, m, v)
 
 
 def bn_train_stats(mean: Any, var: Any, gamma: Any, rm: Any, rv: Any, eps: float,
@@ -97,19 +101,20 @@ def bn_train_stats(mean: Any, var: Any, gamma: Any, rm: Any, rv: Any, eps: float
     xp = B.get_array_module(mean)
     invstd, scale = xp.empty_like(mean), xp.empty_like(mean)
     unbiased = momentum * count / max(count - 1, 1)
-    _kernel("bn_train_stats")(mean, var, gamma,
-                              *_scalars(mean.dtype, eps, 1.0 - momentum, momentum, unbiased),
-                              invstd, scale, rm, rv)
+    _kernel("bn_train_stats", mean)(mean, var, gamma,
+                                    *_scalars(mean.dtype, eps, 1.0 - momentum, momentum,
+                                              unbiased),
+                                    invstd, scale, rm, rv)
     return invstd, scale
 
 
 def bn_affine(x: Any, scale: Any, shift: Any, y: Any, relu: bool) -> Any:
     """``y = x * scale + shift`` over rows of per-channel vectors, then ReLU if ``relu``."""
-    return _kernel("bn_affine_relu" if relu else "bn_affine")(x, scale, shift, y)
+    return _kernel("bn_affine_relu" if relu else "bn_affine", x)(x, scale, shift, y)
 
 
 def relu_backward(dy: Any, y: Any, dz: Any) -> Any:
-    return _kernel("relu_backward")(dy, y, dz)
+    return _kernel("relu_backward", dy)(dy, y, dz)
 
 
 def bn_backward_coeffs(dbeta: Any, dot: Any, gamma: Any, invstd: Any, gw: Any, gb: Any,
@@ -118,10 +123,10 @@ def bn_backward_coeffs(dbeta: Any, dot: Any, gamma: Any, invstd: Any, gw: Any, g
     gradients) accumulated in place; returns dx's coefficients (k, b, c)."""
     xp = B.get_array_module(dbeta)
     k, b, c = xp.empty_like(dbeta), xp.empty_like(dbeta), xp.empty_like(dbeta)
-    _kernel("bn_backward_coeffs")(dbeta, dot, gamma, invstd,
-                                  *_scalars(dbeta.dtype, -1.0 / count), gw, gb, k, b, c)
+    _kernel("bn_backward_coeffs", dbeta)(dbeta, dot, gamma, invstd,
+                                         *_scalars(dbeta.dtype, -1.0 / count), gw, gb, k, b, c)
     return k, b, c
 
 
 def bn_grad_train(dz: Any, cen: Any, k: Any, b: Any, c: Any, dx: Any) -> Any:
-    return _kernel("bn_grad_train")(dz, cen, k, b, c, dx)
+    return _kernel("bn_grad_train", dz)(dz, cen, k, b, c, dx)

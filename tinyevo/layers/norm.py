@@ -221,4 +221,3 @@ class BatchNorm(Layer):
 def _sumsq(a: Any) -> Any:
     """Column sums of squares of a 2-D array without a squared temporary."""
     return B.get_array_module(a).einsum("ij,ij->j", a, a)
-
