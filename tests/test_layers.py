@@ -28,7 +28,6 @@ from tinyevo.layers import (
     layer_from_spec,
 )
 from tinyevo.layers._layout import from_cl
-from tinyevo.layers.init import standard_normal32
 
 
 def _data(xp, shape, seed=0, distinct=False):
@@ -496,28 +495,6 @@ def test_identity_init_conv_same_is_identity_map(xp, kernel):
     layer = Conv(3, 3, kernel, padding="same", init="identity")
     y, _ = layer(x)
     np.testing.assert_allclose(_np(y), _np(x), err_msg=f"kernel {kernel}")
-
-
-@pytest.mark.parametrize("shape", [(), (1,), (7,), (0, 4), (3, 5, 2), (40_001,)])
-def test_standard_normal32_shapes_and_seeds(shape):
-    z = standard_normal32(np.random.default_rng(3), shape)
-    assert z.shape == shape and z.dtype == np.float32 and z.flags["C_CONTIGUOUS"]
-    assert np.isfinite(z).all()
-    np.testing.assert_array_equal(z, standard_normal32(np.random.default_rng(3), shape))
-    if z.size > 1:
-        assert not np.array_equal(z, standard_normal32(np.random.default_rng(4), shape))
-
-
-def test_standard_normal32_is_standard_normal():
-    from scipy import stats
-
-    z = standard_normal32(np.random.default_rng(0), (200_001,)).astype(np.float64)
-    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
-    assert abs(stats.kurtosis(z)) < 0.05 and abs(stats.skew(z)) < 0.02
-    assert stats.kstest(z, "norm").pvalue > 1e-3
-    # the two halves (cosine and sine of one angle) are uncorrelated
-    m = len(z) // 2
-    assert abs(np.corrcoef(z[:m], z[m:2 * m])[0, 1]) < 0.01
 
 
 def test_init_statistics_and_names():

@@ -15,7 +15,7 @@ import numpy as np
 
 from tinyevo import backend as B
 
-__all__ = ["initialize", "INITS", "standard_normal32"]
+__all__ = ["initialize", "INITS"]
 
 INITS = ("glorot_uniform", "he", "identity", "zeros")
 
@@ -36,41 +36,12 @@ def initialize(kind: str, shape: tuple[int, ...], rng: np.random.Generator | Non
         w *= np.float32(2 * limit)
         w -= np.float32(limit)
     elif kind == "he":
-        w = standard_normal32(gen, shape)
-        w *= np.float32(np.sqrt(2.0 / max(fan_in, 1)))
+        w = gen.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / max(fan_in, 1)))
     elif kind == "zeros":
         w = np.zeros(shape, dtype=np.float32)
     else:
         w = identity_weight(shape)
     return B.to_device(w, dtype=dtype)
-
-
-def standard_normal32(gen: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Standard normal float32 draws of ``shape`` from ``gen``, by the Box-Muller transform.
-
-    The same distribution as ``gen.standard_normal(shape, dtype=np.float32)`` (to float32
-    precision; |z| < 5.8, where the uniform draws' 2**-24 steps end), in about 40 % of its time:
-    NumPy's ziggurat draws one value at a time (9 ns a value on the 2-core machine of
-    PERFORMANCE.md), while here two float32 uniforms make two values with vectorised log,
-    sqrt, cos and sin (3.7 ns a value). New output neurons of large layers draw millions of
-    weights per generation of a GA run (benchmarks/bench_generation.py).
-    """
-    shape = tuple(int(s) for s in shape)
-    n = int(np.prod(shape))
-    m = (n + 1) // 2
-    u = gen.random(2 * m, dtype=np.float32)
-    radius, angle = u[:m], u[m:]
-    np.subtract(np.float32(1), radius, out=radius)         # (0, 1]: log never sees 0
-    np.log(radius, out=radius)
-    radius *= np.float32(-2)
-    np.sqrt(radius, out=radius)
-    angle *= np.float32(2 * np.pi)
-    z = np.empty(2 * m, dtype=np.float32)
-    np.cos(angle, out=z[:m])
-    np.sin(angle, out=z[m:])
-    z[:m] *= radius
-    z[m:] *= radius
-    return z[:n].reshape(shape)
 
 
 def identity_weight(shape: tuple[int, ...]) -> np.ndarray:
