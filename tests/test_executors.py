@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import time
 
@@ -203,7 +204,11 @@ def test_process_pool_survives_killed_and_stuck_workers(tmp_path, caplog):
     assert len(fits) == 4 and evaluated.fitted
     assert fits[0] >= 0 and fits[1] >= 0  # killed once: retried; innocent bystander: retried
     assert fits[2] == -1.0 and fits[3] == -1.0  # keeps killing; stuck: the invalid fitness
-    assert "time limit of 3 s" in caplog.text and "the worker failed 3 times" in caplog.text
+    assert "time limit of 3 s" in caplog.text
+    # The always-killing candidate is given up after its retry when it crashed alone (2
+    # failures), or after one more run on its own when others were in flight with it (3): it
+    # depends on the timing (whether the stuck candidate's time limit had expired by then).
+    assert re.search(r"the worker failed [23] times", caplog.text)
     assert not np.array_equal(first_weight(evaluated[0]), first_weight(population[0]))
 
 
