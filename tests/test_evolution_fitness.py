@@ -1,7 +1,12 @@
 """Fitness functions: the seed README's "Fitness functions" section, regression, the guard."""
 
+import concurrent.futures
+import copy
 import logging
+import math
+import multiprocessing
 import operator
+import pickle
 
 import numpy as np
 import pytest
@@ -9,14 +14,18 @@ from evolution_cases import Slow
 
 from tinyevo import backend as B
 from tinyevo.evolution import (
+    AbstractFitness,
     AccuracyFitness,
     AggFitness,
     CandidateModel,
     CandidateOptModel,
+    EwmaFitness,
+    FittedCandidate,
     GpuFitness,
     GpuIterator,
     LossFitness,
     MapFitness,
+    Population,
     RepeatPartitionIterator,
     SizeFitness,
     TimeFitness,
@@ -24,7 +33,9 @@ from tinyevo.evolution import (
     TrainThenFitness,
     copy_model,
     fitness,
+    new_candidate,
     predict,
+    prior_fitness,
 )
 from tinyevo.layers import Dense, Sequential
 from tinyevo.losses import logit_cross_entropy, mse
@@ -272,3 +283,85 @@ def test_accuracy_and_training_on_the_backend(xp):
     value = fitness(f, CandidateModel(model))
     assert isinstance(value, float) and 0 <= value <= 1
     assert B.get_array_module(model[0].params["weight"]) is xp
+
+
+# --------------------------------------------------------------------- EwmaFitness
+def _six_tenths(c):
+    return 0.6
+
+
+class _Constant(AbstractFitness):
+    def __init__(self, value, invalidfitness):
+        self.value, self.invalidfitness = value, invalidfitness
+
+    def __call__(self, candidate, generation=None):
+        return self.value
+
+
+def _child_of(value):
+    """A child (not yet evaluated) of a parent evaluated to ``value``."""
+    parent = FittedCandidate(CandidateModel(Sequential(Dense(2, 2))), value, 1)
+    return new_candidate(parent, copy_model)
+
+
+def test_ewma_fitness_blends_a_child_with_its_parent_as_the_seed_does():
+    child = _child_of(0.8)
+    assert child.fitness is None and prior_fitness(child) == 0.8  # unevaluated, with a prior
+    assert fitness(EwmaFitness(_six_tenths), child) == pytest.approx(0.7)
+    assert fitness(EwmaFitness(_six_tenths, alpha=0.25), child) == pytest.approx(0.65)
+    assert fitness(EwmaFitness(_six_tenths, alpha=0), child) == 0.6
+    assert prior_fitness(_child_of(0.8).new_candidate(copy_model)) == 0.8  # a child's child
+    fresh = CandidateModel(Sequential(Dense(2, 2)))
+    assert prior_fitness(fresh) is None and prior_fitness(fresh, -1) == -1
+    assert fitness(EwmaFitness(_six_tenths), fresh) == 0.6
+
+
+def test_ewma_fitness_blends_an_elite_with_its_own_last_fitness():
+    values = iter([0.8, 0.6, 0.6])
+    f = EwmaFitness(lambda c: next(values))
+    pop = Population([CandidateModel(Sequential(Dense(2, 2)))]).evaluate(f)
+    assert pop.fitnesses() == [0.8]                       # fresh: the base value
+    pop = Population(pop.members, 2).evaluate(f)
+    assert pop.fitnesses() == [pytest.approx(0.7)]        # 0.5 * 0.6 + 0.5 * 0.8
+    assert prior_fitness(pop[0].candidate) == 0.8 and prior_fitness(pop[0]) == pop[0].fitness
+    pop = Population(pop.members, 3).evaluate(f)
+    assert pop.fitnesses() == [pytest.approx(0.65)]       # an average over the generations
+
+
+def test_ewma_fitness_keeps_an_invalid_candidate_invalid():
+    x, y = _classification(64)
+    data = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+    base = TrainThenFitness(data, logit_cross_entropy, Adam(0.01), AccuracyFitness(data),
+                            invalidfitness=-1.0)
+    f = EwmaFitness(base)
+    parent = FittedCandidate(CandidateOptModel(SGD(1e30), Sequential(Dense(4, 8, "relu"),
+                                                                     Dense(8, 2))), 0.8, 1)
+    diverging = new_candidate(parent, copy.deepcopy)
+    assert fitness(f, diverging) == -1.0                  # not 0.5 * -1 + 0.5 * 0.8
+    assert f.invalidfitness == -1.0                       # what evaluators give a lost task
+    assert not hasattr(EwmaFitness(_six_tenths), "invalidfitness")
+    # A failed evaluation is no measurement: a child of an invalid parent is not pulled down.
+    f = EwmaFitness(_Constant(0.6, invalidfitness=-1.0))
+    assert fitness(f, _child_of(-1.0)) == 0.6
+    assert fitness(f, _child_of(0.8)) == pytest.approx(0.7)
+
+
+def test_ewma_fitness_passes_non_numbers_through_and_checks_alpha():
+    assert fitness(EwmaFitness(lambda c: (1, 2)), _child_of(0.8)) == (1, 2)
+    assert fitness(EwmaFitness(_six_tenths), _child_of((1, 2))) == 0.6
+    assert fitness(EwmaFitness(_six_tenths), _child_of(math.nan)) == 0.6
+    for bad in (1, 1.5, -0.1, math.nan, True, "0.5", None):
+        with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\)"):
+            EwmaFitness(_six_tenths, bad)
+    assert repr(EwmaFitness(SizeFitness(), 0.25)) == "EwmaFitness(SizeFitness(), alpha=0.25)"
+
+
+def test_the_prior_travels_with_a_candidate_to_a_worker_process():
+    child = _child_of(0.8)
+    assert prior_fitness(pickle.loads(pickle.dumps(child))) == 0.8
+    elite = FittedCandidate(CandidateModel(Sequential(Dense(2, 2))), 0.4, 1)
+    ctx = multiprocessing.get_context("forkserver")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        pop = Population([child, elite], 2).evaluate(EwmaFitness(_six_tenths), mapper=pool.map)
+    assert pop.fitnesses() == [pytest.approx(0.7), pytest.approx(0.5)]
+    assert [prior_fitness(c.candidate) for c in pop] == [0.8, 0.4]  # came back with it

@@ -7,6 +7,7 @@ import pytest
 
 from tinyevo.evolution import (
     AbstractCandidate,
+    AbstractFitness,
     AfterEvolution,
     CandidateModel,
     CombinedEvolution,
@@ -14,6 +15,7 @@ from tinyevo.evolution import (
     EliteSelection,
     EvolutionChain,
     EvolveCandidates,
+    EwmaFitness,
     FittedCandidate,
     PairCandidates,
     Population,
@@ -23,6 +25,7 @@ from tinyevo.evolution import (
     TournamentSelection,
     evolve,
     evolve_model,
+    prior_fitness,
 )
 from tinyevo.layers import Dense, Sequential
 
@@ -310,3 +313,50 @@ def test_evolve_crossover_children_inherit_state_from_the_parent_each_part_came_
     np.testing.assert_array_equal(
         swapped[0].opt()._state[next(swapped[0].graph().layers())]["weight"]["m"],
         b.opt()._state[next(b.graph().layers())]["weight"]["m"])
+
+
+# --------------------------------------------------------------------- prior fitness
+class _GrowingSize(AbstractFitness):
+    """The model's nout times the generation: every candidate measures better each generation."""
+
+    def __call__(self, candidate, generation=None):
+        return candidate.graph()[0].nout * generation
+
+
+def test_evolve_children_carry_their_parents_fitness_and_ewma_blends_with_it():
+    import tinyevo as te
+
+    te.seed(0)
+    pop = Population([CandidateModel(Sequential(Dense(2, n))) for n in (1, 2, 3, 4)])
+    strategy = CombinedEvolution(EliteSelection(1),
+                                 SusSelection(3, EvolveCandidates(evolve_model(lambda m: m))))
+    f = EwmaFitness(_GrowingSize())
+    pop = te.evolve(strategy, f, pop)
+    assert pop.previous.fitnesses() == [1, 2, 3, 4]         # fresh: no prior, the base value
+    fitness_of = {c.graph()[0].nout: c.fitness for c in pop.previous}
+    elite, children = pop[0], pop.members[1:]
+    assert isinstance(elite, FittedCandidate) and prior_fitness(elite) == 4
+    assert all(c.fitness is None for c in children)           # children start unevaluated
+    assert [prior_fitness(c) for c in children] == [fitness_of[c.graph()[0].nout]
+                                                    for c in children]
+    pop = te.evolve(strategy, f, pop)
+    # generation 2 measures 2 * nout, blended with the parent's (the elite's own) 1 * nout
+    assert pop.previous.fitnesses() == [1.5 * c.graph()[0].nout for c in pop.previous]
+    assert prior_fitness(pop.previous[1].candidate) == pop.previous[1].graph()[0].nout
+
+
+def test_crossover_children_carry_the_fitness_of_the_parent_they_were_made_from():
+    from tinyevo.evolution import copy_model
+    from tinyevo.evolution.crossover import evolve_crossover
+
+    parents = [FittedCandidate(c, v, 1) for c, v in zip(_models(3), (0.1, 0.2, 0.3))]
+    crossover = evolve_crossover(lambda p: (copy_model(p[1]), copy_model(p[0])))
+    children = PairCandidates(EvolveCandidates(crossover))(parents)
+    assert [c.model[0].nout for c in children] == [2, 1, 1]
+    assert [prior_fitness(c) for c in children] == [0.1, 0.2, 0.3]  # odd one out: (c3, c1)
+    # Through the chain too: crossed, then mutated (the crossover's child is a plain candidate)
+    mutated = CrossoverThenMutate(crossover, evolve_model(_relu_to_elu))(parents)
+    assert [prior_fitness(c) for c in mutated] == [0.1, 0.2, 0.3]
+    chained = EvolutionChain(PairCandidates(EvolveCandidates(crossover)),
+                             EvolveCandidates(evolve_model(_relu_to_elu)))(parents)
+    assert [prior_fitness(c) for c in chained] == [0.1, 0.2, 0.3]

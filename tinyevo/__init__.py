@@ -28,9 +28,11 @@ from tinyevo.evolution import (  # also binds tinyevo.evolution; graph/opt/lossf
     EliteSelection,
     EvolutionChain,
     EvolveCandidates,
+    EwmaFitness,
     FittedCandidate,
     GpuFitness,
     GpuIterator,
+    HallOfFame,
     HighUtilityMutationProbability,
     KernelSizeMutation,
     LearningRateCrossover,
@@ -138,8 +140,8 @@ __all__ += [
     "evolution", "AbstractCandidate", "CandidateModel", "CandidateOptModel", "FittedCandidate",
     "new_candidate", "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness",
     "TrainThenFitness", "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness",
-    "AggFitness", "GpuFitness", "Population", "evolve", "AbstractEvolution", "NoOpEvolution",
-    "EliteSelection", "SusSelection", "TournamentSelection", "EvolveCandidates",
+    "AggFitness", "EwmaFitness", "GpuFitness", "Population", "evolve", "AbstractEvolution",
+    "NoOpEvolution", "EliteSelection", "SusSelection", "TournamentSelection", "EvolveCandidates",
     "CombinedEvolution", "EvolutionChain", "AfterEvolution", "PairCandidates",
     "ShuffleCandidates", "CrossoverThenMutate", "evolve_model",
     "BatchIterator", "ShuffleIterator", "MapIterator",
@@ -170,3 +172,4 @@ __all__ += [
 __all__ += ["CrossoverSwap", "VertexCrossover", "OptimizerCrossover", "LearningRateCrossover",
             "evolve_crossover"]
 __all__ += ["fit"]
+__all__ += ["HallOfFame"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import sys
@@ -106,8 +107,10 @@ def _parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------- fit
 
 def _fit(args: argparse.Namespace) -> int:
+    t_start = time.monotonic()          # the time limit counts from here, loading included
     import tinyevo as te
     from tinyevo.app import callbacks as cbs
+    from tinyevo.app.io import write_json
 
     if args.backend:
         te.backend.use(args.backend)
@@ -134,12 +137,16 @@ def _fit(args: argparse.Namespace) -> int:
     resumed = (mdir / "checkpoint").exists()
     print(f"tinyevo fit: {args.data}: {len(y)} training and {len(y_test)} test samples of shape "
           f"{tuple(x.shape[1:])}; run directory {mdir}"
-          + (" (resuming)" if resumed else ""))
-    display = _Progress(args.generations, time_limit, enabled=not args.no_progress)
-    t0 = time.monotonic()
+          + (" (resuming)" if resumed else ""), flush=True)
+    run_limit = None
+    if time_limit is not None:
+        # What loading took comes off the run's share; the final test and export come after
+        # the limit, within its allowance (docs/fit.md).
+        run_limit = max(1.0, time_limit - (time.monotonic() - t_start))
+    display = _Progress(args.generations, time_limit, t_start, enabled=not args.no_progress)
     try:
         with display:
-            population = te.fit(x, y, generations=args.generations, time_limit=time_limit,
+            population = te.fit(x, y, generations=args.generations, time_limit=run_limit,
                                 population_size=args.population, mdir=mdir,
                                 callbacks=callbacks, seed=args.seed, executor=executor,
                                 progress=display.update)
@@ -147,7 +154,8 @@ def _fit(args: argparse.Namespace) -> int:
         close = getattr(executor, "close", None)
         if callable(close):
             close()
-    best = population.best()
+    fame = population.hall_of_fame
+    best = fame.best() if len(fame) else population.best()
     graph = best.graph()
     accuracy = best.evaluate(x_test, y_test)
     te.save_model(graph, mdir / "best")
@@ -156,9 +164,16 @@ def _fit(args: argparse.Namespace) -> int:
         te.export_onnx(graph, onnx_path, input_shape=tuple(x.shape[1:]))
     except ImportError:
         onnx_path = None
-    print(f"\ngeneration {population.generation}, {time.monotonic() - t0:.0f} s this session")
-    print(f"best model: test accuracy {100 * accuracy:.2f} % on {len(y_test)} held-out samples "
-          f"(validation fitness {best.fitness:.4f}); {graph.nparams():,} parameters, "
+    seconds = time.monotonic() - t_start
+    write_json(mdir / "result.json", {
+        "generation": population.generation, "best_generation": best.generation,
+        "test_accuracy": accuracy, "test_samples": len(y_test),
+        "validation_fitness": best.fitness, "nparams": graph.nparams(),
+        "nvertices": len(graph.vertices), "seconds": seconds})
+    print(f"\ngeneration {population.generation}, {seconds:.0f} s this session")
+    print(f"best model (the best ever evaluated, from generation {best.generation}): test "
+          f"accuracy {100 * accuracy:.2f} % on {len(y_test)} held-out samples (validation "
+          f"fitness {best.fitness:.4f}); {graph.nparams():,} parameters, "
           f"{len(graph.vertices)} vertices")
     print(f"checkpoint: {mdir / 'checkpoint'}   best model: {mdir / 'best'}")
     if onnx_path is not None:
@@ -172,13 +187,18 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """A live display with rich where available and wanted, else one line per generation."""
+    """Progress that never looks hung: a live display with rich on a terminal, else a line
+    per finished candidate (at most one every ``every`` seconds, and always the generation's
+    last) and one per generation, each with the time left."""
 
-    def __init__(self, generations: int | None, time_limit: float | None, enabled: bool):
-        self.generations, self.time_limit = generations, time_limit
+    def __init__(self, generations: int | None, time_limit: float | None, t_start: float,
+                 enabled: bool, every: float = 10.0):
+        self.generations, self.time_limit, self.t_start = generations, time_limit, t_start
+        self.every, self.last_line = every, -math.inf
         self.live: Any = None
         self.state = {"generation": 1, "done": 0, "total": 0, "best": None, "mean": None,
-                      "elapsed": 0.0}
+                      "best_ever": None, "last": None}
+        self.enabled = enabled
         if enabled and sys.stdout.isatty():
             try:
                 from rich.live import Live
@@ -197,23 +217,32 @@ class _Progress:
 
     def update(self, event: dict) -> None:
         st = self.state
+        now = time.monotonic()
         if event["event"] == "candidate":
-            st.update(generation=event["generation"], done=event["done"], total=event["total"])
+            st.update(generation=event["generation"], done=event["done"], total=event["total"],
+                      last=event.get("fitness"))
+            line = (f"generation {event['generation']:4d}: candidate {event['done']}/"
+                    f"{event['total']} trained{_value(' fitness', event.get('fitness'))}"
+                    f"{_value(' in', event.get('seconds'), '.1f', ' s')}{self._left()}")
+            due = now - self.last_line >= self.every or event["done"] == event["total"]
         else:
             st.update(generation=event["generation"], best=event["best"], mean=event["mean"],
-                      elapsed=event["elapsed"])
-            if self.live is None:
-                print(f"generation {event['generation']:4d}: best {event['best']:.4f}  mean "
-                      f"{event['mean']:.4f}  ({event['seconds']:.1f} s){self._left()}",
-                      flush=True)
+                      best_ever=event.get("best_ever"))
+            line = (f"generation {event['generation']:4d}: best {event['best']:.4f}  mean "
+                    f"{event['mean']:.4f}{_value('  best ever', event.get('best_ever'))}  "
+                    f"({event['seconds']:.1f} s){self._left()}")
+            due = True
         if self.live is not None:
             self.live.update(self._render())
+        elif self.enabled and due:
+            print(line, flush=True)
+            self.last_line = now
 
     def _left(self) -> str:
         if self.time_limit is None:
             return ""
-        left = max(0.0, self.time_limit - self.state["elapsed"])
-        return f"  {left:.0f} s left"
+        left = max(0.0, self.time_limit - (time.monotonic() - self.t_start))
+        return f", {left:.0f} s left"
 
     def _render(self) -> Any:
         from rich.table import Table
@@ -221,11 +250,17 @@ class _Progress:
         t = Table.grid(padding=(0, 2))
         gens = f"/{self.generations}" if self.generations else ""
         t.add_row("generation", f"{st['generation']}{gens}")
-        t.add_row("candidates trained", f"{st['done']}/{st['total']}")
+        t.add_row("candidates trained", f"{st['done']}/{st['total']}"
+                  + _value("  last fitness", st["last"]))
         t.add_row("best fitness", "-" if st["best"] is None else f"{st['best']:.4f}")
+        t.add_row("best ever", "-" if st["best_ever"] is None else f"{st['best_ever']:.4f}")
         t.add_row("mean fitness", "-" if st["mean"] is None else f"{st['mean']:.4f}")
-        t.add_row("elapsed", f"{st['elapsed']:.0f} s" + self._left())
+        t.add_row("elapsed", f"{time.monotonic() - self.t_start:.0f} s" + self._left())
         return t
+
+
+def _value(label: str, value: Any, fmt: str = ".4f", unit: str = "") -> str:
+    return "" if not isinstance(value, (int, float)) else f"{label} {value:{fmt}}{unit}"
 
 
 # ---------------------------------------------------------------------------- show
@@ -251,6 +286,21 @@ def _show(args: argparse.Namespace) -> int:
             print(f"{int(r['generation']):10d}  {r['best']:.4f}  {r['mean']:.4f}")
     print(f"\nbest candidate: fitness {best.fitness:.4f}, optimiser {best.opt()!r}")
     print(best.graph().summary())
+    fame = population.hall_of_fame
+    if len(fame):
+        print(f"\nhall of fame: the {len(fame)} best candidates ever evaluated (keeps "
+              f"{fame.size})")
+        print("rank  fitness  generation  parameters  vertices")
+        for rank, c in enumerate(fame, 1):
+            gen = "-" if c.generation is None else str(c.generation)
+            print(f"{rank:4d}  {c.fitness:.4f}  {gen:>10}  {c.graph().nparams():10,d}  "
+                  f"{len(c.graph().vertices):8d}")
+        top = fame.best()
+        print(f"tinyevo fit exports the hall of fame's best: fitness {top.fitness:.4f}, "
+              f"evaluated in generation {top.generation}")
+    else:
+        print("\nhall of fame: none in this checkpoint; tinyevo fit exports the best candidate "
+              "of the last generation (above)")
     return 0
 
 

@@ -4,7 +4,10 @@
 random generator and settings, and per member its fitness, optimiser and model structure) and
 ``members.npz`` (every member's arrays, keyed ``"<member>/<vertex>/<array>"``) and
 ``optimizers.npz`` (the state each member's optimiser keeps between generations, keyed
-``"<member>/<layer>/<parameter>/<slot>"``; empty where state is reset after training). The folder is
+``"<member>/<layer>/<parameter>/<slot>"``; empty where state is reset after training). A hall of
+fame (:class:`tinyevo.evolution.HallOfFame`), when given, is kept alongside: its size and entries
+(shaped like the members) under ``"hall_of_fame"`` in ``state.json``, its arrays in the same two
+files keyed ``"hof/<entry>/..."``; checkpoints without one load with an empty one. The folder is
 swapped in atomically (:func:`tinyevo.app.io.atomic_dir`): a run killed at any moment, even
 while writing, leaves the previous complete generation or the new one. Loading executes nothing
 from the files (JSON, and ``.npz`` read with ``allow_pickle=False``).
@@ -22,6 +25,7 @@ from typing import Any
 from tinyevo import __version__
 from tinyevo.app.io import atomic_dir, read_json, read_npz, recover_dir, write_json, write_npz
 from tinyevo.evolution.candidate import CandidateModel, CandidateOptModel, FittedCandidate
+from tinyevo.evolution.halloffame import HallOfFame
 from tinyevo.evolution.population import Population
 from tinyevo.graph import CompGraph
 from tinyevo.optimizers import optimizer_from_spec
@@ -30,29 +34,25 @@ __all__ = ["save_checkpoint", "load_checkpoint", "persist", "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = "checkpoint"
 OPTIMIZERS_FILE = "optimizers.npz"
-FORMAT, VERSION = "tinyevo.checkpoint", 1
+HOF_PREFIX = "hof/"      # the hall of fame's keys in the .npz files: "hof/<entry>/..."
+FORMAT, VERSION = "tinyevo.checkpoint", 2   # 2: with a hall of fame
 
 
-def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict) -> Path:
+def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict,
+                    hall_of_fame: HallOfFame | None = None) -> Path:
     """Write ``population`` (evaluated; candidates holding a CompGraph and optionally their own
-    optimiser) and the JSON-able ``state`` to ``mdir/checkpoint``, atomically."""
-    members, arrays, opt_arrays = [], {}, {}
-    for i, c in enumerate(population.members):
-        graph = c.graph()
-        if not isinstance(graph, CompGraph):
-            raise TypeError(f"save_checkpoint: member {i} holds a {type(graph).__name__}, "
-                            "expected a CompGraph")
-        opt = c.opt()
-        members.append({"fitness": _number(getattr(c, "fitness", None)),
-                        "generation": getattr(c, "generation", None),
-                        "optimizer": opt.to_spec() if opt is not None else None,
-                        "model": graph.to_spec()})
-        arrays.update({f"{i}/{k}": a for k, a in graph.arrays().items()})
-        if opt is not None and hasattr(opt, "state_arrays"):
-            opt_arrays.update({f"{i}/{k}": a for k, a in opt.state_arrays(graph).items()})
+    optimiser), the JSON-able ``state`` and, when given, ``hall_of_fame`` to ``mdir/checkpoint``,
+    atomically."""
+    arrays: dict[str, Any] = {}
+    opt_arrays: dict[str, Any] = {}
     doc = {"format": FORMAT, "version": VERSION, "tinyevo": __version__,
-           "generation": population.generation, "members": members, "state": state,
+           "generation": population.generation,
+           "members": _encode_all(population.members, "", arrays, opt_arrays), "state": state,
            "optimizer_state": OPTIMIZERS_FILE}
+    if hall_of_fame is not None:
+        doc["hall_of_fame"] = {"size": hall_of_fame.size,
+                               "members": _encode_all(hall_of_fame.members, HOF_PREFIX, arrays,
+                                                      opt_arrays)}
     target = Path(mdir) / CHECKPOINT_DIR
     with atomic_dir(target) as tmp:
         write_npz(tmp / "members.npz", arrays)
@@ -62,7 +62,9 @@ def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict
 
 
 def load_checkpoint(mdir: str | os.PathLike) -> tuple[Population, dict] | None:
-    """``(population, state)`` from ``mdir/checkpoint``, or None when there is none yet."""
+    """``(population, state)`` from ``mdir/checkpoint``, or None when there is none yet. The
+    hall of fame is ``population.hall_of_fame`` (empty, of the default size, for a checkpoint
+    that has none)."""
     folder = recover_dir(Path(mdir) / CHECKPOINT_DIR)
     if folder is None:
         return None
@@ -80,43 +82,91 @@ def load_checkpoint(mdir: str | os.PathLike) -> tuple[Population, dict] | None:
                          "missing, so the run cannot go on as it would have; remove the folder "
                          "or use another mdir")
     opt_arrays = read_npz(opt_path) if opt_path.exists() else {}
-    with_opt = {str(i) for i, m in enumerate(doc.get("members", []))
+    fame = doc.get("hall_of_fame")       # absent in checkpoints from before it was kept
+    entries = fame.get("members", []) if isinstance(fame, dict) else []
+    lists = (("", doc.get("members", [])), (HOF_PREFIX, entries))
+    with_opt = {f"{tag}{i}/" for tag, docs in lists for i, m in enumerate(docs)
                 if isinstance(m, dict) and m.get("optimizer") is not None}
-    stray = [k for k in opt_arrays if k.split("/", 1)[0] not in with_opt]
+    stray = [k for k in opt_arrays if _owner(k) not in with_opt]
     if stray:
         raise ValueError(f"{folder} is damaged: optimiser state {stray[0]!r} belongs to no member "
                          "with an optimiser; remove the folder or use another mdir")
-    members = []
     try:
-        for i, m in enumerate(doc["members"]):
-            prefix = f"{i}/"
-            own = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
-            graph = CompGraph.from_spec(m["model"], own)
-            missing = set(graph.arrays()) - set(own)
-            if missing:
-                raise ValueError(f"member {i} lacks arrays {sorted(missing)[:3]}")
-            opt = m.get("optimizer")
-            if opt is not None:
-                optimizer = optimizer_from_spec(opt)
-                optimizer.load_state_arrays(graph, {k[len(prefix):]: a for k, a in
-                                                    opt_arrays.items() if k.startswith(prefix)})
-                cand = CandidateOptModel(optimizer, graph)
-            else:
-                cand = CandidateModel(graph)
-            members.append(FittedCandidate(cand, m["fitness"], m.get("generation")))
+        members = _decode_all(doc["members"], "", arrays, opt_arrays)
+        hall_of_fame = HallOfFame(fame["size"]) if fame is not None else HallOfFame()
+        hall_of_fame.update(_decode_all(entries, HOF_PREFIX, arrays, opt_arrays))
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise ValueError(f"{folder} is damaged and cannot be resumed ({err}); remove it or "
                          "use another mdir") from err
-    return Population(members, int(doc["generation"])), doc.get("state", {})
+    population = Population(members, int(doc["generation"]))
+    population.hall_of_fame = hall_of_fame
+    return population, doc.get("state", {})
 
 
-def persist(mdir: str | os.PathLike, state: Any = None) -> Any:
+def persist(mdir: str | os.PathLike, state: Any = None,
+            hall_of_fame: HallOfFame | None = None) -> Any:
     """The seed's ``persist`` as a callback: ``fit(..., callbacks=[persist("runs/x")])`` or
-    ``persist("runs/x")(population)`` writes the population's checkpoint (``fit`` with ``mdir``
-    already does this, with what it needs to resume)."""
+    ``persist("runs/x")(population)`` writes the population's checkpoint, with ``hall_of_fame``
+    when given (``fit`` with ``mdir`` already does this, with what it needs to resume)."""
     def callback(population: Population) -> None:
-        save_checkpoint(mdir, population, state() if callable(state) else (state or {}))
+        save_checkpoint(mdir, population, state() if callable(state) else (state or {}),
+                        hall_of_fame)
     return callback
+
+
+# ------------------------------------------------------------------ one list of candidates
+def _encode_all(candidates: list, tag: str, arrays: dict, opt_arrays: dict) -> list[dict]:
+    """JSON entries for ``candidates``; their arrays go into ``arrays`` and ``opt_arrays`` keyed
+    ``"<tag><index>/..."``."""
+    entries = []
+    for i, c in enumerate(candidates):
+        prefix = f"{tag}{i}/"
+        graph = c.graph()
+        if not isinstance(graph, CompGraph):
+            raise TypeError(f"save_checkpoint: {_label(tag, i)} holds a "
+                            f"{type(graph).__name__}, expected a CompGraph")
+        opt = c.opt()
+        entries.append({"fitness": _number(getattr(c, "fitness", None)),
+                        "generation": getattr(c, "generation", None),
+                        "optimizer": opt.to_spec() if opt is not None else None,
+                        "model": graph.to_spec()})
+        arrays.update({prefix + k: a for k, a in graph.arrays().items()})
+        if opt is not None and hasattr(opt, "state_arrays"):
+            opt_arrays.update({prefix + k: a for k, a in opt.state_arrays(graph).items()})
+    return entries
+
+
+def _decode_all(entries: list, tag: str, arrays: dict, opt_arrays: dict) -> list:
+    """The FittedCandidates that :func:`_encode_all` wrote; ValueError for missing arrays."""
+    out = []
+    for i, m in enumerate(entries):
+        prefix = f"{tag}{i}/"
+        own = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
+        graph = CompGraph.from_spec(m["model"], own)
+        missing = set(graph.arrays()) - set(own)
+        if missing:
+            raise ValueError(f"{_label(tag, i)} lacks arrays {sorted(missing)[:3]}")
+        opt = m.get("optimizer")
+        if opt is not None:
+            optimizer = optimizer_from_spec(opt)
+            optimizer.load_state_arrays(graph, {k[len(prefix):]: a for k, a in
+                                                opt_arrays.items() if k.startswith(prefix)})
+            cand = CandidateOptModel(optimizer, graph)
+        else:
+            cand = CandidateModel(graph)
+        out.append(FittedCandidate(cand, m["fitness"], m.get("generation")))
+    return out
+
+
+def _label(tag: str, i: int) -> str:
+    return f"hall-of-fame entry {i}" if tag == HOF_PREFIX else f"member {i}"
+
+
+def _owner(key: str) -> str:
+    """The ``"<tag><index>/"`` prefix of an array key."""
+    parts = key.split("/")
+    n = 2 if parts[0] + "/" == HOF_PREFIX else 1
+    return "/".join(parts[:n]) + "/"
 
 
 def _number(x: Any) -> Any:

@@ -132,13 +132,23 @@ class Evaluator:
     ``fn`` is what ``Population.evaluate`` passes: ``partial(evaluate_candidate, fitness,
     generation)``; any other picklable callable of one candidate works too (then it is sent with
     every task and generations are counted by call).
+
+    ``on_result(index, result)``, where set, is called in this process as each member's result
+    arrives (in completion order): the hook for progress displays.
     """
+
+    on_result: Callable[[int, Any], None] | None = None
 
     def __init__(self, seed: int | None = None) -> None:
         if seed is not None and (not isinstance(seed, int) or seed < 0):
             raise ValueError(f"seed must be None or a non-negative int, got {seed!r}")
         self.seed = seed
         self._calls = 0
+
+    def _report(self, index: int, result: Any) -> Any:
+        if self.on_result is not None:
+            self.on_result(index, result)
+        return result
 
     def __call__(self, fn: Callable, members: Iterable) -> list:
         members = list(members)
@@ -189,9 +199,9 @@ class SerialEvaluator(Evaluator):
     def _evaluate(self, job: _Job, members: list, seeds: list) -> list:
         out = []
         with _one_blas_thread() if self.single_thread else contextlib.nullcontext():
-            for member, seed in zip(members, seeds):
+            for i, (member, seed) in enumerate(zip(members, seeds)):
                 with _seeded(seed):
-                    out.append(job.fn(member))
+                    out.append(self._report(i, job.fn(member)))
         return out
 
     def __repr__(self) -> str:
@@ -286,14 +296,14 @@ class _PoolEvaluator(Evaluator):
                     kind = self._failure_kind(e)
                     reason = f"{type(e).__name__}: {e}".rstrip(": ")
                     if kind == "final":
-                        results[i] = _invalid(job, members[i], reason)
+                        results[i] = self._report(i, _invalid(job, members[i], reason))
                     else:
                         lost.append((i, reason))
                         pool_broken = pool_broken or kind == "pool"
                     continue
                 status = out[0]
                 if status == "ok":
-                    results[i] = pickle.loads(out[1])
+                    results[i] = self._report(i, pickle.loads(out[1]))
                 elif status == "need":
                     resend.add(i)
                     todo.appendleft(i)
@@ -311,8 +321,9 @@ class _PoolEvaluator(Evaluator):
                                 i, job.generation, reason, failures[i], self.retries)
                     todo.appendleft(i)
                 elif crashed_alone or i in isolated or not self._shared_failures:
-                    results[i] = _invalid(job, members[i], f"the worker failed {failures[i]} "
-                                          f"times evaluating it, last: {reason}")
+                    results[i] = self._report(i, _invalid(
+                        job, members[i], f"the worker failed {failures[i]} times evaluating it, "
+                        f"last: {reason}"))
                 else:
                     isolated.add(i)
                     todo.appendleft(i)
@@ -322,8 +333,9 @@ class _PoolEvaluator(Evaluator):
             if expired:
                 for f in expired:
                     i, _ = inflight.pop(f)
-                    results[i] = _invalid(job, members[i], f"its evaluation exceeded the time "
-                                          f"limit of {self.timeout} s")
+                    results[i] = self._report(i, _invalid(
+                        job, members[i], f"its evaluation exceeded the time limit of "
+                        f"{self.timeout} s"))
                 if self._stop(expired, list(inflight)):
                     todo.extendleft(sorted((i for i, _ in inflight.values()), reverse=True))
                     inflight.clear()

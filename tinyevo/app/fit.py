@@ -29,9 +29,18 @@ import numpy as np
 from tinyevo import backend as B
 from tinyevo.app import defaults
 from tinyevo.app.checkpoint import load_checkpoint, save_checkpoint
-from tinyevo.app.executors import SerialEvaluator, make_evaluator
-from tinyevo.evolution.candidate import CandidateOptModel, nparams
-from tinyevo.evolution.fitness import AbstractFitness, TrainThenFitness, cosine_schedule, predict
+from tinyevo.app.executors import Evaluator, make_evaluator
+from tinyevo.evolution.candidate import CandidateOptModel, FittedCandidate, nparams
+from tinyevo.evolution.fitness import (
+    AbstractFitness,
+    DeadlineExceeded,
+    EwmaFitness,
+    TrainThenFitness,
+    check_deadline,
+    cosine_schedule,
+    predict,
+)
+from tinyevo.evolution.halloffame import HallOfFame, snapshot
 from tinyevo.evolution.population import Population
 from tinyevo.graph import CompGraph, input_vertex
 from tinyevo.graph.vertex import name_counter, set_name_counter
@@ -43,6 +52,9 @@ __all__ = ["fit", "FitConfig", "GenerationBatches", "ClassifierFitness", "initia
 log = logging.getLogger("tinyevo")
 
 KIND_OF_RANK = {2: "dense", 3: "conv1d", 4: "conv2d"}
+# Defaults sized on MNIST (60,000 28x28 images) on 2 cores; docs/fit.md has the measurements.
+DEFAULT_BATCHES = 100   # training batches of a generation's first budget, at most
+VALID_MAX = 2000        # validation samples, at most
 
 
 @dataclass
@@ -54,9 +66,10 @@ class FitConfig:
 
     population_size: int = 12
     batch_size: int = 32
-    batches_per_generation: int | None = None   # None: one pass over the training split
+    batches_per_generation: int | None = None   # None: one pass, at most DEFAULT_BATCHES
     budget_growth: float = 0.1                  # extra share of batches per generation
     valid_fraction: float = 0.3
+    valid_max: int | None = VALID_MAX           # at most this many validation samples
     augment: bool = False                       # +-1 pixel shifts of image batches
     seed: int = 0
     elites: int = 2
@@ -65,34 +78,54 @@ class FitConfig:
     lr_schedule: str = "constant"               # "cosine": decay to 0 within each generation
     tiebreak: str = "loss"                      # among equally accurate: "loss" or "size"
     optimizer_state: str = "keep"               # "reset": wipe moments after every generation
+    fitness_ewma: float = 0.0                   # weight of the parent's fitness (EwmaFitness)
 
     def batches_at(self, generation: int, ntrain: int) -> int:
-        base = self.batches_per_generation or max(1, math.ceil(ntrain / self.batch_size))
+        """The training budget of ``generation``, in batches (the same for every candidate)."""
+        base = self.batches_per_generation or default_batches(ntrain, self.batch_size)
         return max(1, int(round(base * (1.0 + self.budget_growth * (generation - 1)))))
+
+
+def default_batches(ntrain: int, batch_size: int) -> int:
+    """The first generation's default training budget: one pass over the training split, but
+    at most :data:`DEFAULT_BATCHES` batches, so that the time of a generation does not grow
+    with the data (see docs/fit.md)."""
+    return max(1, min(math.ceil(ntrain / batch_size), DEFAULT_BATCHES))
 
 
 def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int | None = None,
         time_limit: float | None = None, target_fitness: float | None = None,
         population_size: int = 12, batch_size: int = 32,
         batches_per_generation: int | None = None, budget_growth: float = 0.1,
-        valid_fraction: float = 0.3, augment: bool = False, mdir: str | Path | None = None,
-        callbacks: Sequence[Callable] | Callable = (), seed: int | None = None,
-        executor: Any = None, search_space: Any = None, mutation: Any = None,
-        crossover: Any = None, strategy: Any = None, widths: tuple[int, int] = (8, 32),
-        candidate_time_limit: float | None = None, lr_schedule: str = "constant",
-        tiebreak: str = "loss", optimizer_state: str = "keep",
+        valid_fraction: float = 0.3, valid_max: int | None = VALID_MAX, augment: bool = False,
+        mdir: str | Path | None = None, callbacks: Sequence[Callable] | Callable = (),
+        seed: int | None = None, executor: Any = None, search_space: Any = None,
+        mutation: Any = None, crossover: Any = None, strategy: Any = None,
+        widths: tuple[int, int] = (8, 32), candidate_time_limit: float | None = None,
+        lr_schedule: str = "constant", tiebreak: str = "loss", optimizer_state: str = "keep",
+        fitness_ewma: float = 0.0, hall_of_fame: int = 5,
         progress: Callable[[dict], None] | None = None) -> Population:
     """Evolve a classifier for ``x`` (N, C, H, W), (N, C, L) or (N, F) with integer labels ``y``.
 
     ``x`` may also be an ``(x, y)`` tuple or an iterable of ``(x, y)`` batches (gathered into
-    arrays). Stops after ``generations`` generations, before a generation expected to end past
-    ``time_limit`` seconds, or when the best fitness reaches ``target_fitness`` (at least one
-    must be given). The fitness of a
-    candidate is its validation accuracy plus a tie-break below one sample's worth
-    (``tiebreak``).
+    arrays). Stops after ``generations`` generations, when the best fitness reaches
+    ``target_fitness``, or at ``time_limit`` seconds (at least one must be given). The time
+    limit holds: a generation expected to end past it is not started, and one that is still
+    training when it comes is cut and dropped (the run returns, and its checkpoint holds, the
+    last complete generation, so resuming is exact). The fitness of a candidate is its
+    validation accuracy plus a tie-break below one sample's worth (``tiebreak``).
 
     Returns the last evaluated population sorted best first: ``population.best()`` is the best
-    candidate; ``.predict(x)``, ``.evaluate(x, y)`` and ``.graph()`` (the model) work on it.
+    candidate *of the last generation*; ``population.hall_of_fame`` holds snapshots of the
+    ``hall_of_fame`` best candidates *ever evaluated* (``population.hall_of_fame.best()`` is
+    the best-ever model, as it was when it earned its fitness). ``.predict(x)``,
+    ``.evaluate(x, y)`` and ``.graph()`` (the model) work on either.
+
+    Every generation trains each candidate on the same ``batches_per_generation`` batches of
+    ``batch_size`` (default: one pass, at most 100 batches, growing by ``budget_growth`` of
+    that per generation), the next slice of one shuffled stream over the training data.
+    Without ``valid``, a stratified ``valid_fraction`` of the data (at most ``valid_max``
+    samples) is held out for validation.
 
     ``mdir``: checkpoint every generation there and resume from it. ``callbacks``: called with
     the evaluated population after every generation (PlotFitness, ScatterPop, ... from
@@ -108,7 +141,9 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     ``optimizer_state``: "keep" (default) carries each model's optimiser state (Adam's moments
     and step count) from one generation to the next, into checkpoints and, for the parameters
     they inherit unchanged, to its children; "reset" starts every generation's training from a
-    fresh optimiser, as the seed does.
+    fresh optimiser, as the seed does. ``fitness_ewma``: the seed's EwmaFitness, a candidate's
+    fitness blended with its parent's (or, for an elite, its own last one) with this weight on
+    the old value (0: off).
     """
     if generations is None and time_limit is None and target_fitness is None:
         raise ValueError("fit: give generations=, time_limit= or target_fitness= so the run "
@@ -124,6 +159,9 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
     if not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"fit: valid_fraction must be in (0, 1), got {valid_fraction!r}")
+    if valid_max is not None and (not isinstance(valid_max, int) or valid_max < 2):
+        raise ValueError(f"fit: valid_max must be None or an int >= 2 (the most validation "
+                         f"samples to hold out), got {valid_max!r}")
     if tiebreak not in TIEBREAKS:
         raise ValueError(f"fit: tiebreak must be one of {TIEBREAKS}, got {tiebreak!r}")
     if optimizer_state not in OPTIMIZER_STATES:
@@ -132,6 +170,12 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"fit: lr_schedule must be one of {sorted(LR_SCHEDULES)}, got "
                          f"{lr_schedule!r}")
+    if not 0.0 <= fitness_ewma < 1.0:
+        raise ValueError(f"fit: fitness_ewma must be in [0, 1) (the weight of the parent's "
+                         f"fitness; 0 turns it off), got {fitness_ewma!r}")
+    if not isinstance(hall_of_fame, int) or hall_of_fame < 1:
+        raise ValueError(f"fit: hall_of_fame must be an int >= 1 (how many best-ever models "
+                         f"to keep), got {hall_of_fame!r}")
     callbacks = _callbacks(callbacks)
     x, y = as_arrays(x, y, "training data")
     kind = KIND_OF_RANK[x.ndim]
@@ -140,22 +184,23 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     config = FitConfig(population_size=population_size, batch_size=batch_size,
                        batches_per_generation=batches_per_generation,
                        budget_growth=float(budget_growth), valid_fraction=valid_fraction,
-                       augment=bool(augment), seed=seed,
+                       valid_max=valid_max, augment=bool(augment), seed=seed,
                        widths=tuple(widths), candidate_time_limit=candidate_time_limit,
                        lr_schedule=lr_schedule, tiebreak=tiebreak,
-                       optimizer_state=optimizer_state)
+                       optimizer_state=optimizer_state, fitness_ewma=float(fitness_ewma))
     if valid is None:
-        (x, y), (xv, yv) = split_validation(x, y, valid_fraction, seed)
+        (x, y), (xv, yv) = split_validation(x, y, valid_fraction, seed, valid_max)
     else:
         xv, yv = as_arrays(*valid, "validation data") if isinstance(valid, tuple) and \
             len(valid) == 2 else as_arrays(valid, None, "validation data")
         if xv.shape[1:] != x.shape[1:]:
             raise ValueError(f"fit: validation samples have shape {xv.shape[1:]}, training "
                              f"samples {x.shape[1:]}; they must match")
-    fitness = ClassifierFitness(GenerationBatches(x, y, config), (xv, yv), batch_size=256,
-                                time_limit=candidate_time_limit, tiebreak=tiebreak,
-                                lr_schedule=LR_SCHEDULES[lr_schedule],
-                                keep_optimizer_state=optimizer_state == "keep")
+    scorer = ClassifierFitness(GenerationBatches(x, y, config), (xv, yv), batch_size=256,
+                               time_limit=candidate_time_limit, tiebreak=tiebreak,
+                               lr_schedule=LR_SCHEDULES[lr_schedule],
+                               keep_optimizer_state=optimizer_state == "keep")
+    fitness = EwmaFitness(scorer, fitness_ewma) if fitness_ewma > 0 else scorer
     strategy = strategy or defaults.default_strategy(
         population_size, mutation or defaults.default_mutation(kind, nclasses),
         crossover or defaults.default_crossover(), config.elites)
@@ -170,6 +215,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         set_name_counter(int(state.get("name_counter", 1)))
         elapsed0 = float(state.get("elapsed", 0.0))
         last_seconds = float(state.get("last_seconds", 0.0))
+        hof = HallOfFame(hall_of_fame)
+        hof.update(getattr(fitted, "hall_of_fame", None) or ())
         log.info("resuming %s from generation %d", mdir, fitted.generation)
         population = None
     else:
@@ -177,11 +224,17 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         set_name_counter(1)             # vertex names, like weights, follow from the seed
         elapsed0 = last_seconds = 0.0
         fitted = None
+        hof = HallOfFame(hall_of_fame)
         population = initial_population(
-            search_space or defaults.default_search_space(kind, nclasses, config.widths),
+            search_space or defaults.default_search_space(kind, nclasses, config.widths,
+                                                          x.shape[1:]),
             x.shape[1], kind, population_size)
+    # The run's deadline (wall clock, so that worker processes can read it too): training
+    # and validation that reach it stop, and the generation they were in is dropped.
+    if time_limit is not None:
+        scorer.deadline = time.time() + max(0.0, time_limit - elapsed0)
     mapper = make_evaluator(executor)
-    evaluate = _evaluator(mapper, fitness, progress)
+    evaluate = _evaluator(mapper, fitness, progress, lambda: elapsed0 + time.monotonic() - start)
     try:
         while True:
             if fitted is not None:
@@ -195,12 +248,26 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                 population = Population(strategy(fitted.members), fitted.generation + 1,
                                         previous=fitted)
             t0 = time.monotonic()
-            fitted = evaluate(population)
-            fitted = Population(fitted.best_first(), fitted.generation)
+            try:
+                evaluated = evaluate(population)
+            except DeadlineExceeded:
+                if fitted is None:
+                    raise RuntimeError(
+                        f"fit: the time limit of {time_limit:g} s ended before the first "
+                        f"generation was evaluated ({population_size} candidates of "
+                        f"{config.batches_at(1, len(y))} batches each); give a longer time "
+                        "limit, or a smaller population_size or batches_per_generation"
+                    ) from None
+                log.warning("the time limit cut generation %d short: it is dropped, and the "
+                            "run ends with generation %d", population.generation,
+                            fitted.generation)
+                break
+            fitted = Population(evaluated.best_first(), evaluated.generation)
+            hof.update(fitted)
             # The generation just replaced is garbage now, but graphs are reference cycles:
             # freed here, their memory is what the next generation's edits and training reuse
             # (left to the collector's schedule, they wait and new arrays take fresh pages).
-            population = None
+            population = evaluated = None
             gc.collect()
             elapsed = elapsed0 + time.monotonic() - start
             last_seconds = time.monotonic() - t0
@@ -209,12 +276,13 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                     "config": _jsonable_config(config), "kind": kind,
                     "sample_shape": list(x.shape[1:]), "nclasses": nclasses,
                     "rng": B.rng().bit_generator.state, "name_counter": name_counter(),
-                    "elapsed": elapsed, "last_seconds": last_seconds})
+                    "elapsed": elapsed, "last_seconds": last_seconds}, hall_of_fame=hof)
             for cb in callbacks:
                 cb(fitted)
             if progress is not None:
                 progress({"event": "generation", "generation": fitted.generation,
                           "best": fitted.best().fitness, "mean": _mean_fitness(fitted),
+                          "best_ever": hof.best().fitness if len(hof) else None,
                           "seconds": time.monotonic() - t0, "elapsed": elapsed})
     except KeyboardInterrupt:
         if fitted is None:
@@ -224,6 +292,9 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     finally:
         if mapper is not executor:          # ours to close; a user's evaluator stays open
             mapper.close()
+        elif isinstance(mapper, Evaluator):
+            mapper.on_result = None
+    fitted.hall_of_fame = hof
     return fitted
 
 
@@ -270,11 +341,14 @@ def as_arrays(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
 
 
-def split_validation(x: np.ndarray, y: np.ndarray, fraction: float,
-                     seed: int) -> tuple[tuple, tuple]:
+def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int,
+                     max_samples: int | None = None) -> tuple[tuple, tuple]:
     """A stratified, seeded split: ``fraction`` of each class to validation (at least one
-    sample of classes with two or more)."""
+    sample of classes with two or more), and with ``max_samples``, at most that many in all
+    (each class in proportion to its size)."""
     rng = np.random.default_rng([seed, 7])
+    if max_samples is not None:
+        fraction = min(fraction, max_samples / len(y))
     valid_idx = []
     for label in np.unique(y):
         idx = np.flatnonzero(y == label)
@@ -294,11 +368,17 @@ OPTIMIZER_STATES = ("keep", "reset")
 
 
 class GenerationBatches:
-    """The training batches of a generation, from (run seed, generation) alone.
+    """The training batches of a generation: the next slice of one shuffled stream.
 
-    ``itergeneration(g)`` (what TrainThenFitness asks for) gives ``config.batches_at(g)``
-    batches of shuffled samples, optionally shifted by up to one pixel (``config.augment``).
-    Being stateless, it gives every candidate, process and resumed run the same batches.
+    The stream runs through the training samples epoch after epoch, each epoch in an order
+    drawn from the run seed and the epoch number alone. Generation ``g`` trains on the
+    ``config.batches_at(g)`` batches that follow those of generations 1..g-1 (the seed's
+    RepeatPartitionIterator), so every candidate of a generation trains on the same batches,
+    a long run sees all the data, and the cost of a generation does not grow with the data.
+    Stateless: every candidate, process and resumed run gets the same batches.
+    ``itergeneration(g)`` (what TrainThenFitness asks for) returns them as a lazy sequence
+    (``len()`` works; batches are gathered as they are iterated), optionally shifted by up to
+    one pixel (``config.augment``).
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, config: FitConfig) -> None:
@@ -308,27 +388,33 @@ class GenerationBatches:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_device": None}    # workers move the data themselves
 
-    def itergeneration(self, generation: int | None) -> list[tuple[Any, Any]]:
+    def span(self, generation: int) -> tuple[int, int]:
+        """``(first, count)``: the stream's batches that ``generation`` trains on."""
+        n = len(self.y)
+        first = sum(self.config.batches_at(g, n) for g in range(1, generation))
+        return first, self.config.batches_at(generation, n)
+
+    def itergeneration(self, generation: int | None) -> _StreamSlice:
         g = 1 if generation is None else int(generation)
-        cfg = self.config
-        rng = np.random.default_rng([cfg.seed, g, 1])
-        n, bs = len(self.y), min(cfg.batch_size, len(self.y))
-        nbatches = cfg.batches_at(g, n)
-        order = np.concatenate([rng.permutation(n) for _ in range(-(-nbatches * bs // n))])
-        if B.name() != "numpy" and not cfg.augment:
-            # On a GPU the samples move there once; batches are gathered there.
-            x, y = self._device_arrays()
-            index = B.to_device(order[:nbatches * bs])
-            return [(x[index[b * bs:(b + 1) * bs]], y[index[b * bs:(b + 1) * bs]])
-                    for b in range(nbatches)]
-        batches = []
-        for b in range(nbatches):
-            idx = order[b * bs:(b + 1) * bs]
-            xb = self.x[idx]
-            if cfg.augment and xb.ndim == 4:
-                xb = _shift(xb, rng)
-            batches.append((B.to_device(xb), B.to_device(self.y[idx])))
-        return batches
+        first, count = self.span(g)
+        return _StreamSlice(self, g, first, count)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The sample order of ``epoch`` (0-based) of the stream."""
+        return np.random.default_rng([self.config.seed, 1, epoch]).permutation(len(self.y))
+
+    def indices(self, first: int, count: int) -> np.ndarray:
+        """The sample indices of the stream's batches ``first .. first + count - 1``."""
+        n, bs = len(self.y), self.batch_size
+        start, stop = first * bs, (first + count) * bs
+        epochs = range(start // n, (stop - 1) // n + 1)
+        stream = np.concatenate([self.order(e) for e in epochs])
+        offset = epochs[0] * n
+        return stream[start - offset:stop - offset]
+
+    @property
+    def batch_size(self) -> int:
+        return min(self.config.batch_size, len(self.y))
 
     def _device_arrays(self) -> tuple[Any, Any]:
         if self._device is None or self._device[0] != B.name():
@@ -340,6 +426,39 @@ class GenerationBatches:
 
     def __repr__(self) -> str:
         return f"GenerationBatches({len(self.y)} samples, batch {self.config.batch_size})"
+
+
+class _StreamSlice:
+    """The batches of one generation (see :class:`GenerationBatches`), gathered lazily."""
+
+    def __init__(self, source: GenerationBatches, generation: int, first: int,
+                 count: int) -> None:
+        self.source, self.generation, self.first, self.count = source, generation, first, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        src, cfg, bs = self.source, self.source.config, self.source.batch_size
+        order = src.indices(self.first, self.count)
+        if B.name() != "numpy" and not cfg.augment:
+            # On a GPU the samples move there once; batches are gathered there.
+            x, y = src._device_arrays()
+            index = B.to_device(order)
+            for b in range(self.count):
+                yield x[index[b * bs:(b + 1) * bs]], y[index[b * bs:(b + 1) * bs]]
+            return
+        rng = np.random.default_rng([cfg.seed, self.generation, 2])
+        for b in range(self.count):
+            idx = order[b * bs:(b + 1) * bs]
+            xb = src.x[idx]
+            if cfg.augment and xb.ndim == 4:
+                xb = _shift(xb, rng)
+            yield B.to_device(xb), B.to_device(src.y[idx])
+
+    def __repr__(self) -> str:
+        return (f"<generation {self.generation}: batches {self.first}..."
+                f"{self.first + self.count - 1} of the stream>")
 
 
 def _shift(xb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -366,8 +485,6 @@ class ClassifierFitness(AbstractFitness):
     term is below one validation sample's worth. Invalid: 0.0. ``keep_optimizer_state``: see
     :class:`~tinyevo.evolution.TrainThenFitness`."""
 
-    on_done: Callable[[Any, float], None] | None = None   # progress hook (in-process only)
-
     def __init__(self, train: GenerationBatches, valid: tuple[np.ndarray, np.ndarray],
                  batch_size: int = 256, time_limit: float | None = None,
                  tiebreak: str = "size", lr_schedule: Callable | None = None,
@@ -389,6 +506,7 @@ class ClassifierFitness(AbstractFitness):
         model = candidate.graph()
         correct, loss, total = 0, 0.0, 0
         for x, y in self._valid_batches():
+            check_deadline(self.deadline, "a candidate was validated")
             out = predict(model, x)
             correct = correct + (out.argmax(axis=1) == y).sum()
             loss = loss + logit_cross_entropy(out, y)[0] * len(y)
@@ -408,6 +526,16 @@ class ClassifierFitness(AbstractFitness):
             self._device = (B.name(), [(B.to_device(x), B.to_device(y)) for x, y in self.valid])
         return self._device[1]
 
+    @property
+    def deadline(self) -> float | None:
+        """The run's deadline (``time.time()``): training or validation that reaches it raises
+        :class:`~tinyevo.evolution.fitness.DeadlineExceeded`."""
+        return self.train.deadline
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        self.train.deadline = value
+
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_device": None}    # workers move the data themselves
 
@@ -415,8 +543,6 @@ class ClassifierFitness(AbstractFitness):
         t0 = time.perf_counter()
         value = float(self.train(candidate, generation) or 0.0)
         candidate.eval_time = time.perf_counter() - t0      # for ScatterPop; travels back
-        if self.on_done is not None:
-            self.on_done(candidate, value)
         return value
 
 
@@ -436,30 +562,33 @@ def initial_population(space: Any, insize: int, kind: str, size: int,
     return Population(members)
 
 
-def _evaluator(mapper: Any, fitness: ClassifierFitness,
-               progress: Callable | None) -> Callable:
+def _evaluator(mapper: Any, fitness: Any, progress: Callable | None,
+               elapsed: Callable[[], float]) -> Callable:
     """``evaluate(population) -> fitted population`` through ``mapper`` (an evaluator of
-    :mod:`tinyevo.app.executors`), reporting each finished candidate where it runs in-process."""
-    in_process = isinstance(mapper, SerialEvaluator)
+    :mod:`tinyevo.app.executors`), reporting each finished candidate as its result arrives.
 
+    Members carried over from the last generation (the elites) are evaluated as copies, so
+    that training in this process never changes a model of the last complete generation: a
+    run cut or interrupted mid-generation returns that generation as it was checkpointed."""
     def evaluate(population: Population) -> Population:
-        done = [0]
         total = len(population.members)
+        done = [0]
 
-        def report(candidate: Any, value: float) -> None:
+        def report(index: int, result: Any) -> None:
             done[0] += 1
-            if progress is not None:
-                progress({"event": "candidate", "generation": population.generation,
-                          "done": done[0], "total": total, "fitness": value})
-
-        fitness.on_done = report if in_process else None
-        try:
-            fitted = population.evaluate(fitness, mapper=mapper)
-        finally:
-            fitness.on_done = None
-        if not in_process and progress is not None:
             progress({"event": "candidate", "generation": population.generation,
-                      "done": total, "total": total, "fitness": None})
+                      "done": done[0], "total": total,
+                      "fitness": getattr(result, "fitness", None),
+                      "seconds": getattr(result, "eval_time", None), "elapsed": elapsed()})
+
+        if isinstance(mapper, Evaluator):
+            mapper.on_result = report if progress is not None else None
+        members = [snapshot(c) if isinstance(c, FittedCandidate) else c
+                   for c in population.members]
+        fitted = Population(members, population.generation).evaluate(fitness, mapper=mapper)
+        if not isinstance(mapper, Evaluator) and progress is not None:
+            for i, c in enumerate(fitted.members):
+                report(i, c)
         return fitted
 
     return evaluate
@@ -503,7 +632,8 @@ def _jsonable_config(config: FitConfig) -> dict:
     return d
 
 
-_BEFORE_IT_EXISTED = {"optimizer_state": "reset"}   # what runs did before the setting came
+# What runs did before each setting came.
+_BEFORE_IT_EXISTED = {"optimizer_state": "reset", "valid_max": None}
 
 
 def _check_resume(state: dict, config: FitConfig, kind: str, sample_shape: tuple,

@@ -5,9 +5,9 @@ data iterators (mutation and crossover operators join later).
     >>> population = te.Population([te.CandidateModel(model) for model in models])  # doctest: +SKIP
     >>> population = te.evolve(strategy, fitness, population)  # doctest: +SKIP
 
-Note: the names ``fitness`` (the function) and ``graph``/``opt``/``lossfun`` (candidate
-accessors) live here; ``tinyevo.graph`` at the top level is the graph package, so the accessors are
-not exported there.
+Note: the names ``fitness`` (the function) and ``graph``/``opt``/``lossfun``/``prior_fitness``
+(candidate accessors) live here; ``tinyevo.graph`` at the top level is the graph package, so the
+accessors are not exported there.
 """
 
 from tinyevo.evolution.candidate import (
@@ -23,6 +23,7 @@ from tinyevo.evolution.candidate import (
     new_candidate,
     nparams,
     opt,
+    prior_fitness,
 )
 from tinyevo.evolution.crossover import (
     CrossoverSwap,
@@ -40,6 +41,7 @@ from tinyevo.evolution.fitness import (  # binds `fitness` the function over the
     AbstractFitness,
     AccuracyFitness,
     AggFitness,
+    EwmaFitness,
     GpuFitness,
     LossFitness,
     MapFitness,
@@ -51,6 +53,7 @@ from tinyevo.evolution.fitness import (  # binds `fitness` the function over the
     fitness,
     predict,
 )
+from tinyevo.evolution.halloffame import HallOfFame
 from tinyevo.evolution.iterators import (
     BatchIterator,
     GpuIterator,
@@ -108,12 +111,12 @@ from tinyevo.evolution.strategies import (
 __all__ = [
     # candidates
     "AbstractCandidate", "CandidateModel", "CandidateOptModel", "FittedCandidate",
-    "new_candidate", "graph", "opt", "lossfun", "copy_model", "nparams", "is_model",
-    "inherit_optimizer_state",
+    "new_candidate", "graph", "opt", "lossfun", "prior_fitness", "copy_model", "nparams",
+    "is_model", "inherit_optimizer_state",
     # fitness
     "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
     "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",
-    "GpuFitness", "predict", "cosine_schedule",
+    "EwmaFitness", "GpuFitness", "predict", "cosine_schedule",
     # population and strategies
     "Population", "evaluate_candidate", "evolve", "AbstractEvolution", "NoOpEvolution",
     "EliteSelection", "SusSelection", "TournamentSelection", "EvolveCandidates",
@@ -135,3 +138,4 @@ __all__ = [
     "evolve_crossover", "crossover_swap", "separable_starts", "regraph", "optimizer_swap",
     "learning_rate_swap",
 ]
+__all__ += ["HallOfFame"]

@@ -24,6 +24,12 @@ accessor. ``new_candidate`` then works out of the box (it maps every dataclass f
 A fitness for it is any callable of the candidate, or an :class:`AbstractFitness` subclass (see
 ``tinyevo.evolution.fitness``). :class:`FittedCandidate` forwards unknown attributes to the
 candidate it wraps, so accessors such as ``aval`` keep working after evaluation.
+
+A child made by ``new_candidate`` starts without a fitness but remembers its parent's as
+:func:`prior_fitness` (the seed's ``fitness(c)`` of a child), which ``EwmaFitness`` blends with:
+
+    >>> prior_fitness(new_candidate(FittedCandidate(CandidateModel(2), 0.8), lambda v: v))
+    0.8
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ from typing import Any
 
 __all__ = [
     "AbstractCandidate", "CandidateModel", "CandidateOptModel", "FittedCandidate",
-    "new_candidate", "graph", "opt", "lossfun", "copy_model", "nparams", "is_model",
-    "inherit_optimizer_state",
+    "new_candidate", "graph", "opt", "lossfun", "prior_fitness", "copy_model", "nparams",
+    "is_model", "inherit_optimizer_state",
 ]
 
 
@@ -45,11 +51,14 @@ class AbstractCandidate:
 
     Accessors ``graph``, ``opt`` and ``lossfun`` return ``default`` unless the candidate carries
     that property. ``fitness`` and ``generation`` are None until the candidate is evaluated
-    (:class:`FittedCandidate`). Subclasses that are dataclasses get :meth:`new_candidate` for free.
+    (:class:`FittedCandidate`); ``prior_fitness`` is the fitness it had before (its parent's,
+    or its own last one), None for a fresh candidate. Subclasses that are dataclasses get
+    :meth:`new_candidate` for free.
     """
 
     fitness: Any = None
     generation: int | None = None
+    prior_fitness: Any = None  # set on the instance (it pickles along to worker processes)
 
     def graph(self, default: Any = None) -> Any:
         """The candidate's model, else ``default``."""
@@ -94,7 +103,7 @@ class AbstractCandidate:
                 "field is then mapped) or override new_candidate(self, mapfield)")
         kwargs = {f.name: mapfield(getattr(self, f.name))
                   for f in dataclasses.fields(self) if f.init}
-        return type(self)(**kwargs)
+        return _with_prior(type(self)(**kwargs), self)
 
 
 @dataclasses.dataclass(eq=False)
@@ -137,7 +146,9 @@ class FittedCandidate(AbstractCandidate):
     """A candidate with its fitness, computed in ``generation``.
 
     Accessors and any other attribute are forwarded to the wrapped candidate; ``new_candidate``
-    maps the wrapped candidate, so a child starts without a fitness.
+    maps the wrapped candidate, so a child starts without a fitness, its ``prior_fitness`` this
+    candidate's fitness. ``prior_fitness`` here is ``fitness`` too: what a new evaluation of this
+    candidate (an elite kept for the next generation) starts from.
 
         >>> f = FittedCandidate(CandidateModel(None), 0.5, 3); (f.fitness, f.generation)
         (0.5, 3)
@@ -160,7 +171,13 @@ class FittedCandidate(AbstractCandidate):
         return lossfun(self.candidate, default)
 
     def new_candidate(self, mapfield: Callable[[Any], Any]) -> Any:
-        return new_candidate(self.candidate, mapfield)
+        return _with_prior(new_candidate(self.candidate, mapfield), self)
+
+    @property
+    def prior_fitness(self) -> Any:
+        if self.fitness is not None:
+            return self.fitness
+        return getattr(self.candidate, "prior_fitness", None)
 
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes not found normally; guard against recursion while
@@ -190,6 +207,19 @@ def lossfun(c: Any, default: Any = None) -> Any:
     return c.lossfun(default) if isinstance(c, AbstractCandidate) else default
 
 
+def prior_fitness(c: Any, default: Any = None) -> Any:
+    """The fitness ``c`` had before its current evaluation, else ``default``: for a child, the
+    fitness of the candidate it was made from by :func:`new_candidate`; for an evaluated member
+    (a FittedCandidate, or the candidate it wraps while it is evaluated again), its own last
+    fitness; ``default`` for a fresh candidate.
+
+        >>> prior_fitness(FittedCandidate(CandidateModel(None), 0.8)), prior_fitness(3, -1)
+        (0.8, -1)
+    """
+    value = getattr(c, "prior_fitness", None)
+    return default if value is None else value
+
+
 def inherit_optimizer_state(child: Any, *parents: Any) -> Any:
     """Give ``child``'s optimiser the state its parents' optimisers hold for the parameters its
     model inherited unchanged (:meth:`tinyevo.optimizers.Optimizer.inherit`); returns ``child``.
@@ -209,7 +239,7 @@ def new_candidate(c: Any, mapfield: Callable[[Any], Any]) -> Any:
     """
     if not isinstance(c, AbstractCandidate):
         raise TypeError(f"new_candidate: expected an AbstractCandidate, got {type(c).__name__}")
-    return c.new_candidate(mapfield)
+    return _with_prior(c.new_candidate(mapfield), c)  # also for an overridden new_candidate
 
 
 # --------------------------------------------------------------------- model helpers
@@ -237,6 +267,22 @@ def nparams(model: Any) -> int:
     if callable(layers):
         return int(sum(layer.parameter_count() for layer in layers()))
     return 0
+
+
+def _with_prior(child: Any, parent: Any) -> Any:
+    """``child``, remembering ``parent``'s fitness (or prior) as its ``prior_fitness``."""
+    value = prior_fitness(parent)
+    if value is not None and child is not parent:
+        _set_prior(child, value)
+    return child
+
+
+def _set_prior(c: Any, value: Any) -> None:
+    """Set ``c.prior_fitness``; a candidate that takes no attributes (slots) keeps none."""
+    try:
+        object.__setattr__(c, "prior_fitness", value)  # also on a frozen dataclass
+    except (AttributeError, TypeError):
+        pass
 
 
 def _short(model: Any) -> str:

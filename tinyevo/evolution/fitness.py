@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from tinyevo import backend as B
-from tinyevo.evolution.candidate import graph, lossfun, nparams, opt
+from tinyevo.evolution.candidate import graph, lossfun, nparams, opt, prior_fitness
 from tinyevo.evolution.iterators import (
     RepeatPartitionIterator,
     StatefulGenerationIter,
@@ -44,7 +45,7 @@ from tinyevo.losses import mse
 __all__ = [
     "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
     "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",
-    "GpuFitness", "predict", "cosine_schedule",
+    "EwmaFitness", "GpuFitness", "predict", "cosine_schedule",
 ]
 
 log = logging.getLogger("tinyevo.evolution")
@@ -63,6 +64,18 @@ def fitness(f: Any, candidate: Any, generation: int | None = None) -> Any:
         return f(candidate)
     raise TypeError(f"fitness: expected an AbstractFitness or a callable of the candidate, got "
                     f"{type(f).__name__}")
+
+
+class DeadlineExceeded(Exception):
+    """Raised by a fitness whose ``deadline`` (a ``time.time()`` value) passed while it trained
+    or measured: the caller ends the round (``fit`` drops the generation it cut). Unlike other
+    errors, the guard of :class:`TrainThenFitness` lets it through."""
+
+
+def check_deadline(deadline: float | None, what: str) -> None:
+    """Raise :class:`DeadlineExceeded` when ``deadline`` (``time.time()`` based) has passed."""
+    if deadline is not None and time.time() > deadline:
+        raise DeadlineExceeded(f"the run's deadline passed while {what}")
 
 
 class AbstractFitness:
@@ -159,7 +172,9 @@ class TrainThenFitness(AbstractFitness):
     the state of every parameter they inherit unchanged (:meth:`Optimizer.inherit`).
     The guard: training that gives a NaN/Inf loss, raises, or runs past ``time_limit`` seconds
     stops, the candidate gets ``invalidfitness`` and the reason is logged (logger
-    "tinyevo.evolution"); the run goes on.
+    "tinyevo.evolution"); the run goes on. ``deadline`` (a ``time.time()`` value, or None) is
+    the run's: training that reaches it stops and raises :class:`DeadlineExceeded` (checked
+    after every batch), which the guard lets through.
 
     ``dataiter`` is an iterable of ``(x, y)`` batches, or generation aware (a
     StatefulGenerationIter; a RepeatPartitionIterator is wrapped in one), so that each generation
@@ -188,6 +203,7 @@ class TrainThenFitness(AbstractFitness):
                              f"got {lr_schedule!r}")
         self.lr_schedule = lr_schedule
         self.keep_optimizer_state = bool(keep_optimizer_state)
+        self.deadline: float | None = None
 
     def __call__(self, candidate: Any, generation: int | None = None) -> Any:
         try:
@@ -208,6 +224,8 @@ class TrainThenFitness(AbstractFitness):
             if isinstance(trained, _Invalid):
                 return self._invalid(candidate, trained.reason)
             return self._measure(candidate, generation, trained)
+        except DeadlineExceeded:
+            raise
         except Exception as e:  # noqa: BLE001 - the guard: one broken candidate must not end a run
             return self._invalid(candidate, f"{type(e).__name__}: {e}")
 
@@ -251,6 +269,7 @@ class TrainThenFitness(AbstractFitness):
                 check_every = 1 if B.get_array_module(loss) is np else 32
             if nbatches % check_every == 0 and not _finite(loss_sum):
                 return _Invalid(f"loss is NaN/Inf after {nbatches} batches")
+            check_deadline(self.deadline, f"a candidate trained (after {nbatches} batches)")
             if self.time_limit is not None and time.perf_counter() - t0 > self.time_limit:
                 return _Invalid(f"training exceeded its time budget of {self.time_limit} s "
                                 f"after {nbatches} batches")
@@ -363,6 +382,48 @@ class AggFitness(AbstractFitness):
         return f"AggFitness({getattr(self.op, '__name__', self.op)!r}, {len(self.fs)} fitnesses)"
 
 
+class EwmaFitness(AbstractFitness):
+    """EwmaFitness(base, alpha=0.5): the fitness by ``base`` blended with the candidate's prior
+    fitness (its parent's for a child, its own last one for an elite), the seed's
+    ``(1 - alpha) * current + alpha * prior``, so that one lucky or unlucky validation pass
+    counts for less in selection.
+
+    ``current`` alone where there is no prior (a fresh candidate), where either is not a finite
+    number (tuples pass through), and where either is the base's ``invalidfitness`` (where it has
+    one): an invalid candidate stays invalid, and a failed evaluation is no measurement to
+    blend with.
+
+        >>> child = new_candidate(FittedCandidate(CandidateModel(None), 0.8), lambda v: v)
+        >>> fitness(EwmaFitness(lambda c: 0.6), child)  # the parent's 0.8 and the child's 0.6
+        0.7
+    """
+
+    def __init__(self, base: Any, alpha: float = 0.5) -> None:
+        if not (isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)
+                and 0 <= alpha < 1):
+            raise ValueError(f"EwmaFitness: alpha must be a number in [0, 1) (the weight of the "
+                             f"prior fitness; 0 turns blending off), got {alpha!r}")
+        self.base, self.alpha = base, float(alpha)
+
+    @property
+    def invalidfitness(self) -> Any:
+        """The base's invalid fitness (AttributeError where it has none), for evaluators."""
+        return self.base.invalidfitness
+
+    def __call__(self, candidate: Any, generation: int | None = None) -> Any:
+        current = fitness(self.base, candidate, generation)
+        prior = prior_fitness(candidate)
+        if not (_blendable(current) and _blendable(prior)):
+            return current
+        invalid = getattr(self.base, "invalidfitness", None)
+        if invalid is not None and (current == invalid or prior == invalid):
+            return current
+        return (1 - self.alpha) * current + self.alpha * prior
+
+    def __repr__(self) -> str:
+        return f"EwmaFitness({self.base!r}, alpha={self.alpha})"
+
+
 class GpuFitness(AbstractFitness):
     """Compute ``f`` with the candidate's model on the current backend's device.
 
@@ -418,6 +479,11 @@ def _ncorrect(out: Any, y: Any) -> Any:
 
 def _finite(x: Any) -> bool:
     return math.isfinite(float(x))
+
+
+def _blendable(x: Any) -> bool:
+    """A finite real number (not a bool, a tuple or None)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _layers(model: Any) -> Iterable:

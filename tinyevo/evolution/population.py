@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from tinyevo.evolution.candidate import FittedCandidate
+from tinyevo.evolution.candidate import FittedCandidate, _set_prior
 from tinyevo.evolution.fitness import fitness as compute_fitness
 
 __all__ = ["Population"]
@@ -92,6 +92,14 @@ class Population:
 
 
 def evaluate_candidate(fitness: Any, generation: int, candidate: Any) -> FittedCandidate:
-    """``FittedCandidate`` of ``candidate`` (unwrapped if already fitted) at ``generation``."""
-    inner = candidate.candidate if isinstance(candidate, FittedCandidate) else candidate
+    """``FittedCandidate`` of ``candidate`` (unwrapped if already fitted) at ``generation``.
+
+    The fitness sees the unwrapped candidate; an already fitted one's last fitness becomes its
+    ``prior_fitness`` first (a child carries its parent's already), for ``EwmaFitness``.
+    """
+    inner = candidate
+    if isinstance(candidate, FittedCandidate):
+        inner = candidate.candidate
+        if candidate.fitness is not None:
+            _set_prior(inner, candidate.fitness)
     return FittedCandidate(inner, compute_fitness(fitness, inner, generation), generation)
