@@ -71,3 +71,38 @@ def test_help_and_usage_errors(capsys):
         main(["fit", "--population", "zero"])
     assert e.value.code == 2
     assert main([]) == 2
+
+
+def test_fit_exports_the_best_model_ever_evaluated(npz, tmp_path, capsys):
+    import json
+
+    import tinyevo as te
+    from tinyevo.app.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    code = main(["fit", "--data", str(npz), "--generations", "3", "--population", "3",
+                 "--dir", str(run), "--workers", "1", "--no-progress", "--no-plots"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    population, _ = load_checkpoint(run)
+    best = population.hall_of_fame.best()
+    result = json.loads((run / "result.json").read_text())
+    assert result["validation_fitness"] == best.fitness
+    assert result["best_generation"] == best.generation and result["generation"] == 3
+    exported = te.load_model(run / "best").arrays()
+    assert all(np.array_equal(a, exported[k]) for k, a in best.graph().arrays().items())
+    # Progress without a terminal: a line per finished candidate (the last of each
+    # generation at least) and per generation, with the time left where there is a limit.
+    assert "generation    3: candidate 3/3 trained fitness" in out
+    assert "best ever" in out
+    assert main(["show", str(run)]) == 0
+    assert "hall of fame" in capsys.readouterr().out
+
+
+def test_progress_lines_give_the_time_left(npz, tmp_path, capsys):
+    code = main(["fit", "--data", str(npz), "--time-limit", "1h", "--generations", "1",
+                 "--population", "2", "--dir", str(tmp_path / "r"), "--workers", "1",
+                 "--no-progress", "--no-plots"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "candidate 2/2 trained" in out and " s left" in out

@@ -90,7 +90,7 @@ def test_time_limit_does_not_start_a_generation_that_would_overrun(digits, monke
     monkeypatch.setattr(fit_module, "time", FakeTime)
     x, y = digits
     # 30 s per generation: after generation 2 (60 s) a third would end at 90 s > 75 s.
-    population = te.fit(x, y, time_limit=75, progress=progress, **TINY)
+    population = te.fit(x, y, time_limit=75, progress=progress, final_training=0.0, **TINY)
     assert population.generation == 2
     assert clock[0] - 1000.0 <= 75.0
 
@@ -301,3 +301,182 @@ def test_device_copies_of_the_data_stay_out_of_worker_payloads(digits):
     assert batches._device is not None                      # the original keeps its copies
     np.testing.assert_array_equal(batches2.x, x)
     assert len(fitness2.valid) == 1 and fitness2.train.dataiter._device is None
+
+
+# ---------------------------------------------------------------- budgets, deadline, hall of fame
+
+def test_generation_batches_continue_one_stream_the_same_for_every_candidate():
+    import pickle
+
+    from tinyevo.app.fit import FitConfig, GenerationBatches
+
+    x = np.arange(50, dtype=np.float32).reshape(50, 1)
+    y = np.arange(50) % 2
+    config = FitConfig(batch_size=8, batches_per_generation=3, budget_growth=0.5, seed=1)
+    stream = GenerationBatches(x, y, config)
+    elsewhere = pickle.loads(pickle.dumps(stream))            # as a worker process has it
+    seen = []
+    for g in (1, 2, 3):
+        batches = [b[0][:, 0].astype(int).tolist() for b in stream.itergeneration(g)]
+        assert batches == [b[0][:, 0].astype(int).tolist() for b in stream.itergeneration(g)]
+        assert batches == [b[0][:, 0].astype(int).tolist() for b in elsewhere.itergeneration(g)]
+        assert len(batches) == config.batches_at(g, 50) == len(stream.itergeneration(g))
+        seen += [i for b in batches for i in b]
+    assert len(seen) == (3 + 4 + 6) * 8
+    # Generation after generation, the next slice of one stream: every sample once per epoch.
+    assert sorted(seen[:50]) == sorted(seen[50:100]) == list(range(50))
+    assert seen[:50] != seen[50:100]                          # each epoch in its own order
+    assert seen == stream.indices(0, 13).tolist()
+
+
+def test_default_budget_is_one_pass_at_most_50_batches():
+    from tinyevo.app.fit import FitConfig
+
+    assert FitConfig().batches_at(1, 942) == 30                # digits: one pass, as before
+    assert FitConfig().batches_at(1, 58000) == 50              # MNIST: capped
+    assert FitConfig().batches_at(11, 58000) == 100            # + 10 % of that per generation
+
+
+def test_validation_is_stratified_and_capped():
+    from tinyevo.app.fit import split_validation
+
+    x = np.zeros((10000, 3), np.float32)
+    y = np.repeat(np.arange(4), [1000, 2000, 3000, 4000])
+    (_, ytrain), (_, yvalid) = split_validation(x, y, 0.3, seed=0, max_samples=500)
+    assert len(yvalid) == 500 and len(ytrain) == 9500
+    assert np.bincount(yvalid).tolist() == [50, 100, 150, 200]
+    (_, _), (_, yvalid) = split_validation(x, y, 0.3, seed=0)
+    assert len(yvalid) == 3000
+
+
+def test_a_generation_cut_by_the_time_limit_is_dropped(tmp_path, monkeypatch, caplog):
+    """Large data, a short limit, and a second generation far too long for it: the run ends
+    within the limit and returns (and holds in its checkpoint) generation 1 as it was."""
+    fit_module = sys.modules["tinyevo.app.fit"]
+    monkeypatch.setattr(fit_module, "_expected_seconds", lambda *a: 0.0)   # always start one
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200_000, 16), dtype=np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    settings = dict(population_size=3, batches_per_generation=10, budget_growth=1000.0, seed=3,
+                    batch_size=32)
+    t0 = time.monotonic()
+    population = te.fit(x, y, time_limit=2.0, mdir=tmp_path, **settings)
+    took = time.monotonic() - t0
+    assert population.generation == 1
+    assert took < 2.0 + 10.0
+    assert "cut generation 2" in caplog.text
+    once = te.fit(x, y, generations=1, **settings)
+    assert _summary(population) == _summary(once)
+    for a, b in zip(population, once):       # the elites trained in generation 2 were copies
+        arrays = b.graph().arrays()
+        assert all(np.array_equal(v, arrays[k]) for k, v in a.graph().arrays().items())
+    assert load_checkpoint(tmp_path)[0].generation == 1
+
+
+def test_a_time_limit_before_the_first_generation_ends_says_so():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100_000, 16), dtype=np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    with pytest.raises(RuntimeError, match="before the first generation"):
+        te.fit(x, y, time_limit=0.5, population_size=2, batches_per_generation=100_000)
+
+
+def test_the_hall_of_fame_survives_resume(digits, tmp_path):
+    x, y = digits
+    straight = te.fit(x, y, generations=4, mdir=tmp_path / "straight", **TINY)
+    te.fit(x, y, generations=2, mdir=tmp_path / "resumed", **TINY)
+    resumed = te.fit(x, y, generations=4, mdir=tmp_path / "resumed", **TINY)
+    fame, again = straight.hall_of_fame, resumed.hall_of_fame
+    assert len(fame) == 5
+    assert [(c.fitness, c.generation) for c in fame] == [(c.fitness, c.generation)
+                                                         for c in again]
+    for a, b in zip(fame, again):
+        arrays = b.graph().arrays()
+        assert all(np.array_equal(v, arrays[k]) for k, v in a.graph().arrays().items())
+    assert fame.best().fitness >= max(c.fitness for c in straight)
+
+
+def test_the_hall_of_fame_keeps_the_best_ever_when_the_last_generation_is_worse(digits):
+    x, y = digits
+    population = te.fit(x, y, generations=4, **TINY)
+    fame = population.hall_of_fame
+    fitnesses = [c.fitness for c in fame]
+    assert fitnesses == sorted(fitnesses, reverse=True)
+    assert all(c.generation in (1, 2, 3, 4) for c in fame)
+    # Snapshots score what they scored when they were taken (the fitness is reproducible).
+    from tinyevo.app.fit import ClassifierFitness, FitConfig, GenerationBatches, split_validation
+    (xt, yt), valid = split_validation(x, y, 0.3, TINY["seed"])
+    scorer = ClassifierFitness(GenerationBatches(xt, yt, FitConfig()), valid, tiebreak="loss")
+    best = fame.best()
+    assert scorer._score(best) == pytest.approx(best.fitness, abs=1e-9)
+
+
+def test_final_training_trains_a_copy_of_the_best_and_keeps_the_time_limit(digits):
+    x, y = digits
+    events = []
+    t0 = time.monotonic()
+    population = te.fit(x, y, time_limit=6.0, final_training=0.5, progress=events.append,
+                        **TINY)
+    assert time.monotonic() - t0 < 6.0 + 10.0
+    final = [e for e in events if e["event"] == "final" and "fitness" in e]
+    assert len(final) == 1 and final[0]["steps"] > 0
+    fame = population.hall_of_fame
+    # The trained copy entered the hall of fame where it validated better than a snapshot.
+    assert (final[0]["fitness"] in [c.fitness for c in fame]) == (
+        final[0]["fitness"] > min(c.fitness for c in fame) or len(fame) < fame.size)
+
+
+def test_train_final_leaves_the_best_as_it_was(digits):
+    from tinyevo.app.fit import ClassifierFitness, FitConfig, GenerationBatches, train_final
+
+    x, y = digits
+    population = te.fit(x, y, generations=1, **TINY)
+    best = population.hall_of_fame.best()
+    before = {k: np.array(a) for k, a in best.graph().arrays().items()}
+    lr = best.opt().learning_rate
+    scorer = ClassifierFitness(GenerationBatches(x[:150], y[:150], FitConfig(batch_size=16)),
+                               (x[150:], y[150:]))
+    final = train_final(best, scorer, 1, 1.0)
+    assert final is not None and final.generation == 1
+    assert final.graph() is not best.graph()
+    assert all(np.array_equal(a, before[k]) for k, a in best.graph().arrays().items())
+    assert not all(np.array_equal(a, before[k]) for k, a in final.graph().arrays().items())
+    assert best.opt().learning_rate == lr == final.opt().learning_rate
+    assert train_final(best, scorer, 1, 0.0) is None
+
+
+def test_large_data_gets_a_smaller_population_and_a_final_training(tmp_path):
+    import json
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 4), dtype=np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    te.fit(x, y, generations=1, batch_size=8, mdir=tmp_path / "large", seed=0)
+    config = json.loads((tmp_path / "large" / "checkpoint" / "state.json").read_text())
+    config = config["state"]["config"]
+    # 50 batches of 8 are less than one pass over 2,100 training samples: large data;
+    # 280 training samples take 35 batches of 8, a pass: small data.
+    assert config["population_size"] == 8 and config["final_training"] == 0.4
+    assert config["valid_max"] == 1000
+    te.fit(x[:400], y[:400], generations=1, batch_size=8, mdir=tmp_path / "small", seed=0)
+    config = json.loads((tmp_path / "small" / "checkpoint" / "state.json").read_text())
+    config = config["state"]["config"]
+    assert config["population_size"] == 12 and config["final_training"] == 0.0
+
+
+def test_ctrl_c_mid_generation_returns_the_weights_that_earned_the_fitness(digits, tmp_path):
+    # Regression (#22): the elites of the interrupted generation had been trained in place,
+    # so the returned (and then exported) models were not the ones their fitness measured.
+    x, y = digits
+
+    def interrupt(event):
+        if event["event"] == "candidate" and event["generation"] == 3 and event["done"] == 3:
+            raise KeyboardInterrupt
+
+    population = te.fit(x, y, generations=5, progress=interrupt, mdir=tmp_path, **TINY)
+    saved, _ = load_checkpoint(tmp_path)
+    assert population.generation == saved.generation == 2
+    for a, b in zip(population, saved):
+        assert a.fitness == b.fitness
+        arrays = b.graph().arrays()
+        assert all(np.array_equal(v, arrays[k]) for k, v in a.graph().arrays().items())

@@ -283,6 +283,19 @@ def test_mutation_shield_allow_list_survives_copy():
         assert te.mutation_shield(c) == shield
 
 
+def test_mutation_shield_allow_list_survives_saving_a_loaded_graph_again():
+    # Regression (#22): a loaded graph held the allow-list as names, which the next save
+    # dropped; a run resumed twice then shielded its output layer from every mutation.
+    shield = te.MutationShield(allow=(KernelSizeMutation,))
+    inp = te.input_vertex("in", 3, "conv2d")
+    g = te.CompGraph(inp, te.VertexSpace(_conv(), shielded=shield, name="c")(inp))
+    for _ in range(3):
+        g = te.CompGraph.from_spec(g.to_spec(), g.arrays())
+        assert te.mutation_shield(g["c"]) == shield
+        assert not te.is_shielded(g["c"], KernelSizeMutation())
+        assert te.is_shielded(g["c"], NoutMutation())
+
+
 def test_shield_rejects_junk():
     with pytest.raises(TypeError):
         te.MutationShield(allow=(3,))

@@ -81,8 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--time-limit", type=parse_duration, default=None,
                    help="stop after this long, e.g. 90s, 5m, 1h (default 5m when no "
                         "--generations)")
-    f.add_argument("--population", type=_positive_int, default=12,
-                   help="candidates per generation (default 12)")
+    f.add_argument("--population", type=_positive_int, default=None,
+                   help="candidates per generation (default 12, or 8 on data larger than a "
+                        "generation trains on, such as MNIST)")
     f.add_argument("--dir", default=DEFAULT_DIR,
                    help=f"run directory: checkpoints, plots, best model (default {DEFAULT_DIR})")
     f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -94,7 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--backend", choices=("numpy", "cupy"), default=None,
                    help="array backend (default numpy, or $TINYEVO_BACKEND)")
     f.add_argument("--no-plots", action="store_true", help="do not draw plots")
-    f.add_argument("--no-progress", action="store_true", help="plain log lines, no live display")
+    f.add_argument("--no-progress", action="store_true",
+                   help="plain progress lines (a line per finished candidate, at most every "
+                        "10 s, and per generation) instead of the live display")
     f.set_defaults(run=_fit)
 
     s = sub.add_parser("show", help="summarise a run directory",
@@ -143,7 +146,7 @@ def _fit(args: argparse.Namespace) -> int:
         # What loading took comes off the run's share; the final test and export come after
         # the limit, within its allowance (docs/fit.md).
         run_limit = max(1.0, time_limit - (time.monotonic() - t_start))
-    display = _Progress(args.generations, time_limit, t_start, enabled=not args.no_progress)
+    display = _Progress(args.generations, time_limit, t_start, live=not args.no_progress)
     try:
         with display:
             population = te.fit(x, y, generations=args.generations, time_limit=run_limit,
@@ -192,14 +195,13 @@ class _Progress:
     last) and one per generation, each with the time left."""
 
     def __init__(self, generations: int | None, time_limit: float | None, t_start: float,
-                 enabled: bool, every: float = 10.0):
+                 live: bool, every: float = 10.0):
         self.generations, self.time_limit, self.t_start = generations, time_limit, t_start
         self.every, self.last_line = every, -math.inf
         self.live: Any = None
         self.state = {"generation": 1, "done": 0, "total": 0, "best": None, "mean": None,
-                      "best_ever": None, "last": None}
-        self.enabled = enabled
-        if enabled and sys.stdout.isatty():
+                      "best_ever": None, "last": None, "final": None}
+        if live and sys.stdout.isatty():
             try:
                 from rich.live import Live
                 self.live = Live(self._render(), refresh_per_second=4, transient=False)
@@ -225,6 +227,16 @@ class _Progress:
                     f"{event['total']} trained{_value(' fitness', event.get('fitness'))}"
                     f"{_value(' in', event.get('seconds'), '.1f', ' s')}{self._left()}")
             due = now - self.last_line >= self.every or event["done"] == event["total"]
+        elif event["event"] == "final":
+            st.update(final=event)
+            if "fitness" in event:
+                line = (f"final training of the best model: {event['steps']} steps in "
+                        f"{event['seconds']:.0f} s, validation fitness {event['before']:.4f} "
+                        f"-> {event['fitness']:.4f}{self._left()}")
+            else:
+                line = (f"final training of the best model: {event['steps']} steps, "
+                        f"{event['seconds']:.0f} of {event['of']:.0f} s{self._left()}")
+            due = now - self.last_line >= self.every or "fitness" in event
         else:
             st.update(generation=event["generation"], best=event["best"], mean=event["mean"],
                       best_ever=event.get("best_ever"))
@@ -234,7 +246,7 @@ class _Progress:
             due = True
         if self.live is not None:
             self.live.update(self._render())
-        elif self.enabled and due:
+        elif due:
             print(line, flush=True)
             self.last_line = now
 
@@ -255,6 +267,10 @@ class _Progress:
         t.add_row("best fitness", "-" if st["best"] is None else f"{st['best']:.4f}")
         t.add_row("best ever", "-" if st["best_ever"] is None else f"{st['best_ever']:.4f}")
         t.add_row("mean fitness", "-" if st["mean"] is None else f"{st['mean']:.4f}")
+        if st["final"] is not None:
+            f = st["final"]
+            t.add_row("final training", f"{f['steps']} steps, {f['seconds']:.0f} s"
+                      + _value(", fitness", f.get("fitness")))
         t.add_row("elapsed", f"{time.monotonic() - self.t_start:.0f} s" + self._left())
         return t
 

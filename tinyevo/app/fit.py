@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -53,8 +54,11 @@ log = logging.getLogger("tinyevo")
 
 KIND_OF_RANK = {2: "dense", 3: "conv1d", 4: "conv2d"}
 # Defaults sized on MNIST (60,000 28x28 images) on 2 cores; docs/fit.md has the measurements.
-DEFAULT_BATCHES = 100   # training batches of a generation's first budget, at most
-VALID_MAX = 2000        # validation samples, at most
+DEFAULT_BATCHES = 50    # training batches of a generation's first budget, at most
+VALID_MAX = 1000        # validation samples, at most
+FINAL_TRAINING = 0.4    # share of a time limit for training the best model, on large data
+LARGE_DATA_POPULATION = 8   # candidates per generation on large data (12 otherwise)
+MAX_FITNESS = 1.001     # what ClassifierFitness can give: accuracy 1 plus the tie-break
 
 
 @dataclass
@@ -79,6 +83,7 @@ class FitConfig:
     tiebreak: str = "loss"                      # among equally accurate: "loss" or "size"
     optimizer_state: str = "keep"               # "reset": wipe moments after every generation
     fitness_ewma: float = 0.0                   # weight of the parent's fitness (EwmaFitness)
+    final_training: float = 0.0                 # share of the time limit to train the best
 
     def batches_at(self, generation: int, ntrain: int) -> int:
         """The training budget of ``generation``, in batches (the same for every candidate)."""
@@ -95,7 +100,7 @@ def default_batches(ntrain: int, batch_size: int) -> int:
 
 def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int | None = None,
         time_limit: float | None = None, target_fitness: float | None = None,
-        population_size: int = 12, batch_size: int = 32,
+        population_size: int | None = None, batch_size: int = 32,
         batches_per_generation: int | None = None, budget_growth: float = 0.1,
         valid_fraction: float = 0.3, valid_max: int | None = VALID_MAX, augment: bool = False,
         mdir: str | Path | None = None, callbacks: Sequence[Callable] | Callable = (),
@@ -103,7 +108,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         mutation: Any = None, crossover: Any = None, strategy: Any = None,
         widths: tuple[int, int] = (8, 32), candidate_time_limit: float | None = None,
         lr_schedule: str = "constant", tiebreak: str = "loss", optimizer_state: str = "keep",
-        fitness_ewma: float = 0.0, hall_of_fame: int = 5,
+        fitness_ewma: float = 0.0, hall_of_fame: int = 5, final_training: float | None = None,
         progress: Callable[[dict], None] | None = None) -> Population:
     """Evolve a classifier for ``x`` (N, C, H, W), (N, C, L) or (N, F) with integer labels ``y``.
 
@@ -144,44 +149,56 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     fresh optimiser, as the seed does. ``fitness_ewma``: the seed's EwmaFitness, a candidate's
     fitness blended with its parent's (or, for an elite, its own last one) with this weight on
     the old value (0: off).
+
+    ``final_training``: with a ``time_limit``, the share of it kept for the end (NASH's last
+    step): the best model ever evaluated trains alone, in this process with all its threads,
+    on the continuing stream, its learning rate annealed from its own to 0 (cosine) over that
+    time; validated again, it enters the hall of fame, so it is returned (and exported by the
+    command) only where its validation fitness beats every snapshot (0: off). Default (None):
+    0.3 where a generation's training budget is less than one pass over the training data
+    (MNIST), else 0 (digits, where every generation trains on all of it).
     """
     if generations is None and time_limit is None and target_fitness is None:
         raise ValueError("fit: give generations=, time_limit= or target_fitness= so the run "
                          "knows when to stop")
-    if generations is not None and (not isinstance(generations, int) or generations < 1):
-        raise ValueError(f"fit: generations must be a positive int, got {generations!r}")
-    if time_limit is not None and not time_limit > 0:
-        raise ValueError(f"fit: time_limit must be a positive number of seconds, got "
-                         f"{time_limit!r}")
-    if not isinstance(population_size, int) or population_size < 2:
-        raise ValueError(f"fit: population_size must be an int >= 2, got {population_size!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
-    if not 0.0 < valid_fraction < 1.0:
-        raise ValueError(f"fit: valid_fraction must be in (0, 1), got {valid_fraction!r}")
-    if valid_max is not None and (not isinstance(valid_max, int) or valid_max < 2):
-        raise ValueError(f"fit: valid_max must be None or an int >= 2 (the most validation "
-                         f"samples to hold out), got {valid_max!r}")
-    if tiebreak not in TIEBREAKS:
-        raise ValueError(f"fit: tiebreak must be one of {TIEBREAKS}, got {tiebreak!r}")
-    if optimizer_state not in OPTIMIZER_STATES:
-        raise ValueError(f"fit: optimizer_state must be one of {OPTIMIZER_STATES}, got "
-                         f"{optimizer_state!r}")
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"fit: lr_schedule must be one of {sorted(LR_SCHEDULES)}, got "
-                         f"{lr_schedule!r}")
-    if not 0.0 <= fitness_ewma < 1.0:
-        raise ValueError(f"fit: fitness_ewma must be in [0, 1) (the weight of the parent's "
-                         f"fitness; 0 turns it off), got {fitness_ewma!r}")
-    if not isinstance(hall_of_fame, int) or hall_of_fame < 1:
-        raise ValueError(f"fit: hall_of_fame must be an int >= 1 (how many best-ever models "
-                         f"to keep), got {hall_of_fame!r}")
+    generations = _integer("generations", generations, 1, optional=True)
+    population_size = _integer("population_size", population_size, 2, optional=True)
+    batch_size = _integer("batch_size", batch_size, 1)
+    batches_per_generation = _integer("batches_per_generation", batches_per_generation, 1,
+                                      optional=True)
+    valid_max = _integer("valid_max", valid_max, 2, optional=True)
+    hall_of_fame = _integer("hall_of_fame", hall_of_fame, 1)
+    if seed is not None:
+        seed = _integer("seed", seed, 0)
+    time_limit = _real("time_limit", time_limit, 0.0, None, "a positive number of seconds "
+                       "(the command's --time-limit reads '5m'; fit takes 300)", optional=True,
+                       open_low=True)
+    target_fitness = _real("target_fitness", target_fitness, None, MAX_FITNESS,
+                           f"a fitness the run can reach (at most {MAX_FITNESS}: accuracy "
+                           "plus the tie-break)", optional=True)
+    valid_fraction = _real("valid_fraction", valid_fraction, 0.0, 1.0, "in (0, 1)",
+                           open_low=True, open_high=True)
+    budget_growth = _real("budget_growth", budget_growth, 0.0, None, ">= 0 (0: the same "
+                          "budget every generation)")
+    fitness_ewma = _real("fitness_ewma", fitness_ewma, 0.0, 1.0, "in [0, 1) (the weight of "
+                         "the parent's fitness; 0 turns it off)", open_high=True)
+    final_training = _real("final_training", final_training, 0.0, 1.0, "in [0, 1) (the "
+                           "share of time_limit kept to train the best model at the end; 0 "
+                           "turns it off)", optional=True, open_high=True)
+    for name, value, allowed in (("tiebreak", tiebreak, TIEBREAKS),
+                                 ("optimizer_state", optimizer_state, OPTIMIZER_STATES),
+                                 ("lr_schedule", lr_schedule, tuple(LR_SCHEDULES))):
+        if value not in allowed:
+            raise ValueError(f"fit: {name} must be one of {allowed}, got {value!r}")
     callbacks = _callbacks(callbacks)
     x, y = as_arrays(x, y, "training data")
     kind = KIND_OF_RANK[x.ndim]
     nclasses = int(y.max()) + 1
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"fit: the training data has one class only (label {int(y[0])}); a "
+                         "classifier needs at least two")
     seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**31)
-    config = FitConfig(population_size=population_size, batch_size=batch_size,
+    config = FitConfig(population_size=population_size or 0, batch_size=batch_size,
                        batches_per_generation=batches_per_generation,
                        budget_growth=float(budget_growth), valid_fraction=valid_fraction,
                        valid_max=valid_max, augment=bool(augment), seed=seed,
@@ -196,6 +213,14 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         if xv.shape[1:] != x.shape[1:]:
             raise ValueError(f"fit: validation samples have shape {xv.shape[1:]}, training "
                              f"samples {x.shape[1:]}; they must match")
+    # Large data (a generation trains on less than one pass over it) gets a smaller
+    # population and a final training: the search cannot train its models to the end.
+    large = config.batches_at(1, len(y)) * batch_size < len(y)
+    if population_size is None:
+        population_size = LARGE_DATA_POPULATION if large else 12
+    if final_training is None:
+        final_training = FINAL_TRAINING if large else 0.0
+    config.population_size, config.final_training = population_size, float(final_training)
     scorer = ClassifierFitness(GenerationBatches(x, y, config), (xv, yv), batch_size=256,
                                time_limit=candidate_time_limit, tiebreak=tiebreak,
                                lr_schedule=LR_SCHEDULES[lr_schedule],
@@ -229,10 +254,21 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
             search_space or defaults.default_search_space(kind, nclasses, config.widths,
                                                           x.shape[1:]),
             x.shape[1], kind, population_size)
-    # The run's deadline (wall clock, so that worker processes can read it too): training
-    # and validation that reach it stop, and the generation they were in is dropped.
-    if time_limit is not None:
-        scorer.deadline = time.time() + max(0.0, time_limit - elapsed0)
+    # The search's deadline (wall clock, so that worker processes can read it too): training
+    # and validation that reach it stop, and the generation they were in is dropped. The
+    # final training has the rest of the time limit.
+    search_limit = None if time_limit is None else time_limit * (1.0 - final_training)
+    if search_limit is not None:
+        scorer.deadline = time.time() + max(0.0, search_limit - elapsed0)
+
+    def state_now() -> dict:
+        """The run's state as the checkpoint keeps it (all that resume needs besides the
+        population and the hall of fame)."""
+        return {"config": _jsonable_config(config), "kind": kind,
+                "sample_shape": list(x.shape[1:]), "nclasses": nclasses,
+                "rng": B.rng().bit_generator.state, "name_counter": name_counter(),
+                "elapsed": elapsed0 + time.monotonic() - start, "last_seconds": last_seconds}
+
     mapper = make_evaluator(executor)
     evaluate = _evaluator(mapper, fitness, progress, lambda: elapsed0 + time.monotonic() - start)
     try:
@@ -242,7 +278,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                 # expecting the last one's time scaled by its training budget.
                 expected = _expected_seconds(config, fitted.generation + 1, len(y),
                                              last_seconds)
-                if _done(fitted, generations, time_limit, target_fitness,
+                if _done(fitted, generations, search_limit, target_fitness,
                          elapsed0 + time.monotonic() - start + expected):
                     break
                 population = Population(strategy(fitted.members), fitted.generation + 1,
@@ -253,8 +289,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
             except DeadlineExceeded:
                 if fitted is None:
                     raise RuntimeError(
-                        f"fit: the time limit of {time_limit:g} s ended before the first "
-                        f"generation was evaluated ({population_size} candidates of "
+                        f"fit: the search's {search_limit:g} s of the time limit ended before "
+                        f"the first generation was evaluated ({population_size} candidates of "
                         f"{config.batches_at(1, len(y))} batches each); give a longer time "
                         "limit, or a smaller population_size or batches_per_generation"
                     ) from None
@@ -272,11 +308,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
             elapsed = elapsed0 + time.monotonic() - start
             last_seconds = time.monotonic() - t0
             if mdir is not None:
-                save_checkpoint(mdir, fitted, {
-                    "config": _jsonable_config(config), "kind": kind,
-                    "sample_shape": list(x.shape[1:]), "nclasses": nclasses,
-                    "rng": B.rng().bit_generator.state, "name_counter": name_counter(),
-                    "elapsed": elapsed, "last_seconds": last_seconds}, hall_of_fame=hof)
+                save_checkpoint(mdir, fitted, state_now(), hall_of_fame=hof)
             for cb in callbacks:
                 cb(fitted)
             if progress is not None:
@@ -284,6 +316,13 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                           "best": fitted.best().fitness, "mean": _mean_fitness(fitted),
                           "best_ever": hof.best().fitness if len(hof) else None,
                           "seconds": time.monotonic() - t0, "elapsed": elapsed})
+        if time_limit is not None and final_training > 0 and len(hof):
+            left = min(time_limit - (elapsed0 + time.monotonic() - start),
+                       final_training * time_limit)
+            scorer.deadline = None          # the final training keeps to ``left`` itself
+            final = train_final(hof.best(), scorer, fitted.generation, left, progress)
+            if final is not None and hof.update([final]) and mdir is not None:
+                save_checkpoint(mdir, fitted, state_now(), hall_of_fame=hof)
     except KeyboardInterrupt:
         if fitted is None:
             raise
@@ -321,7 +360,17 @@ def as_arrays(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
                          f"{x.shape}")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise ValueError(f"fit: {what} must be real numbers, got dtype {x.dtype}")
-    if y.ndim == 2 and y.shape[0] == x.shape[0]:
+    if y.ndim == 2 and y.shape[0] == x.shape[0] and y.shape[1] == 1:
+        y = y[:, 0]                                # a column of labels
+    elif y.ndim == 2 and y.shape[0] == x.shape[0]:
+        if not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)):
+            raise ValueError(f"fit: {what}: one-hot labels must be finite numbers, got dtype "
+                             f"{y.dtype}")
+        empty = np.flatnonzero(y.max(axis=1) <= 0)
+        if empty.size:
+            raise ValueError(f"fit: {what}: one-hot label rows must mark a class, but "
+                             f"{empty.size} rows are all zero (the first is row {empty[0]}); "
+                             "pass integer labels 0..K-1 or fix those rows")
         y = y.argmax(axis=1)                       # one-hot labels
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"fit: {what}: expected {x.shape[0]} labels (N,) or one-hot (N, K), "
@@ -562,6 +611,76 @@ def initial_population(space: Any, insize: int, kind: str, size: int,
     return Population(members)
 
 
+def train_final(best: Any, scorer: ClassifierFitness, generation: int, seconds: float,
+                progress: Callable[[dict], None] | None = None) -> FittedCandidate | None:
+    """A copy of ``best`` trained for about ``seconds`` (validation included) on the stream's
+    batches after those of ``generation``, in this process with its threads, the learning
+    rate annealed from the model's own to 0 over the time (cosine); then scored by
+    ``scorer``. None where there is no time for it, or training diverged."""
+    candidate = snapshot(best)
+    if candidate.opt() is None or seconds <= 0:
+        return None
+    # The library generator (dropout masks) is left as the search left it, so that a run
+    # resumed after this goes on as the checkpoint says.
+    saved = B.rng().bit_generator.state
+    try:
+        return _train_final(candidate, best, scorer, generation, seconds, progress)
+    finally:
+        B.rng().bit_generator.state = saved
+
+
+def _train_final(candidate: Any, best: Any, scorer: ClassifierFitness, generation: int,
+                 seconds: float, progress: Callable[[dict], None] | None) -> Any:
+    model, optimizer = candidate.graph(), candidate.opt()
+    t0 = time.monotonic()
+    scorer._score(candidate)                  # the time of one validation pass, kept back
+    train_seconds = seconds - 1.5 * (time.monotonic() - t0) - 0.02 * seconds
+    if train_seconds <= 0:
+        return None
+    stream = scorer.train.dataiter
+    peak, start = optimizer.learning_rate, time.monotonic()
+    steps = [0]
+
+    def batches():
+        # Batches twice the search's: one model in all threads uses them better.
+        xp, first = B.current(), stream.span(generation + 1)[0]
+        while time.monotonic() - start < train_seconds:
+            pairs = iter(_StreamSlice(stream, 0, first, 64))
+            for (x1, y1), (x2, y2) in zip(pairs, pairs):
+                if time.monotonic() - start >= train_seconds:
+                    return
+                steps[0] += 1
+                if progress is not None and steps[0] % 100 == 0:
+                    progress({"event": "final", "steps": steps[0],
+                              "seconds": time.monotonic() - start, "of": train_seconds})
+                yield xp.concatenate([x1, x2]), xp.concatenate([y1, y2])
+            first += 64
+
+    diverged = False
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for x, y in batches():
+            optimizer.learning_rate = peak * cosine_schedule(
+                min(time.monotonic() - start, train_seconds), train_seconds)
+            out, backprop = model(x, train=True)
+            loss, dout = logit_cross_entropy(out, y)
+            backprop(dout)
+            optimizer.update(model)
+            if steps[0] % 50 == 0 and not math.isfinite(float(loss)):
+                diverged = True
+                break
+    optimizer.learning_rate = peak
+    if diverged:
+        log.warning("final training of the best model diverged; it is not kept")
+        return None
+    value = scorer._score(candidate)
+    log.info("final training: %d steps in %.0f s, validation fitness %.4f (was %.4f)",
+             steps[0], time.monotonic() - start, value, best.fitness)
+    if progress is not None:
+        progress({"event": "final", "steps": steps[0], "seconds": time.monotonic() - start,
+                  "of": train_seconds, "fitness": value, "before": best.fitness})
+    return FittedCandidate(candidate, value, generation)
+
+
 def _evaluator(mapper: Any, fitness: Any, progress: Callable | None,
                elapsed: Callable[[], float]) -> Callable:
     """``evaluate(population) -> fitted population`` through ``mapper`` (an evaluator of
@@ -617,7 +736,38 @@ def _mean_fitness(population: Population) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _integer(name: str, value: Any, least: int, optional: bool = False) -> int | None:
+    """``value`` as an int >= ``least`` (NumPy integers welcome), else a ValueError saying so."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"fit: {name} must be {'None or ' if optional else ''}an int >= "
+                         f"{least}, got {value!r}")
+    return int(value)
+
+
+def _real(name: str, value: Any, low: float | None, high: float | None, expected: str,
+          optional: bool = False, open_low: bool = False, open_high: bool = False
+          ) -> float | None:
+    """``value`` as a finite float within the bounds, else a ValueError saying ``expected``."""
+    if value is None and optional:
+        return None
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(float(value)))
+    if ok and low is not None:
+        ok = float(value) > low if open_low else float(value) >= low
+    if ok and high is not None:
+        ok = float(value) < high if open_high else float(value) <= high
+    if not ok:
+        raise ValueError(f"fit: {name} must be {'None or ' if optional else ''}{expected}, "
+                         f"got {value!r}")
+    return float(value)
+
+
 def _callbacks(callbacks: Any) -> list[Callable]:
+    if not callable(callbacks) and not isinstance(callbacks, (Sequence, type(None))):
+        raise TypeError(f"fit: callbacks must be a callable of the population or a list of "
+                        f"them, got {type(callbacks).__name__}")
     cbs = [callbacks] if callable(callbacks) else list(callbacks or ())
     for cb in cbs:
         if not callable(cb):
@@ -633,7 +783,7 @@ def _jsonable_config(config: FitConfig) -> dict:
 
 
 # What runs did before each setting came.
-_BEFORE_IT_EXISTED = {"optimizer_state": "reset", "valid_max": None}
+_BEFORE_IT_EXISTED = {"optimizer_state": "reset", "valid_max": None, "final_training": 0.0}
 
 
 def _check_resume(state: dict, config: FitConfig, kind: str, sample_shape: tuple,

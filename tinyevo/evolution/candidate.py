@@ -84,9 +84,17 @@ class AbstractCandidate:
         return _map_batches(lambda xb: self(xb).argmax(axis=1), x, batch_size)
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> float:
-        """Accuracy of :meth:`predict` against integer labels ``y``."""
+        """Accuracy of :meth:`predict` against ``y``: integer labels (N,) or (N, 1), or one-hot
+        rows (N, K)."""
+        import numpy as np
+
+        y = np.asarray(getattr(y, "get", lambda: y)())
+        if y.ndim == 2:
+            y = y[:, 0] if y.shape[1] == 1 else y.argmax(axis=1)
+        if y.ndim != 1:
+            raise ValueError(f"evaluate: expected labels of shape (N,), (N, 1) or one-hot "
+                             f"(N, K), got shape {y.shape}")
         labels = _map_batches(lambda xb: self(xb).argmax(axis=1), x, batch_size)
-        y = getattr(y, "get", lambda: y)()
         if len(labels) != len(y):
             raise ValueError(f"evaluate: {len(labels)} samples in x but {len(y)} labels in y")
         return float((labels == y).mean()) if len(y) else float("nan")

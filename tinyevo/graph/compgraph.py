@@ -312,8 +312,11 @@ class CompGraph:
             if v.layer is not None:
                 layer = v.layer
                 d["layer"] = layer.to_spec()
-                # A shield's allow-list (tinyevo.search.shield) lives on the layer: keep it.
-                allow = getattr(getattr(layer, "mutation_shield", None), "allow", None)
+                # A shield's allow-list (tinyevo.search.shield) lives on the layer: keep it,
+                # whether a MutationShield or the names a loaded spec left (from_spec below).
+                shield = getattr(layer, "mutation_shield", None)
+                allow = shield if isinstance(shield, frozenset) else getattr(shield, "allow",
+                                                                             None)
                 if allow:
                     d["shield_allow"] = sorted(allow)
                 d["dtype"] = np.dtype(layer.dtype).name

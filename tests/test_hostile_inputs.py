@@ -1,0 +1,92 @@
+"""Careless and hostile input to the public entry points: each gets a clear error before any
+work is done, or is read as the user meant it (issue #22). One test per case, so none regresses."""
+
+import numpy as np
+import pytest
+
+import tinyevo as te
+from tinyevo.cli import main
+
+pytest.importorskip("sklearn")
+
+
+def _data(n=60, classes=3):
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % classes
+    x = rng.standard_normal((n, 4)).astype(np.float32)
+    x[np.arange(n), y] += 3.0
+    return x, y
+
+
+QUICK = dict(generations=1, population_size=2, batches_per_generation=1, seed=0)
+
+
+def test_a_column_of_labels_is_labels_not_one_hot():
+    x, y = _data()
+    population = te.fit(x, y[:, None], **QUICK)
+    assert population.best().graph().vertices[-1].nout == 3     # three classes, not one
+
+
+@pytest.mark.parametrize("labels, match", [
+    (np.zeros((60, 3)), "all zero"),
+    (np.zeros(60, dtype=int), "one class"),
+    (np.zeros((60, 1), dtype=int), "one class"),
+])
+def test_labels_that_name_no_classes_or_one_are_refused(labels, match):
+    x, _ = _data()
+    with pytest.raises(ValueError, match=match):
+        te.fit(x, labels, **QUICK)
+
+
+def test_one_hot_float_labels_from_an_npz_run_end_to_end(tmp_path, capsys):
+    x, y = _data(90)
+    x = x.reshape(90, 1, 2, 2)
+    onehot = np.eye(3, dtype=np.float32)[y]
+    path = tmp_path / "onehot.npz"
+    np.savez(path, x_train=x[:75], y_train=onehot[:75], x_test=x[75:], y_test=onehot[75:])
+    code = main(["fit", "--data", str(path), "--generations", "1", "--population", "2",
+                 "--dir", str(tmp_path / "run"), "--workers", "1", "--no-progress",
+                 "--no-plots"])
+    assert code == 0, capsys.readouterr()
+    assert (tmp_path / "run" / "best" / "model.json").is_file()
+
+
+def test_evaluate_takes_one_hot_and_column_labels():
+    x, y = _data()
+    best = te.fit(x, y, **QUICK).best()
+    plain = best.evaluate(x, y)
+    assert best.evaluate(x, np.eye(3)[y]) == plain == best.evaluate(x, y[:, None])
+    with pytest.raises(ValueError, match="shape"):
+        best.evaluate(x, np.zeros((60, 3, 1)))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(time_limit="5m"), "time_limit must be .*seconds.*'5m'"),
+    (dict(valid_fraction="0.3"), "valid_fraction must be in \\(0, 1\\)"),
+    (dict(seed="abc"), "seed must be an int >= 0"),
+    (dict(seed=-1), "seed must be an int >= 0"),
+    (dict(seed=1.7), "seed must be an int >= 0"),
+    (dict(batches_per_generation=0), "batches_per_generation must be None or an int >= 1"),
+    (dict(batches_per_generation=-3), "batches_per_generation"),
+    (dict(budget_growth=-5), "budget_growth must be >= 0"),
+    (dict(target_fitness=5.0), "target_fitness must be None or a fitness the run can reach"),
+    (dict(time_limit=float("nan")), "time_limit"),
+    (dict(population_size=True), "population_size"),
+])
+def test_bad_arguments_get_a_clear_error_before_any_work(bad, match):
+    x, y = _data()
+    with pytest.raises(ValueError, match=match):
+        te.fit(x, y, **{**QUICK, **bad})
+
+
+def test_callbacks_that_are_not_callables_get_a_clear_error():
+    x, y = _data()
+    with pytest.raises(TypeError, match="callbacks must be a callable"):
+        te.fit(x, y, callbacks=5, **QUICK)
+
+
+def test_numpy_integers_are_accepted_for_counts():
+    x, y = _data()
+    population = te.fit(x, y, generations=np.int64(1), population_size=np.int32(2),
+                        batches_per_generation=np.int64(1), seed=np.int64(0))
+    assert population.generation == 1 and len(population) == 2
