@@ -420,10 +420,16 @@ def test_final_training_trains_a_copy_of_the_best_and_keeps_the_time_limit(digit
     assert time.monotonic() - t0 < 6.0 + 10.0
     final = [e for e in events if e["event"] == "final" and "fitness" in e]
     assert len(final) == 1 and final[0]["steps"] > 0
-    fame = population.hall_of_fame
-    # The trained copy entered the hall of fame where it validated better than a snapshot.
-    assert (final[0]["fitness"] in [c.fitness for c in fame]) == (
-        final[0]["fitness"] > min(c.fitness for c in fame) or len(fame) < fame.size)
+    # Kept unless it validates clearly worse than where it started (accept_final), and then
+    # also in the hall of fame.
+    from tinyevo.app.fit import accept_final
+    before = type("Fitted", (), {"fitness": final[0]["before"]})()
+    kept = accept_final(type("Fitted", (), {"fitness": final[0]["fitness"]})(), before, 72)
+    assert (population.final is not None) == kept
+    if kept:
+        assert population.final.fitness == final[0]["fitness"]
+        fame = [c.fitness for c in population.hall_of_fame]
+        assert population.final.fitness in fame or population.final.fitness <= min(fame)
 
 
 def test_train_final_leaves_the_best_as_it_was(digits):
@@ -480,3 +486,15 @@ def test_ctrl_c_mid_generation_returns_the_weights_that_earned_the_fitness(digit
         assert a.fitness == b.fitness
         arrays = b.graph().arrays()
         assert all(np.array_equal(v, arrays[k]) for k, v in a.graph().arrays().items())
+
+
+def test_the_final_model_is_kept_unless_it_validates_clearly_worse():
+    from types import SimpleNamespace as C
+
+    from tinyevo.app.fit import accept_final
+
+    best = C(fitness=0.99)                   # 1,000 samples at 99 %: standard error 0.31 %
+    assert accept_final(C(fitness=0.99), best, 1000)
+    assert accept_final(C(fitness=0.985), best, 1000)        # within two standard errors
+    assert not accept_final(C(fitness=0.98), best, 1000)     # beyond them
+    assert not accept_final(C(fitness=0.985), best, 100_000)

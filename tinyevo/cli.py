@@ -158,7 +158,7 @@ def _fit(args: argparse.Namespace) -> int:
         if callable(close):
             close()
     fame = population.hall_of_fame
-    best = fame.best() if len(fame) else population.best()
+    best = population.final or (fame.best() if len(fame) else population.best())
     graph = best.graph()
     accuracy = best.evaluate(x_test, y_test)
     te.save_model(graph, mdir / "best")
@@ -170,11 +170,14 @@ def _fit(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - t_start
     write_json(mdir / "result.json", {
         "generation": population.generation, "best_generation": best.generation,
+        "final_training": population.final is not None,
         "test_accuracy": accuracy, "test_samples": len(y_test),
         "validation_fitness": best.fitness, "nparams": graph.nparams(),
         "nvertices": len(graph.vertices), "seconds": seconds})
     print(f"\ngeneration {population.generation}, {seconds:.0f} s this session")
-    print(f"best model (the best ever evaluated, from generation {best.generation}): test "
+    which = ("the best ever evaluated, trained on at the end" if population.final is not None
+             else "the best ever evaluated")
+    print(f"best model ({which}, from generation {best.generation}): test "
           f"accuracy {100 * accuracy:.2f} % on {len(y_test)} held-out samples (validation "
           f"fitness {best.fitness:.4f}); {graph.nparams():,} parameters, "
           f"{len(graph.vertices)} vertices")
@@ -311,9 +314,14 @@ def _show(args: argparse.Namespace) -> int:
             gen = "-" if c.generation is None else str(c.generation)
             print(f"{rank:4d}  {c.fitness:.4f}  {gen:>10}  {c.graph().nparams():10,d}  "
                   f"{len(c.graph().vertices):8d}")
-        top = fame.best()
-        print(f"tinyevo fit exports the hall of fame's best: fitness {top.fitness:.4f}, "
-              f"evaluated in generation {top.generation}")
+        top, final = fame.best(), state.get("final")
+        if isinstance(final, dict):
+            print(f"tinyevo fit exported the final training's model: fitness "
+                  f"{final.get('fitness', float('nan')):.4f}, from generation "
+                  f"{final.get('generation')}")
+        else:
+            print(f"tinyevo fit exports the hall of fame's best: fitness {top.fitness:.4f}, "
+                  f"evaluated in generation {top.generation}")
     else:
         print("\nhall of fame: none in this checkpoint; tinyevo fit exports the best candidate "
               "of the last generation (above)")
