@@ -498,3 +498,18 @@ def test_the_final_model_is_kept_unless_it_validates_clearly_worse():
     assert accept_final(C(fitness=0.985), best, 1000)        # within two standard errors
     assert not accept_final(C(fitness=0.98), best, 1000)     # beyond them
     assert not accept_final(C(fitness=0.985), best, 100_000)
+
+
+@pytest.mark.slow
+def test_worker_processes_stop_at_the_deadline_too(monkeypatch, caplog):
+    fit_module = sys.modules["tinyevo.app.fit"]
+    monkeypatch.setattr(fit_module, "_expected_seconds", lambda *a: 0.0)   # always start one
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200_000, 16), dtype=np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    t0 = time.monotonic()
+    population = te.fit(x, y, time_limit=4.0, executor=2, population_size=4,
+                        batches_per_generation=10, budget_growth=1000.0, seed=3,
+                        final_training=0.0)
+    assert time.monotonic() - t0 < 4.0 + 10.0
+    assert population.generation == 1 and "cut generation 2" in caplog.text
