@@ -90,3 +90,54 @@ def test_numpy_integers_are_accepted_for_counts():
     population = te.fit(x, y, generations=np.int64(1), population_size=np.int32(2),
                         batches_per_generation=np.int64(1), seed=np.int64(0))
     assert population.generation == 1 and len(population) == 2
+
+
+def test_an_mdir_that_cannot_hold_checkpoints_is_refused_before_training(tmp_path):
+    x, y = _data()
+    a_file = tmp_path / "file"
+    a_file.write_text("not a folder")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        te.fit(x, y, mdir=a_file, **QUICK)
+    assert a_file.read_text() == "not a folder"
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        probe = read_only / "probe"
+        try:
+            probe.write_text("")
+            writable = True                       # root ignores the mode bits
+        except OSError:
+            writable = False
+        if not writable:
+            with pytest.raises(ValueError, match="cannot write checkpoints"):
+                te.fit(x, y, mdir=read_only, **QUICK)
+    finally:
+        read_only.chmod(0o700)
+
+
+def test_os_errors_are_one_line_and_exit_1(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main(["fit", "--data", f"mnist:{a_file}", "--generations", "1",
+                 "--dir", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tinyevo: error:") and "Traceback" not in err
+
+
+def test_show_into_a_closed_pipe_exits_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    x, y = _data(90)
+    np.savez(tmp_path / "d.npz", x=x.reshape(90, 1, 2, 2), y=y)
+    assert main(["fit", "--data", str(tmp_path / "d.npz"), "--generations", "1",
+                 "--population", "2", "--dir", str(run), "--workers", "1", "--no-progress",
+                 "--no-plots"]) == 0
+    show = subprocess.Popen([sys.executable, "-m", "tinyevo.cli", "show", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    show.stdout.close()                       # the reader is gone before show prints
+
+    _, err = show.communicate(timeout=60)
+    assert show.returncode == 0 and b"BrokenPipeError" not in err

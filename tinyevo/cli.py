@@ -32,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError) as err:
+    except BrokenPipeError:
+        # The reader went away (`tinyevo show DIR | head`): nothing more to say to it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except (ValueError, OSError, RuntimeError, ImportError) as err:
         print(f"tinyevo: error: {err}", file=sys.stderr)
         return 1
 

@@ -19,6 +19,7 @@ import gc
 import logging
 import math
 import numbers
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -233,6 +234,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         population_size, mutation or defaults.default_mutation(kind, nclasses),
         crossover or defaults.default_crossover(), config.elites)
     mdir = Path(mdir) if mdir is not None else None
+    if mdir is not None:
+        _check_writable(mdir)
     resumed = load_checkpoint(mdir) if mdir is not None else None
     start = time.monotonic()
     if resumed is not None:
@@ -758,6 +761,22 @@ def _done(fitted: Population, generations: int | None, time_limit: float | None,
 def _mean_fitness(population: Population) -> float:
     values = [c.fitness for c in population.members if isinstance(c.fitness, (int, float))]
     return float(np.mean(values)) if values else float("nan")
+
+
+def _check_writable(mdir: Path) -> None:
+    """Make sure checkpoints can be written to ``mdir`` before any training (a file in its
+    place or a read-only folder was found a whole generation late)."""
+    if mdir.exists() and not mdir.is_dir():
+        raise ValueError(f"fit: mdir {str(mdir)!r} is a file, not a folder; pass a folder for "
+                         "the run's checkpoints (it is made if missing)")
+    try:
+        mdir.mkdir(parents=True, exist_ok=True)
+        probe = mdir / f".tinyevo-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"fit: cannot write checkpoints to {str(mdir)!r} ({err.strerror or err});"
+                         " pass a folder you can write to") from err
 
 
 def _integer(name: str, value: Any, least: int, optional: bool = False) -> int | None:
