@@ -141,3 +141,22 @@ def test_show_into_a_closed_pipe_exits_quietly(tmp_path):
 
     _, err = show.communicate(timeout=60)
     assert show.returncode == 0 and b"BrokenPipeError" not in err
+
+
+def test_show_reads_a_run_without_changing_it(tmp_path, capsys):
+    # Regression (#22 item 1): show went through recover_dir, which swapped a stray
+    # .checkpoint.new in and deleted the good checkpoint (and crashed a live run's swap).
+    import shutil
+
+    run = tmp_path / "run"
+    x, y = _data(90)
+    np.savez(tmp_path / "d.npz", x=x.reshape(90, 1, 2, 2), y=y)
+    assert main(["fit", "--data", str(tmp_path / "d.npz"), "--generations", "1",
+                 "--population", "2", "--dir", str(run), "--workers", "1", "--no-progress",
+                 "--no-plots"]) == 0
+    shutil.copytree(run / "checkpoint", run / ".checkpoint.new")
+    (run / ".checkpoint.new" / "members.npz").write_bytes(b"incomplete")
+    before = sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*"))
+    main(["show", str(run)])
+    capsys.readouterr()
+    assert sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*")) == before

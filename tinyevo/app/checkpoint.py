@@ -19,11 +19,20 @@ from the files (JSON, and ``.npz`` read with ``allow_pickle=False``).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from tinyevo import __version__
-from tinyevo.app.io import atomic_dir, read_json, read_npz, recover_dir, write_json, write_npz
+from tinyevo.app.io import (
+    atomic_dir,
+    complete_dir,
+    read_json,
+    read_npz,
+    recover_dir,
+    write_json,
+    write_npz,
+)
 from tinyevo.evolution.candidate import CandidateModel, CandidateOptModel, FittedCandidate
 from tinyevo.evolution.halloffame import HallOfFame
 from tinyevo.evolution.population import Population
@@ -61,13 +70,34 @@ def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict
     return target
 
 
-def load_checkpoint(mdir: str | os.PathLike) -> tuple[Population, dict] | None:
+def load_checkpoint(mdir: str | os.PathLike, owner: bool = False
+                    ) -> tuple[Population, dict] | None:
     """``(population, state)`` from ``mdir/checkpoint``, or None when there is none yet. The
     hall of fame is ``population.hall_of_fame`` (empty, of the default size, for a checkpoint
-    that has none)."""
-    folder = recover_dir(Path(mdir) / CHECKPOINT_DIR)
-    if folder is None:
-        return None
+    that has none).
+
+    A reader (the default) changes nothing in ``mdir``: it reads the newest complete checkpoint
+    (:func:`~tinyevo.app.io.complete_dir`), and reads again where a live run swapped it away
+    mid-read. Only the run that owns ``mdir`` passes ``owner=True``, which first finishes a swap
+    that a crash interrupted (:func:`~tinyevo.app.io.recover_dir`)."""
+    path = Path(mdir) / CHECKPOINT_DIR
+    if owner:
+        folder = recover_dir(path)
+        return None if folder is None else _load(folder)
+    for attempt in range(20):
+        folder = complete_dir(path)
+        if folder is None:
+            return None
+        try:
+            return _load(folder)
+        except (FileNotFoundError, ValueError):
+            if attempt == 19 or complete_dir(path) == folder and folder.is_dir():
+                raise               # not a swap under way: the checkpoint itself is damaged
+            time.sleep(0.05)
+    return None
+
+
+def _load(folder: Path) -> tuple[Population, dict]:
     doc = read_json(folder / "state.json")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{folder / 'state.json'} is not a tinyevo checkpoint; use another mdir")

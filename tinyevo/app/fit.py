@@ -236,7 +236,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     mdir = Path(mdir) if mdir is not None else None
     if mdir is not None:
         _check_writable(mdir)
-    resumed = load_checkpoint(mdir) if mdir is not None else None
+    resumed = load_checkpoint(mdir, owner=True) if mdir is not None else None
     start = time.monotonic()
     if resumed is not None:
         fitted, state = resumed
