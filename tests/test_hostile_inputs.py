@@ -125,20 +125,25 @@ def test_os_errors_are_one_line_and_exit_1(tmp_path, capsys):
     assert err.startswith("tinyevo: error:") and "Traceback" not in err
 
 
-def test_show_into_a_closed_pipe_exits_quietly(tmp_path):
-    import subprocess
-    import sys
-
+def _a_finished_run(tmp_path):
+    """The run directory of a one-generation ``tinyevo fit`` on a small .npz."""
     run = tmp_path / "run"
     x, y = _data(90)
     np.savez(tmp_path / "d.npz", x=x.reshape(90, 1, 2, 2), y=y)
     assert main(["fit", "--data", str(tmp_path / "d.npz"), "--generations", "1",
                  "--population", "2", "--dir", str(run), "--workers", "1", "--no-progress",
                  "--no-plots"]) == 0
+    return run
+
+
+def test_show_into_a_closed_pipe_exits_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    run = _a_finished_run(tmp_path)
     show = subprocess.Popen([sys.executable, "-m", "tinyevo.cli", "show", str(run)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     show.stdout.close()                       # the reader is gone before show prints
-
     _, err = show.communicate(timeout=60)
     assert show.returncode == 0 and b"BrokenPipeError" not in err
 
@@ -148,12 +153,7 @@ def test_show_reads_a_run_without_changing_it(tmp_path, capsys):
     # .checkpoint.new in and deleted the good checkpoint (and crashed a live run's swap).
     import shutil
 
-    run = tmp_path / "run"
-    x, y = _data(90)
-    np.savez(tmp_path / "d.npz", x=x.reshape(90, 1, 2, 2), y=y)
-    assert main(["fit", "--data", str(tmp_path / "d.npz"), "--generations", "1",
-                 "--population", "2", "--dir", str(run), "--workers", "1", "--no-progress",
-                 "--no-plots"]) == 0
+    run = _a_finished_run(tmp_path)
     shutil.copytree(run / "checkpoint", run / ".checkpoint.new")
     (run / ".checkpoint.new" / "members.npz").write_bytes(b"incomplete")
     before = sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*"))
