@@ -247,7 +247,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         elapsed0 = float(state.get("elapsed", 0.0))
         last_seconds = float(state.get("last_seconds", 0.0))
         hof = HallOfFame(hall_of_fame)
-        hof.update(getattr(fitted, "hall_of_fame", None) or ())
+        hof.update(fitted.hall_of_fame)     # load_checkpoint always attaches one
         log.info("resuming %s from generation %d", mdir, fitted.generation)
         population = None
     else:
