@@ -20,6 +20,7 @@ from typing import Any
 __all__ = ["main", "parse_duration"]
 
 DEFAULT_DIR = "runs/digits"
+AFTER_FIT_RESERVE = 10.0      # seconds kept from a time limit for the final test and export
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,9 +149,10 @@ def _fit(args: argparse.Namespace) -> int:
           + (" (resuming)" if resumed else ""), flush=True)
     run_limit = None
     if time_limit is not None:
-        # What loading took comes off the run's share; the final test and export come after
-        # the limit, within its allowance (docs/fit.md).
-        run_limit = max(1.0, time_limit - (time.monotonic() - t_start))
+        # What loading took comes off the run's share, and a little is kept for the final
+        # test and export, which come after fit (docs/fit.md).
+        after = min(AFTER_FIT_RESERVE, 0.015 * time_limit)
+        run_limit = max(1.0, time_limit - (time.monotonic() - t_start) - after)
     display = _Progress(args.generations, time_limit, t_start, live=not args.no_progress)
     try:
         with display:

@@ -140,12 +140,16 @@ def _downsample(nd: int) -> Any:
     return VertexSpace(PoolSpace(nd, 2, 2, poolfuns="max"))
 
 
-def default_mutation(kind: str, nclasses: int, max_params: float = 2e8) -> Any:
+def default_mutation(kind: str, nclasses: int, max_params: float = 2e8,
+                     max_macs: float | None = None,
+                     sample_shape: tuple[int, ...] | None = None) -> Any:
     """Per-vertex graph mutations with the seed's probabilities (a child is mutated with p 0.8):
     output size +-20 % (0.05), low-value shrink (0.05), add a layer where values are high
     (0.005), add a downsampling (0.01), remove a layer (0.01, graphs over 5 vertices), kernel
     size +-2 (0.02), activation (0.005), add and remove an edge (0.02 each). Graphs over
-    ``max_params`` parameters get only the non-growing ones."""
+    ``max_params`` parameters get only the non-growing ones. With ``max_macs`` (and the
+    ``sample_shape`` (channels, *spatial) it is counted for), so do graphs over that many
+    multiply-adds a sample, and a mutation that takes a graph over it is undone."""
     nd = {"conv1d": 1, "conv2d": 2}.get(kind)
     if nd is None:
         addspace = VertexSpace(DenseSpace(range(16, 257), ACTIVATIONS))
@@ -166,34 +170,45 @@ def default_mutation(kind: str, nclasses: int, max_params: float = 2e8) -> Any:
     if nd is not None:
         growing.append(vm(AddVertexMutation(VertexSpace(PoolSpace(nd, 2, 2, "max"))), 0.01))
         shrinking.append(vm(KernelSizeMutation(2, 7), 0.02))
+    spatial = tuple(sample_shape[1:]) if sample_shape is not None else ()
     return GraphMutation(MutationChain(*growing), MutationChain(*shrinking),
-                         vm(RemoveVertexMutation(), 0.01), max_params)
+                         vm(RemoveVertexMutation(), 0.01), max_params, max_macs, spatial)
 
 
 class GraphMutation:
     """The default mutation of a graph: ``growing`` only for graphs under ``max_params``
-    parameters, ``other`` always, ``remove`` only for graphs of more than 5 vertices; then the
-    deferred size changes are applied in one neuron selection."""
+    parameters (and ``max_macs`` multiply-adds a sample of ``spatial`` size, where given),
+    ``other`` always, ``remove`` only for graphs of more than 5 vertices; then the deferred
+    size changes are applied in one neuron selection. A mutation that takes a graph from under
+    ``max_macs`` to over it is undone: the call returns the graph as it was (a copy)."""
 
-    def __init__(self, growing: Any, other: Any, remove: Any, max_params: float) -> None:
+    def __init__(self, growing: Any, other: Any, remove: Any, max_params: float,
+                 max_macs: float | None = None, spatial: tuple[int, ...] = ()) -> None:
         self.growing, self.other, self.remove = growing, other, remove
-        self.max_params = max_params
+        self.max_params, self.max_macs, self.spatial = max_params, max_macs, tuple(spatial)
 
     def __call__(self, graph: Any) -> Any:
+        before = None
+        if self.max_macs is not None and graph.macs(self.spatial) <= self.max_macs:
+            before = graph.copy()        # copy-on-write: costs no array copies
         # Nothing trains while a graph is mutated: each layer's weight-norm value is computed
         # once for all the passes and selections below (until surgery replaces its arrays).
         with value_cache():
-            if graph.nparams() < self.max_params:
+            if graph.nparams() < self.max_params and (before is not None
+                                                      or self.max_macs is None):
                 self.growing(graph)
             self.other(graph)
             if len(graph.vertices) > 5:
                 self.remove(graph)
             select_neurons(graph)
+        if before is not None and graph.macs(self.spatial) > self.max_macs:
+            return before
         return graph
 
     def __repr__(self) -> str:
+        macs = "" if self.max_macs is None else f", max_macs={self.max_macs:g}"
         return (f"GraphMutation({self.growing!r}, {self.other!r}, {self.remove!r}, "
-                f"max_params={self.max_params:g})")
+                f"max_params={self.max_params:g}{macs})")
 
 
 def default_crossover() -> Any:

@@ -59,6 +59,10 @@ DEFAULT_BATCHES = 50    # training batches of a generation's first budget, at mo
 VALID_MAX = 1000        # validation samples, at most
 FINAL_TRAINING = 0.4    # share of a time limit for training the best model, on large data
 LARGE_DATA_POPULATION = 8   # candidates per generation on large data (12 otherwise)
+LARGE_DATA_GROWTH = 0.0     # budget growth per generation on large data (0.1 otherwise)
+# The ceiling on a model's multiply-adds per sample on large data, per input value: 6.3 M for
+# MNIST's 784, 1.5 times the hand-written two-block CNN of benchmarks/bench_mnist.py (4.2 M).
+LARGE_DATA_MACS_PER_VALUE = 8000
 MAX_FITNESS = 1.001     # what ClassifierFitness can give: accuracy 1 plus the tie-break
 
 
@@ -85,6 +89,7 @@ class FitConfig:
     optimizer_state: str = "keep"               # "reset": wipe moments after every generation
     fitness_ewma: float = 0.0                   # weight of the parent's fitness (EwmaFitness)
     final_training: float = 0.0                 # share of the time limit to train the best
+    max_macs: float | None = None               # ceiling on a model's multiply-adds a sample
 
     def batches_at(self, generation: int, ntrain: int) -> int:
         """The training budget of ``generation``, in batches (the same for every candidate)."""
@@ -102,7 +107,7 @@ def default_batches(ntrain: int, batch_size: int) -> int:
 def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int | None = None,
         time_limit: float | None = None, target_fitness: float | None = None,
         population_size: int | None = None, batch_size: int = 32,
-        batches_per_generation: int | None = None, budget_growth: float = 0.1,
+        batches_per_generation: int | None = None, budget_growth: float | None = None,
         valid_fraction: float = 0.3, valid_max: int | None = VALID_MAX, augment: bool = False,
         mdir: str | Path | None = None, callbacks: Sequence[Callable] | Callable = (),
         seed: int | None = None, executor: Any = None, search_space: Any = None,
@@ -110,7 +115,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         widths: tuple[int, int] = (8, 32), candidate_time_limit: float | None = None,
         lr_schedule: str = "constant", tiebreak: str = "loss", optimizer_state: str = "keep",
         fitness_ewma: float = 0.0, hall_of_fame: int = 5, final_training: float | None = None,
-        progress: Callable[[dict], None] | None = None) -> Population:
+        max_macs: float | None = None, progress: Callable[[dict], None] | None = None) -> Population:
     """Evolve a classifier for ``x`` (N, C, H, W), (N, C, L) or (N, F) with integer labels ``y``.
 
     ``x`` may also be an ``(x, y)`` tuple or an iterable of ``(x, y)`` batches (gathered into
@@ -129,10 +134,22 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     ``.evaluate(x, y)`` and ``.graph()`` (the model) work on either.
 
     Every generation trains each candidate on the same ``batches_per_generation`` batches of
-    ``batch_size`` (default: one pass, at most 100 batches, growing by ``budget_growth`` of
+    ``batch_size`` (default: one pass, at most 50 batches, growing by ``budget_growth`` of
     that per generation), the next slice of one shuffled stream over the training data.
     Without ``valid``, a stratified ``valid_fraction`` of the data (at most ``valid_max``
     samples) is held out for validation.
+
+    *Large data* is data of which a generation's training budget is less than one pass
+    (MNIST, not digits): the search cannot train its models to the end there, so the defaults
+    left as None change to search many cheap generations and train the winner at the end:
+    ``population_size`` 8 (else 12), ``budget_growth`` 0 (else 0.1), ``final_training`` 0.4
+    (else 0) and ``max_macs`` 8,000 per input value (6.3 M for MNIST; else no ceiling). On
+    resume, a setting left as None is the checkpoint's.
+
+    ``max_macs``: a ceiling on a model's cost, in multiply-adds per sample
+    (:meth:`CompGraph.macs`): initial models over it are drawn again, and a mutation that
+    takes a model over it is undone (the child keeps its parent's structure; crossover is not
+    checked). 0 turns it off.
 
     ``mdir``: checkpoint every generation there and resume from it. ``callbacks``: called with
     the evaluated population after every generation (PlotFitness, ScatterPop, ... from
@@ -158,9 +175,10 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     time; validated again, it is the run's result (``population.final``, what the command
     exports) unless it validates lower than the model it started from by more than two
     standard errors (:func:`accept_final`); it also enters the hall of fame (0: off; then
-    ``population.final`` is None). Default (None):
-    0.3 where a generation's training budget is less than one pass over the training data
-    (MNIST), else 0 (digits, where every generation trains on all of it).
+    ``population.final`` is None). Where the search stops for time (the next generation would
+    not fit, or the deadline cut it), the final training takes all the time left instead.
+    Default (None): 0.4 on large data, else 0 (digits, where every generation trains on all
+    of it).
     """
     if generations is None and time_limit is None and target_fitness is None:
         raise ValueError("fit: give generations=, time_limit= or target_fitness= so the run "
@@ -183,7 +201,9 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     valid_fraction = _real("valid_fraction", valid_fraction, 0.0, 1.0, "in (0, 1)",
                            open_low=True, open_high=True)
     budget_growth = _real("budget_growth", budget_growth, 0.0, None, ">= 0 (0: the same "
-                          "budget every generation)")
+                          "budget every generation)", optional=True)
+    max_macs = _real("max_macs", max_macs, 0.0, None, ">= 0 multiply-adds per sample (0 "
+                     "turns the ceiling off)", optional=True)
     fitness_ewma = _real("fitness_ewma", fitness_ewma, 0.0, 1.0, "in [0, 1) (the weight of "
                          "the parent's fitness; 0 turns it off)", open_high=True)
     final_training = _real("final_training", final_training, 0.0, 1.0, "in [0, 1) (the "
@@ -204,7 +224,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**31)
     config = FitConfig(population_size=population_size or 0, batch_size=batch_size,
                        batches_per_generation=batches_per_generation,
-                       budget_growth=float(budget_growth), valid_fraction=valid_fraction,
+                       valid_fraction=valid_fraction,
                        valid_max=valid_max, augment=bool(augment), seed=seed,
                        widths=tuple(widths), candidate_time_limit=candidate_time_limit,
                        lr_schedule=lr_schedule, tiebreak=tiebreak,
@@ -217,26 +237,40 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         if xv.shape[1:] != x.shape[1:]:
             raise ValueError(f"fit: validation samples have shape {xv.shape[1:]}, training "
                              f"samples {x.shape[1:]}; they must match")
+    mdir = Path(mdir) if mdir is not None else None
+    if mdir is not None:
+        _check_writable(mdir)
+    resumed = load_checkpoint(mdir, owner=True) if mdir is not None else None
     # Large data (a generation trains on less than one pass over it) gets a smaller
-    # population and a final training: the search cannot train its models to the end.
+    # population, no budget growth, a ceiling on model cost and a final training: the search
+    # cannot train its models to the end (see the docstring). A resumed run keeps its own.
     large = config.batches_at(1, len(y)) * batch_size < len(y)
-    if population_size is None:
-        population_size = LARGE_DATA_POPULATION if large else 12
-    if final_training is None:
-        final_training = FINAL_TRAINING if large else 0.0
-    config.population_size, config.final_training = population_size, float(final_training)
+    saved = resumed[1].get("config", {}) if resumed is not None else {}
+    derived = {"population_size": (population_size, LARGE_DATA_POPULATION if large else 12),
+               "budget_growth": (budget_growth, LARGE_DATA_GROWTH if large else 0.1),
+               "final_training": (final_training, FINAL_TRAINING if large else 0.0),
+               "max_macs": (max_macs, LARGE_DATA_MACS_PER_VALUE * int(np.prod(x.shape[1:]))
+                            if large else None)}
+    for name, (given, default) in derived.items():
+        if given is not None:
+            value = given
+        elif resumed is not None:
+            value = saved.get(name, _BEFORE_IT_EXISTED.get(name, default))
+        else:
+            value = default
+        if name == "max_macs":
+            value = float(value) if value else None        # 0: off
+        setattr(config, name, value)
+    population_size, final_training = config.population_size, config.final_training
     scorer = ClassifierFitness(GenerationBatches(x, y, config), (xv, yv), batch_size=256,
                                time_limit=candidate_time_limit, tiebreak=tiebreak,
                                lr_schedule=LR_SCHEDULES[lr_schedule],
                                keep_optimizer_state=optimizer_state == "keep")
     fitness = EwmaFitness(scorer, fitness_ewma) if fitness_ewma > 0 else scorer
     strategy = strategy or defaults.default_strategy(
-        population_size, mutation or defaults.default_mutation(kind, nclasses),
+        population_size, mutation or defaults.default_mutation(
+            kind, nclasses, max_macs=config.max_macs, sample_shape=x.shape[1:]),
         crossover or defaults.default_crossover(), config.elites)
-    mdir = Path(mdir) if mdir is not None else None
-    if mdir is not None:
-        _check_writable(mdir)
-    resumed = load_checkpoint(mdir, owner=True) if mdir is not None else None
     start = time.monotonic()
     if resumed is not None:
         fitted, state = resumed
@@ -259,7 +293,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         population = initial_population(
             search_space or defaults.default_search_space(kind, nclasses, config.widths,
                                                           x.shape[1:]),
-            x.shape[1], kind, population_size)
+            x.shape[1], kind, population_size, max_macs=config.max_macs,
+            spatial=x.shape[2:])
     # The search's deadline (wall clock, so that worker processes can read it too): training
     # and validation that reach it stop, and the generation they were in is dropped. The
     # final training has the rest of the time limit.
@@ -276,6 +311,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                 "elapsed": elapsed0 + time.monotonic() - start, "last_seconds": last_seconds}
 
     mapper = make_evaluator(executor)
+    stopped = None
     evaluate = _evaluator(mapper, fitness, progress, lambda: elapsed0 + time.monotonic() - start)
     try:
         while True:
@@ -284,8 +320,9 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                 # expecting the last one's time scaled by its training budget.
                 expected = _expected_seconds(config, fitted.generation + 1, len(y),
                                              last_seconds)
-                if _done(fitted, generations, search_limit, target_fitness,
-                         elapsed0 + time.monotonic() - start + expected):
+                stopped = _done(fitted, generations, search_limit, target_fitness,
+                                elapsed0 + time.monotonic() - start + expected)
+                if stopped:
                     break
                 population = Population(strategy(fitted.members), fitted.generation + 1,
                                         previous=fitted)
@@ -303,6 +340,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                 log.warning("the time limit cut generation %d short: it is dropped, and the "
                             "run ends with generation %d", population.generation,
                             fitted.generation)
+                stopped = "time"
                 break
             fitted = Population(evaluated.best_first(), evaluated.generation)
             hof.update(fitted)
@@ -323,8 +361,11 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                           "best_ever": hof.best().fitness if len(hof) else None,
                           "seconds": time.monotonic() - t0, "elapsed": elapsed})
         if time_limit is not None and final_training > 0 and len(hof):
-            left = min(time_limit - (elapsed0 + time.monotonic() - start),
-                       final_training * time_limit)
+            # Its share of the time limit; all the time left where the search stopped for
+            # time (the next generation would not have fitted).
+            left = time_limit - (elapsed0 + time.monotonic() - start)
+            if stopped != "time":
+                left = min(left, final_training * time_limit)
             scorer.deadline = None          # the final training keeps to ``left`` itself
             final = train_final(hof.best(), scorer, fitted.generation, left, progress)
             if final is not None and accept_final(final, hof.best(), scorer.nvalid):
@@ -611,17 +652,30 @@ class ClassifierFitness(AbstractFitness):
 # ---------------------------------------------------------------------------- population
 
 def initial_population(space: Any, insize: int, kind: str, size: int,
-                       rng: np.random.Generator | None = None) -> Population:
+                       rng: np.random.Generator | None = None, max_macs: float | None = None,
+                       spatial: Sequence[int] = (), tries: int = 20) -> Population:
     """``size`` candidates drawn from ``space``, each with its own optimiser
-    (:func:`tinyevo.app.defaults.default_optimizer`)."""
+    (:func:`tinyevo.app.defaults.default_optimizer`). With ``max_macs``, a model over that
+    many multiply-adds per sample (inputs of ``spatial`` size) is drawn again, up to ``tries``
+    times (then the cheapest draw is kept)."""
     members = []
     for i in range(size):
-        inp = input_vertex("input", insize, kind)
-        graph = CompGraph(inp, space(inp, rng))
+        graph = _draw(space, insize, kind, rng)
+        if max_macs is not None:
+            draws = [(graph.macs(tuple(spatial)), graph)]
+            while draws[-1][0] > max_macs and len(draws) < tries:
+                graph = _draw(space, insize, kind, rng)
+                draws.append((graph.macs(tuple(spatial)), graph))
+            graph = min(draws, key=lambda d: d[0])[1]
         members.append(CandidateOptModel(defaults.default_optimizer(rng), graph))
         log.debug("initial model %d: %d vertices, %d parameters", i, len(graph.vertices),
                   graph.nparams())
     return Population(members)
+
+
+def _draw(space: Any, insize: int, kind: str, rng: Any) -> CompGraph:
+    inp = input_vertex("input", insize, kind)
+    return CompGraph(inp, space(inp, rng))
 
 
 def train_final(best: Any, scorer: ClassifierFitness, generation: int, seconds: float,
@@ -750,12 +804,15 @@ def _expected_seconds(config: FitConfig, generation: int, ntrain: int,
 
 
 def _done(fitted: Population, generations: int | None, time_limit: float | None,
-          target: float | None, elapsed: float) -> bool:
+          target: float | None, elapsed: float) -> str | None:
+    """Why the search stops after ``fitted`` ("generations", "time", "target"), or None."""
     if generations is not None and fitted.generation >= generations:
-        return True
+        return "generations"
     if time_limit is not None and elapsed >= time_limit:
-        return True
-    return target is not None and fitted.best().fitness >= target
+        return "time"
+    if target is not None and fitted.best().fitness >= target:
+        return "target"
+    return None
 
 
 def _mean_fitness(population: Population) -> float:
@@ -826,7 +883,8 @@ def _jsonable_config(config: FitConfig) -> dict:
 
 
 # What runs did before each setting came.
-_BEFORE_IT_EXISTED = {"optimizer_state": "reset", "valid_max": None, "final_training": 0.0}
+_BEFORE_IT_EXISTED = {"optimizer_state": "reset", "valid_max": None, "final_training": 0.0,
+                      "max_macs": None}
 
 
 def _check_resume(state: dict, config: FitConfig, kind: str, sample_shape: tuple,

@@ -21,7 +21,7 @@ import numpy as np
 
 from tinyevo import backend as B
 from tinyevo.graph.vertex import RANK, Vertex, layer_output_kind, structure_version, touch
-from tinyevo.layers import Conv, GlobalPool, Layer, MaxPool, MeanPool, layer_from_spec
+from tinyevo.layers import Conv, Dense, GlobalPool, Layer, MaxPool, MeanPool, layer_from_spec
 from tinyevo.layers.base import share
 
 __all__ = ["CompGraph", "copy", "check_sizes", "SPEC_FORMAT"]
@@ -269,6 +269,23 @@ class CompGraph:
                     sp = ()
             out[v] = (v.nout, *sp)
         return out
+
+    def macs(self, *spatial: Sequence[int]) -> int:
+        """Multiply-adds of one sample's forward pass through the weights (convolutions and
+        dense layers; normalisation, pooling and activations are not counted), for inputs of
+        the given spatial size as in :meth:`shapes`: the usual measure of a model's cost,
+        ``graph.macs((28, 28))``. Training costs about three times as much."""
+        shapes = self.shapes(*spatial)
+        total = 0
+        for v in self._plan()[0]:
+            layer = v.layer
+            if isinstance(layer, Conv):
+                positions = int(np.prod(shapes[v][1:], dtype=np.int64))
+                total += int(layer.params["weight"].size) * positions
+            elif isinstance(layer, Dense):
+                positions = int(np.prod(shapes[v._inputs[0]][1:], dtype=np.int64))
+                total += int(layer.params["weight"].size) * positions
+        return total
 
     def summary(self) -> str:
         """A table of the vertices: name, what it computes, sizes, kind and parameter count."""
