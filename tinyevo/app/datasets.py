@@ -29,6 +29,7 @@ import gzip
 import io
 import os
 import pickle
+import reprlib
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -291,17 +292,25 @@ def _read_cifar_batch(path: Path) -> Arrays:
                          f"got {type(batch).__name__}")
     batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or "labels" not in batch:
+        found = sorted(k if isinstance(k, str) else _brief(k) for k in batch)
         raise ValueError(f"{path}: a CIFAR-10 batch needs keys 'data' and 'labels', found "
-                         f"{sorted(map(str, batch))}; is this CIFAR-100 or another file?")
+                         f"{found[:10]}; is this CIFAR-100 or another file?")
+    # Check the kinds before walking anything: a few hundred bytes of shared references can
+    # stand for a tree of 2**40 lists. Only these two entries are resolved; the rest is unused.
     data, labels = batch["data"], batch["labels"]
-    if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
-            or data.shape[1] != 3 * 32 * 32):
-        got = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
-               else type(data).__name__)
-        raise ValueError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), got {got}")
-    if not isinstance(labels, list | np.ndarray) or not all(
-            isinstance(v, int | np.integer) for v in labels):
+    if not isinstance(data, _ArrayProxy | np.ndarray):
+        raise ValueError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), "
+                         f"got {type(data).__name__}")
+    if not isinstance(labels, list | _ArrayProxy | np.ndarray):
         raise ValueError(f"{path}: 'labels' must be a list of ints, got {type(labels).__name__}")
+    data, labels = _resolved(path, data), _resolved(path, labels)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), "
+                         f"got {data.dtype} array of shape {data.shape}")
+    odd = next((type(v).__name__ for v in labels if not isinstance(v, int | np.integer)), None)
+    if odd is not None:
+        raise ValueError(f"{path}: 'labels' must be a list of ints, got a "
+                         f"{type(labels).__name__} holding {odd}")
     y = np.asarray(labels, dtype=np.int64).reshape(-1)
     if len(y) != len(data):
         raise ValueError(f"{path}: {len(data)} images but {len(y)} labels")
@@ -311,18 +320,29 @@ def _read_cifar_batch(path: Path) -> Arrays:
 
 
 def _safe_unpickle(path: Path) -> Any:
+    """The object in a pickle file, built by :class:`_RestrictedUnpickler`: arrays are still
+    proxies, for :func:`_resolved` to swap once the structure has been checked."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError as err:
         raise FileNotFoundError(f"{path}: no such file") from err
     try:
         # encoding="bytes" reads the original Python 2 files: their str keys arrive as bytes.
-        return _resolve(_RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load())
+        return _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except pickle.UnpicklingError as err:
         raise ValueError(f"{path}: refused or malformed pickle: {err}") from err
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError) as err:
         raise ValueError(f"{path}: not a readable CIFAR-10 batch ({type(err).__name__}: {err}); "
                          "the file is truncated or damaged — unpack it again") from err
+
+
+def _resolved(path: Path, obj: Any) -> Any:
+    try:
+        return _resolve(obj)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path}: refused or malformed pickle: {err}; this file is not a "
+                         "genuine CIFAR-10 batch — unpack cifar-10-python.tar.gz again") from err
 
 
 class _Global:
@@ -354,7 +374,7 @@ class _DtypeProxy:
         if isinstance(spec, bytes):
             spec = spec.decode("latin1")
         if not isinstance(spec, str) or len(spec) > 3:
-            raise pickle.UnpicklingError(f"refused dtype specification {spec!r}")
+            raise pickle.UnpicklingError(f"refused dtype specification {_brief(spec)}")
         self.dtype = np.dtype(spec)
         if self.dtype.kind not in "biuf":
             raise pickle.UnpicklingError(f"refused dtype {self.dtype} (numeric dtypes only)")
@@ -365,7 +385,7 @@ class _DtypeProxy:
         # a plain numeric dtype has no subarray, names or fields.
         if (self._built or not isinstance(state, tuple) or len(state) < 5
                 or any(part is not None for part in state[2:5])):
-            raise pickle.UnpicklingError(f"refused dtype state {state!r:.80}")
+            raise pickle.UnpicklingError(f"refused dtype state {_brief(state)}")
         order = state[1].decode("latin1") if isinstance(state[1], bytes) else state[1]
         if order not in ("<", ">", "|", "="):
             raise pickle.UnpicklingError(f"refused byte order {order!r}")
@@ -386,17 +406,17 @@ class _ArrayProxy:
 
     def __setstate__(self, state: Any) -> None:
         if self.array is not None or not isinstance(state, tuple) or len(state) != 5:
-            raise pickle.UnpicklingError(f"refused ndarray state {state!r:.80}")
+            raise pickle.UnpicklingError(f"refused ndarray state {_brief(state)}")
         _, shape, dtype, fortran, raw = state
         self.array = _checked_array(raw, dtype, shape, "F" if fortran else "C")
 
 
 def _checked_array(raw: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
     if not isinstance(dtype, _DtypeProxy):
-        raise pickle.UnpicklingError(f"refused ndarray dtype {dtype!r:.80}")
+        raise pickle.UnpicklingError(f"refused ndarray dtype {_brief(dtype)}")
     if (not isinstance(shape, tuple) or len(shape) > 8
             or not all(isinstance(d, int) and d >= 0 for d in shape)):
-        raise pickle.UnpicklingError(f"refused ndarray shape {shape!r:.80}")
+        raise pickle.UnpicklingError(f"refused ndarray shape {_brief(shape)}")
     if not isinstance(raw, bytes | bytearray) or order not in ("C", "F"):
         raise pickle.UnpicklingError("refused ndarray data: expected raw bytes")
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.dtype.itemsize
@@ -463,19 +483,71 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("refused persistent id")
 
 
+#: How deep :func:`_resolve` follows containers; a genuine batch's labels are one level deep.
+_MAX_DEPTH = 8
+#: How many values :func:`_resolve` walks in all: a hundred times the 10,000 labels of a genuine
+#: batch, still well under a second.
+_MAX_VALUES = 1_000_000
+
+
 def _resolve(obj: Any) -> Any:
-    """Swap the unpickled proxies for the arrays they built (in dicts, lists and tuples)."""
-    if isinstance(obj, _ArrayProxy):
-        if obj.array is None:
-            raise pickle.UnpicklingError("ndarray without data")
-        return obj.array
-    if isinstance(obj, dict):
-        return {k: _resolve(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_resolve(v) for v in obj)
-    if isinstance(obj, _DtypeProxy | _Global):
-        raise pickle.UnpicklingError(f"unexpected {type(obj).__name__} outside an array")
-    return obj
+    """Swap the unpickled proxies for the arrays they built (in dicts, lists and tuples).
+
+    Each container is walked once and a shared one stays shared, so the work is one step per
+    distinct value, never the size of the tree the references stand for (``a = [a, a]`` nested
+    40 times). Nesting deeper than :data:`_MAX_DEPTH`, more than :data:`_MAX_VALUES` values or
+    a container inside itself raise UnpicklingError.
+    """
+    done: dict[int, Any] = {}
+    budget = _MAX_VALUES
+
+    def walk(item: Any, depth: int) -> Any:
+        nonlocal budget
+        if isinstance(item, _ArrayProxy):
+            if item.array is None:
+                raise pickle.UnpicklingError("ndarray without data")
+            return item.array
+        if isinstance(item, _DtypeProxy | _Global):
+            raise pickle.UnpicklingError(f"unexpected {type(item).__name__} outside an array")
+        if not isinstance(item, dict | list | tuple):
+            return item
+        if id(item) in done:
+            if done[id(item)] is _IN_PROGRESS:
+                raise pickle.UnpicklingError(f"a {type(item).__name__} that contains itself")
+            return done[id(item)]
+        if depth >= _MAX_DEPTH:
+            raise pickle.UnpicklingError(f"containers nested more than {_MAX_DEPTH} deep")
+        budget -= len(item)
+        if budget < 0:
+            raise pickle.UnpicklingError(f"more than {_MAX_VALUES:,} values in all")
+        done[id(item)] = _IN_PROGRESS
+        if isinstance(item, dict):
+            built: Any = {k: walk(v, depth + 1) for k, v in item.items()}
+        else:
+            built = type(item)(walk(v, depth + 1) for v in item)
+        done[id(item)] = built
+        return built
+
+    return walk(obj, 0)
+
+
+_IN_PROGRESS = object()  # marks a container that _resolve has entered but not yet built
+
+
+def _brief(value: Any) -> str:
+    """A repr of at most 80 characters for error messages, cheap for any value in a file."""
+    return _SHORT_REPR.repr(value)[:80]
+
+
+class _ShortRepr(reprlib.Repr):
+    # The plain repr of a small pickle of shared references can be astronomically long, and
+    # reprlib would still build the whole repr of a (many megabyte) bytes object.
+    def repr_bytes(self, value: bytes, level: int) -> str:
+        return repr(value[:self.maxstring]) + ("..." if len(value) > self.maxstring else "")
+
+
+_SHORT_REPR = _ShortRepr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 3, 40, 60
 
 
 # --- the user's own .npz ------------------------------------------------------------------------
