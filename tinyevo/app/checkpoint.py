@@ -10,7 +10,9 @@ fame (:class:`tinyevo.evolution.HallOfFame`), when given, is kept alongside: its
 files keyed ``"hof/<entry>/..."``; checkpoints without one load with an empty one. The folder is
 swapped in atomically (:func:`tinyevo.app.io.atomic_dir`): a run killed at any moment, even
 while writing, leaves the previous complete generation or the new one. Loading executes nothing
-from the files (JSON, and ``.npz`` read with ``allow_pickle=False``).
+from the files (JSON, and ``.npz`` read with ``allow_pickle=False``) and checks every field of
+``state.json``, and every size a model declares against its stored arrays, before it builds
+anything (:mod:`tinyevo.app._validate`).
 
     >>> save_checkpoint("runs/digits", population, {"rng": ...})   # doctest: +SKIP
     >>> population, state = load_checkpoint("runs/digits")          # doctest: +SKIP
@@ -19,14 +21,21 @@ from the files (JSON, and ``.npz`` read with ``allow_pickle=False``).
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from tinyevo import __version__
+from tinyevo.app._validate import (
+    Field,
+    Stored,
+    check_depth,
+    check_graph,
+    check_optimizer,
+    check_rng_state,
+)
 from tinyevo.app.io import (
     atomic_dir,
-    complete_dir,
+    read_complete_dir,
     read_json,
     read_npz,
     recover_dir,
@@ -36,7 +45,7 @@ from tinyevo.app.io import (
 from tinyevo.evolution.candidate import CandidateModel, CandidateOptModel, FittedCandidate
 from tinyevo.evolution.halloffame import HallOfFame
 from tinyevo.evolution.population import Population
-from tinyevo.graph import CompGraph
+from tinyevo.graph import KINDS, CompGraph
 from tinyevo.optimizers import optimizer_from_spec
 
 __all__ = ["save_checkpoint", "load_checkpoint", "persist", "CHECKPOINT_DIR"]
@@ -45,6 +54,9 @@ CHECKPOINT_DIR = "checkpoint"
 OPTIMIZERS_FILE = "optimizers.npz"
 HOF_PREFIX = "hof/"      # the hall of fame's keys in the .npz files: "hof/<entry>/..."
 FORMAT, VERSION = "tinyevo.checkpoint", 2   # 2: with a hall of fame
+MAX_HALL_OF_FAME = 1_000_000
+_FIX = ("restore the checkpoint from a copy, or remove its folder (or use another mdir) to "
+        "start afresh")
 
 
 def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict,
@@ -77,34 +89,32 @@ def load_checkpoint(mdir: str | os.PathLike, owner: bool = False
     that has none).
 
     A reader (the default) changes nothing in ``mdir``: it reads the newest complete checkpoint
-    (:func:`~tinyevo.app.io.complete_dir`), and reads again where a live run swapped it away
-    mid-read. Only the run that owns ``mdir`` passes ``owner=True``, which first finishes a swap
-    that a crash interrupted (:func:`~tinyevo.app.io.recover_dir`)."""
+    (:func:`~tinyevo.app.io.read_complete_dir`: a damaged stray ``.checkpoint.new`` is skipped),
+    and reads again where a live run swapped it away mid-read. Only the run that owns ``mdir``
+    passes ``owner=True``, which first finishes a swap that a crash interrupted
+    (:func:`~tinyevo.app.io.recover_dir`).
+
+    A damaged or edited checkpoint raises ``ValueError`` naming the file and the field."""
     path = Path(mdir) / CHECKPOINT_DIR
     if owner:
         folder = recover_dir(path)
         return None if folder is None else _load(folder)
-    for attempt in range(20):
-        folder = complete_dir(path)
-        if folder is None:
-            return None
-        try:
-            return _load(folder)
-        except (FileNotFoundError, ValueError):
-            if attempt == 19 or complete_dir(path) == folder and folder.is_dir():
-                raise               # not a swap under way: the checkpoint itself is damaged
-            time.sleep(0.05)
-    return None
+    return read_complete_dir(path, _load)
 
 
 def _load(folder: Path) -> tuple[Population, dict]:
-    doc = read_json(folder / "state.json")
+    state_file = folder / "state.json"
+    doc = read_json(state_file)
+    headline = f"{state_file} is damaged"
+    check_depth(doc, headline, _FIX)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{folder / 'state.json'} is not a tinyevo checkpoint; use another mdir")
-    if doc.get("version", 0) > VERSION:
+    root = Field(doc, headline, _FIX, state_file)
+    if root["version"].integer(1) > VERSION:
         raise ValueError(f"{folder} was written by tinyevo {doc.get('tinyevo')} (checkpoint "
                          f"version {doc['version']}); upgrade tinyevo to resume it")
     arrays = read_npz(folder / "members.npz")
+    _check_document(root, Stored(arrays, f"{folder / 'members.npz'} is damaged", _FIX))
     # Optimiser state (moments, step counts); checkpoints from before it was kept have none.
     opt_path = folder / OPTIMIZERS_FILE
     if doc.get("optimizer_state") and not opt_path.exists():
@@ -128,9 +138,100 @@ def _load(folder: Path) -> tuple[Population, dict]:
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise ValueError(f"{folder} is damaged and cannot be resumed ({err}); remove it or "
                          "use another mdir") from err
-    population = Population(members, int(doc["generation"]))
+    population = Population(members, doc["generation"])
     population.hall_of_fame = hall_of_fame
     return population, doc.get("state", {})
+
+
+def _check_document(root: Field, stored: Stored) -> None:
+    """Every field of ``state.json`` (format and version are checked already), and every size
+    its models declare against the arrays of ``members.npz``, before anything is built."""
+    doc = root.obj(("format", "version", "generation", "members"),
+                   ("tinyevo", "state", "optimizer_state", "hall_of_fame"))
+    if root.get("tinyevo") is not None:
+        root["tinyevo"].string()
+    root["generation"].integer(1)
+    lists = [("", root["members"].items(1))]
+    fame = root.get("hall_of_fame")
+    if fame is not None:
+        fame.obj(("size", "members"))
+        fame["size"].integer(1, MAX_HALL_OF_FAME)
+        lists.append((HOF_PREFIX, fame["members"].items()))
+    for tag, members in lists:
+        for i, member in enumerate(members):
+            member.obj(("fitness", "model"), ("generation", "optimizer"))
+            member["fitness"].number(null=True, finite=False)   # NaN: a diverged candidate
+            if "generation" in member.value:
+                member["generation"].integer(0, null=True)
+            if member.get("optimizer") is not None:
+                check_optimizer(member["optimizer"])
+            check_graph(member["model"], stored, f"{tag}{i}/")
+    stored.finish()
+    if root.get("optimizer_state") is not None:
+        root["optimizer_state"].string((OPTIMIZERS_FILE,))
+    if "state" in doc:
+        _check_run_state(root["state"])
+
+
+# The run state that fit keeps (and reads back to resume); a state without any of these keys
+# is a caller's own (persist(mdir, state)) and only needs to be an object.
+_RUN_STATE = ("config", "kind", "sample_shape", "nclasses", "rng", "name_counter")
+
+
+def _check_run_state(state: Field) -> None:
+    if not any(key in state.obj((), None) for key in _RUN_STATE):
+        return
+    state.obj(_RUN_STATE, None)
+    config = state["config"]
+    for key in config.obj((), None):
+        _CONFIG.get(key, _plain_setting)(config[key])
+    state["kind"].string(KINDS)
+    for n in state["sample_shape"].items(1, 3):
+        n.integer(1)
+    state["nclasses"].integer(2)
+    check_rng_state(state["rng"])
+    state["name_counter"].integer(1)
+    for key in ("elapsed", "last_seconds"):
+        if key in state.value:
+            state[key].number(0.0)
+    final = state.get("final")
+    if final is not None:
+        final.obj(("fitness", "generation"), None)
+        final["fitness"].number(null=True, finite=False)
+        final["generation"].integer(0, null=True)
+
+
+def _plain_setting(f: Field) -> None:
+    """A setting this version does not know: a plain JSON value (fit compares it on resume)."""
+    value = f.value
+    if not (value is None or isinstance(value, bool | int | float | str)
+            or isinstance(value, list) and all(isinstance(v, int | float | str) for v in value)):
+        raise f.fail("a number, string, boolean, null or a list of numbers or strings")
+
+
+def _count(lo: int, null: bool = False):
+    return lambda f: f.integer(lo, null=null)
+
+
+def _share(f: Field) -> None:
+    f.number(0.0, 1.0, below=True)
+
+
+# fit's settings (FitConfig) and what each must be; settings that fit reads from the
+# checkpoint before it compares them with its own (population_size, budget_growth,
+# final_training, max_macs) need their ranges, the others their types.
+_CONFIG = {
+    "population_size": _count(1), "batch_size": _count(1),
+    "batches_per_generation": _count(1, null=True), "valid_max": _count(1, null=True),
+    "seed": _count(0, null=True), "elites": _count(0),
+    "budget_growth": lambda f: f.number(0.0), "max_macs": lambda f: f.number(0.0, null=True),
+    "valid_fraction": _share, "fitness_ewma": _share, "final_training": _share,
+    "candidate_time_limit": lambda f: f.number(0.0, null=True),
+    "augment": lambda f: f.boolean(),
+    "widths": lambda f: [w.integer(1) for w in f.items(2, 2)],
+    "lr_schedule": lambda f: f.string(), "tiebreak": lambda f: f.string(),
+    "optimizer_state": lambda f: f.string(),
+}
 
 
 def persist(mdir: str | os.PathLike, state: Any = None,
@@ -173,6 +274,7 @@ def _decode_all(entries: list, tag: str, arrays: dict, opt_arrays: dict) -> list
         prefix = f"{tag}{i}/"
         own = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
         graph = CompGraph.from_spec(m["model"], own)
+        graph.validate()            # kinds of data between vertices, which the spec names
         missing = set(graph.arrays()) - set(own)
         if missing:
             raise ValueError(f"{_label(tag, i)} lacks arrays {sorted(missing)[:3]}")

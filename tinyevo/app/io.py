@@ -10,7 +10,8 @@ moment leaves either the old file or the new one, never a mix; at worst a stray
     3
 
 A whole checkpoint folder is written with :func:`atomic_dir`; the previous complete one stays in
-place until the new one is complete, and :func:`recover_dir` finishes the swap after a crash.
+place until the new one is complete, and :func:`recover_dir` finishes the swap after a crash;
+readers use :func:`read_complete_dir`, which changes nothing.
 
 JSON and NaN: :func:`write_json` follows Python's :mod:`json` and writes ``NaN`` and
 ``Infinity`` (a diverged candidate's fitness must not stop a checkpoint), and :func:`read_json`
@@ -20,15 +21,17 @@ reads them back. Such files are not strict JSON; tools other than Python's may r
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import secrets
 import shutil
+import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
@@ -36,10 +39,12 @@ from tinyevo import backend
 
 __all__ = [
     "atomic_open", "write_text", "write_json", "read_json", "write_npz", "read_npz",
-    "atomic_dir", "recover_dir", "complete_dir",
+    "atomic_dir", "recover_dir", "complete_dir", "read_complete_dir",
 ]
 
 PathLike = str | os.PathLike
+T = TypeVar("T")
+log = logging.getLogger("tinyevo")
 
 
 @contextmanager
@@ -114,6 +119,11 @@ def read_json(path: PathLike) -> Any:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err}); the file is damaged — restore it "
                          "or remove it") from err
+    except RecursionError:
+        # Python's parser recurses once per nesting level; tinyevo writes a few levels only.
+        raise ValueError(f"{path}: JSON nested too deeply to read (thousands of levels; tinyevo "
+                         "writes a dozen at most); the file is damaged or hostile — restore it "
+                         "or remove it") from None
 
 
 def write_npz(path: PathLike, arrays: Mapping[str, Any], *, compress: bool = False) -> None:
@@ -154,14 +164,48 @@ def read_npz(path: PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        archive = np.load(path, allow_pickle=False)
+        archive = np.load(path, allow_pickle=False)     # an .npz is opened, not yet read
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError("a single .npy array, not an .npz archive")
         with archive:
+            _check_members(archive.zip)
             return {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except MemoryError:   # a header that _check_members could not bound (a forged zip entry)
+        raise ValueError(f"{path}: an array in it declares more data than fits in memory; the "
+                         "file is damaged or was not written by tinyevo") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError,
+            RuntimeError) as err:   # the last two: an unknown compression, an encrypted member
         raise ValueError(f"{path}: not a readable .npz of plain arrays ({err}); the file is "
                          "damaged or was not written by tinyevo") from err
+
+
+def _check_members(zf: zipfile.ZipFile) -> None:
+    """Every member of the archive is a plain ``.npy`` array holding as many bytes as its header
+    declares: NumPy allocates the declared size before reading, so a forged shape is refused
+    here rather than tried."""
+    for info in zf.infolist():
+        with zf.open(info) as f:
+            try:
+                version = np.lib.format.read_magic(f)
+            except ValueError:
+                raise ValueError(f"member {info.filename!r} is not a .npy array") from None
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:       # 3.0 is only for structured dtypes with non-Latin-1 field names
+                raise ValueError(f"member {info.filename!r} uses .npy format {version}; "
+                                 "plain arrays use 1.0 or 2.0")
+            if dtype.hasobject:
+                raise ValueError(f"member {info.filename!r} holds Python objects, which "
+                                 "would need pickle")
+            declared = math.prod(shape) * dtype.itemsize
+            held = info.file_size - f.tell()
+            if info.compress_type == zipfile.ZIP_STORED:
+                held = min(held, info.compress_size - f.tell())
+            if declared > held:
+                raise ValueError(f"member {info.filename!r} declares shape {shape} of "
+                                 f"{dtype} ({declared:,} bytes) but holds {max(held, 0):,}")
 
 
 # --- whole directories --------------------------------------------------------------------------
@@ -235,6 +279,56 @@ def complete_dir(path: PathLike) -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def read_complete_dir(path: PathLike, read: Callable[[Path], T]) -> T | None:
+    """``read(folder)`` for the newest complete directory at ``path`` that reads; changes nothing.
+
+    Tries the folders :func:`complete_dir` would pick, newest first, and goes on past a
+    ``.NAME.new`` that ``read`` refuses (``FileNotFoundError`` or ``ValueError``): a stray one,
+    empty or half written, does not hide a good ``path``. A damaged ``path`` is an error (the
+    previous ``.NAME.old`` is read only where ``path`` is missing, as after a crash). Reads again
+    when a folder was swapped away mid-read (a live writer). Returns None when there is no
+    folder; when none reads, raises the error of ``path`` itself, else of the newest.
+
+        >>> read_complete_dir("runs/x/checkpoint", lambda d: read_json(d / "state.json"))
+        {'format': 'tinyevo.checkpoint', ...}
+    """
+    path = Path(path)
+    for attempt in range(20):
+        listing = _listing(path)
+        failures: list[tuple[Path, Exception]] = []
+        for folder, _ in listing:
+            try:
+                value = read(folder)
+            except (FileNotFoundError, ValueError) as err:
+                failures.append((folder, err))
+                if folder == path:
+                    break
+                continue
+            for bad, err in failures:
+                log.warning("%s: skipped %s, which does not read (%s)", path, bad, err)
+            return value
+        if not failures:
+            return None
+        if attempt < 19 and _listing(path) != listing:
+            time.sleep(0.05)       # a writer swapped folders while we read: look again
+            continue
+        raise next((err for folder, err in failures if folder == path), failures[0][1])
+    return None     # pragma: no cover (the last attempt returns or raises)
+
+
+def _listing(path: Path) -> list[tuple[Path, int]]:
+    """The complete directories at ``path``, newest first, with their inodes (which a swap
+    changes)."""
+    out = []
+    for candidate in (_new(path), path, _old(path)):
+        try:
+            if candidate.is_dir():
+                out.append((candidate, candidate.stat().st_ino))
+        except OSError:     # vanished between the two calls
+            pass
+    return out
 
 
 def _swap_in(path: Path) -> None:

@@ -10,6 +10,8 @@ A saved model is a folder::
 The folder is written with :func:`tinyevo.app.io.atomic_dir`: a crash leaves the previous save
 or the new one, complete, never a mix. Loading executes nothing from the files: the structure is
 plain JSON read by the layers' ``from_spec``, the arrays are read with ``allow_pickle=False``.
+Loading checks every field of ``model.json``, and every size it declares against the stored
+arrays, before it builds anything (:mod:`tinyevo.app._validate`), and changes nothing on disk.
 
     >>> save_model(graph, "runs/best")
     >>> graph2 = load_model("runs/best"); np.array_equal(graph(x), graph2(x))
@@ -24,7 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from tinyevo.app.io import atomic_dir, complete_dir, read_json, read_npz, write_json, write_npz
+from tinyevo.app._validate import Field, Stored, check_depth, check_graph, check_sequential
+from tinyevo.app.io import (
+    atomic_dir,
+    read_complete_dir,
+    read_json,
+    read_npz,
+    write_json,
+    write_npz,
+)
 from tinyevo.evolution.candidate import AbstractCandidate
 from tinyevo.graph import CompGraph
 from tinyevo.layers import Sequential, layer_from_spec
@@ -37,6 +47,8 @@ STRUCTURE_FILE = "model.json"
 WEIGHTS_FILE = "weights.npz"
 
 Model = CompGraph | Sequential
+_FIX = ("the folder was damaged or edited; save the model again with save_model, or restore "
+        "the folder from a copy")
 
 
 def save_model(model: Any, path: str | os.PathLike) -> Path:
@@ -82,7 +94,9 @@ def load_model(path: str | os.PathLike) -> Model:
 
     Raises ``FileNotFoundError`` when the folder or one of its two files is missing and
     ``ValueError`` when a file is malformed, was written by a newer tinyevo, or the weights do
-    not match the structure. Arrays land on the current backend.
+    not match the structure; the message names the file and the field. Arrays land on the
+    current backend. A stray ``.NAME.new`` beside the folder (an interrupted save) is read when
+    it is complete and skipped otherwise; nothing on disk is changed.
 
         >>> graph = load_model("runs/best"); graph(x).shape
         (100, 10)
@@ -90,35 +104,12 @@ def load_model(path: str | os.PathLike) -> Model:
     path = Path(path)
     if path.is_file() and path.name == STRUCTURE_FILE:
         path = path.parent
-    folder = complete_dir(path)            # also finds a save that a crash left mid-swap
-    if folder is None:
+    model = read_complete_dir(path, _load)   # also finds a save that a crash left mid-swap
+    if model is None:
         if path.exists():
             raise FileNotFoundError(f"load_model: {path} is not a folder; pass the folder that "
                                     "save_model(model, folder) wrote")
         raise FileNotFoundError(f"load_model: no saved model at {path} (no such folder)")
-    structure, weights = folder / STRUCTURE_FILE, folder / WEIGHTS_FILE
-    for f in (structure, weights):
-        if not f.is_file():
-            raise FileNotFoundError(f"load_model: {f} is missing; a saved model is a folder "
-                                    f"holding {STRUCTURE_FILE} and {WEIGHTS_FILE} as "
-                                    "save_model writes it")
-    header = read_json(structure)
-    _check_header(header, structure)
-    arrays = read_npz(weights)
-    for name, a in arrays.items():
-        if a.dtype.kind != "f":
-            raise ValueError(f"load_model: {weights}: array {name!r} has dtype {a.dtype}, "
-                             "expected floating point; the file is damaged")
-    try:
-        if header["type"] == "CompGraph":
-            model = CompGraph.from_spec(header["spec"], arrays)
-        else:
-            model = _sequential_from(header, arrays)
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
-        raise ValueError(f"load_model: {folder} does not describe a valid model ({err}); "
-                         f"{STRUCTURE_FILE} and {WEIGHTS_FILE} are damaged, come from different "
-                         "saves, or were not written by save_model") from err
-    _check_arrays(model, arrays, weights)
     return model
 
 
@@ -133,6 +124,55 @@ def as_model(model: Any, who: str) -> Model:
 
 
 # ---------------------------------------------------------------------- helpers
+
+def _load(folder: Path) -> Model:
+    """The model saved in ``folder``, checked in full before it is built."""
+    structure, weights = folder / STRUCTURE_FILE, folder / WEIGHTS_FILE
+    for f in (structure, weights):
+        if not f.is_file():
+            raise FileNotFoundError(f"load_model: {f} is missing; a saved model is a folder "
+                                    f"holding {STRUCTURE_FILE} and {WEIGHTS_FILE} as "
+                                    "save_model writes it")
+    header = read_json(structure)
+    headline = f"load_model: {structure} does not describe a valid model"
+    check_depth(header, headline, _FIX)
+    _check_header(header, structure)
+    arrays = read_npz(weights)
+    for name, a in arrays.items():
+        if a.dtype.kind != "f":
+            raise ValueError(f"load_model: {weights}: array {name!r} has dtype {a.dtype}, "
+                             "expected floating point; the file is damaged")
+    _check_structure(Field(header, headline, _FIX, structure),
+                     Stored(arrays, f"load_model: {weights} does not match {STRUCTURE_FILE}",
+                            _FIX))
+    try:
+        if header["type"] == "CompGraph":
+            model = CompGraph.from_spec(header["spec"], arrays)
+            model.validate()        # kinds of data between vertices, which the spec names
+        else:
+            model = _sequential_from(header, arrays)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
+        raise ValueError(f"load_model: {folder} does not describe a valid model ({err}); "
+                         f"{STRUCTURE_FILE} and {WEIGHTS_FILE} are damaged, come from different "
+                         "saves, or were not written by save_model") from err
+    _check_arrays(model, arrays, weights)
+    return model
+
+
+def _check_structure(doc: Field, stored: Stored) -> None:
+    """Every field of ``model.json`` (its header is checked already), and every size it declares
+    against the stored arrays, before anything is built."""
+    header = doc.obj(("format", "version", "type", "spec"), ("tinyevo", "dtypes"))
+    if doc.get("tinyevo") is not None:
+        doc["tinyevo"].string()
+    if header["type"] == "CompGraph":
+        if "dtypes" in header:
+            raise doc["dtypes"].fail("no such field in a CompGraph's model.json (each vertex "
+                                     "names its dtype)")
+        check_graph(doc["spec"], stored)
+    else:
+        check_sequential(doc["spec"], doc.get("dtypes"), stored)
+    stored.finish()
 
 def _check_destination(path: Path) -> None:
     """Refuse to replace a file or a folder of someone else's files with a saved model."""
