@@ -81,22 +81,42 @@ class AbstractCandidate:
 
             >>> labels = population.best().predict(x_test)  # doctest: +SKIP
         """
+        _check_finite(x, "predict")
         return _map_batches(lambda xb: self(xb).argmax(axis=1), x, batch_size)
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> float:
-        """Accuracy of :meth:`predict` against ``y``: integer labels (N,) or (N, 1), or one-hot
-        rows (N, K)."""
+        """Accuracy of :meth:`predict` against ``y``: integer labels (N,) or (N, 1) in [0, K),
+        or one-hot rows (N, K), for a model with K outputs."""
         import numpy as np
 
         y = np.asarray(getattr(y, "get", lambda: y)())
+        width = y.shape[1] if y.ndim == 2 and y.shape[1] != 1 else None    # one-hot rows
         if y.ndim == 2:
-            y = y[:, 0] if y.shape[1] == 1 else y.argmax(axis=1)
+            y = y[:, 0] if width is None else y.argmax(axis=1)
         if y.ndim != 1:
             raise ValueError(f"evaluate: expected labels of shape (N,), (N, 1) or one-hot "
                              f"(N, K), got shape {y.shape}")
-        labels = _map_batches(lambda xb: self(xb).argmax(axis=1), x, batch_size)
+        if width is None:
+            _check_labels(y)
+        _check_finite(x, "evaluate")
+        nout: list[int] = []
+
+        def classes(xb: Any) -> Any:
+            out = self(xb)
+            nout.append(int(out.shape[-1]))
+            return out.argmax(axis=1)
+
+        labels = _map_batches(classes, x, batch_size)
         if len(labels) != len(y):
             raise ValueError(f"evaluate: {len(labels)} samples in x but {len(y)} labels in y")
+        if nout and width is not None and width != nout[0]:
+            raise ValueError(f"evaluate: one-hot labels need one column per model output: "
+                             f"expected (N, {nout[0]}), got {width} columns; pass integer "
+                             f"labels or one-hot rows over the model's {nout[0]} classes")
+        if nout and len(y) and y.max() >= nout[0]:
+            raise ValueError(f"evaluate: labels must lie in [0, {nout[0]}) for a model with "
+                             f"{nout[0]} outputs, got labels up to {y.max()}; map the classes "
+                             f"to 0..{nout[0] - 1} as in training")
         return float((labels == y).mean()) if len(y) else float("nan")
 
     def lossfun(self, default: Any = None) -> Any:
@@ -296,6 +316,29 @@ def _set_prior(c: Any, value: Any) -> None:
 def _short(model: Any) -> str:
     text = repr(model)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_finite(x: Any, who: str) -> None:
+    """Refuse NaN/Inf in floating-point samples ``x``: a model maps them to an arbitrary
+    class (NaN logits argmax to 0). One pass, one read from the device."""
+    from tinyevo import backend as B
+    kind = getattr(getattr(x, "dtype", None), "kind", None)
+    if kind in ("f", "c") and not bool(B.get_array_module(x).isfinite(x).all()):
+        bad = int((~B.get_array_module(x).isfinite(x)).sum())
+        raise ValueError(f"{who}: expected finite input values, got {bad} NaN/Inf value(s) in x "
+                         f"of shape {tuple(x.shape)}; drop or impute those samples first")
+
+
+def _check_labels(y: Any) -> None:
+    """Refuse class labels (host array (N,)) that are not whole numbers >= 0."""
+    import numpy as np
+
+    if y.dtype.kind not in "iub" and (y.dtype.kind != "f" or not np.all(np.mod(y, 1) == 0)):
+        raise ValueError(f"evaluate: expected integer class labels, got dtype {y.dtype} with "
+                         f"non-integer values; pass labels 0..K-1 or one-hot rows (N, K)")
+    if y.size and y.min() < 0:
+        raise ValueError(f"evaluate: labels must be >= 0 (class indices), got {y.min()}; map "
+                         "the classes to 0..K-1 as in training")
 
 
 def _map_batches(fn: Callable[[Any], Any], x: Any, batch_size: int) -> Any:

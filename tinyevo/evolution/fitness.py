@@ -50,6 +50,9 @@ __all__ = [
 
 log = logging.getLogger("tinyevo.evolution")
 
+# Training whose mean loss exceeds this many times |first batch's loss| + 1 has diverged.
+LOSS_BLOWUP = 1e3
+
 
 def fitness(f: Any, candidate: Any, generation: int | None = None) -> Any:
     """The fitness of ``candidate`` by ``f``; ``generation`` is passed on to fitness objects
@@ -170,11 +173,14 @@ class TrainThenFitness(AbstractFitness):
     (``opt.reset()``, the seed's way) unless ``keep_optimizer_state`` is set: then a candidate's
     own optimiser carries on where it stopped in its next evaluation, and its children inherit
     the state of every parameter they inherit unchanged (:meth:`Optimizer.inherit`).
-    The guard: training that gives a NaN/Inf loss, raises, or runs past ``time_limit`` seconds
-    stops, the candidate gets ``invalidfitness`` and the reason is logged (logger
-    "tinyevo.evolution"); the run goes on. ``deadline`` (a ``time.time()`` value, or None) is
-    the run's: training that reaches it stops and raises :class:`DeadlineExceeded` (checked
-    after every batch), which the guard lets through.
+    The guard: training that diverges, raises, or runs past ``time_limit`` seconds stops, the
+    candidate gets ``invalidfitness`` and the reason is logged (logger "tinyevo.evolution"); the
+    run goes on. Diverged means a NaN/Inf loss, a mean loss over the pass more than
+    ``LOSS_BLOWUP`` times ``|first batch's loss| + 1`` (a huge learning rate drives the weights,
+    and the loss with them, far from anything training meant, yet often stays finite), or a
+    NaN/Inf parameter after the last step (which no loss has seen). ``deadline`` (a
+    ``time.time()`` value, or None) is the run's: training that reaches it stops and raises
+    :class:`DeadlineExceeded` (checked after every batch), which the guard lets through.
 
     ``dataiter`` is an iterable of ``(x, y)`` batches, or generation aware (a
     StatefulGenerationIter; a RepeatPartitionIterator is wrapped in one), so that each generation
@@ -251,7 +257,7 @@ class TrainThenFitness(AbstractFitness):
                     lr_at: Callable[[int], float] | None) -> Any:
         t0 = time.perf_counter()
         check_every = self.nan_check_every
-        loss_sum = None
+        loss_sum = first = None
         nbatches, correct, seen = 0, 0, 0
         for x, y in data:
             if lr_at is not None:
@@ -263,18 +269,26 @@ class TrainThenFitness(AbstractFitness):
             if self._count_hits:
                 correct = correct + _ncorrect(out, y)
                 seen += int(y.shape[0])
-            loss_sum = loss if loss_sum is None else loss_sum + loss
+            if loss_sum is None:
+                loss_sum = first = loss
+            else:
+                loss_sum = loss_sum + loss
             nbatches += 1
             if check_every is None:  # checking is free on the host; on a GPU it is a sync
                 check_every = 1 if B.get_array_module(loss) is np else 32
-            if nbatches % check_every == 0 and not _finite(loss_sum):
-                return _Invalid(f"loss is NaN/Inf after {nbatches} batches")
+            if nbatches % check_every == 0:
+                diverged = _divergence(loss_sum, first, nbatches)
+                if diverged:
+                    return _Invalid(diverged)
             check_deadline(self.deadline, f"a candidate trained (after {nbatches} batches)")
             if self.time_limit is not None and time.perf_counter() - t0 > self.time_limit:
                 return _Invalid(f"training exceeded its time budget of {self.time_limit} s "
                                 f"after {nbatches} batches")
-        if loss_sum is not None and not _finite(loss_sum):
-            return _Invalid(f"loss is NaN/Inf after {nbatches} batches")
+        diverged = loss_sum is not None and _divergence(loss_sum, first, nbatches)
+        if diverged:
+            return _Invalid(diverged)
+        if nbatches and not _finite_params(model):
+            return _Invalid(f"a parameter is NaN/Inf after {nbatches} batches")
         return correct, seen
 
     def _invalid(self, candidate: Any, reason: str) -> Any:
@@ -477,8 +491,31 @@ def _ncorrect(out: Any, y: Any) -> Any:
     return (pred == labels.reshape(pred.shape)).sum()
 
 
-def _finite(x: Any) -> bool:
-    return math.isfinite(float(x))
+def _divergence(loss_sum: Any, first: Any, nbatches: int) -> str | None:
+    """Why training whose losses sum to ``loss_sum`` over ``nbatches`` batches, the first
+    ``first``, diverged; None where it did not. Reads one scalar from the device.
+
+    The mean loss is measured against the first batch's, ``|first| + 1`` so that a loss that
+    starts near 0 may still rise by a normal amount: training at a sane learning rate keeps
+    the mean within a few times its start, a blown-up model is off by orders of magnitude."""
+    # One ratio carries both signs of trouble: NaN/Inf in any loss make it NaN/Inf.
+    ratio = float(loss_sum / nbatches / (abs(first) + 1.0))
+    if not math.isfinite(ratio):
+        return f"loss is NaN/Inf after {nbatches} batches"
+    if ratio > LOSS_BLOWUP:
+        return (f"loss exploded: mean {float(loss_sum) / nbatches:.3g} over {nbatches} batches "
+                f"against {float(first):.3g} at the first, more than {LOSS_BLOWUP:g} x "
+                "(|first| + 1); lower the learning rate")
+    return None
+
+
+def _finite_params(model: Any) -> bool:
+    """Whether every parameter of ``model`` is finite: one pass, one read from the device."""
+    ok = True
+    for layer in _layers(model):
+        for p in layer.params.values():
+            ok = ok & B.get_array_module(p).isfinite(p).all()
+    return bool(ok)
 
 
 def _blendable(x: Any) -> bool:

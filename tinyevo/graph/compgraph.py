@@ -137,6 +137,9 @@ class CompGraph:
         shapes = [x.shape for x in xs]
 
         def backprop(dy: Any, need_dx: bool = False) -> Any:
+            if len(outs) > 1 and not isinstance(dy, (tuple, list)):
+                raise ValueError(f"backprop: expected a tuple of {len(outs)} output gradients "
+                                 f"(one per output), got {type(dy).__name__}")
             dys = (dy,) if len(outs) == 1 else tuple(dy)
             if len(dys) != len(outs):
                 raise ValueError(f"backprop: expected {len(outs)} output gradients, got "
@@ -153,10 +156,14 @@ class CompGraph:
                     grads[j] = grads[j] + g
                     owned[j] = True
 
-            for o, d in zip(self.outputs, dys):
-                if tuple(d.shape) != tuple(outs[self.outputs.index(o)].shape):
-                    raise ValueError(f"backprop: gradient for {o.name!r} has shape "
-                                     f"{tuple(d.shape)}, expected the output's shape")
+            for o, d, out in zip(self.outputs, dys, outs):
+                got = getattr(d, "shape", None)
+                if got is None or tuple(got) != tuple(out.shape):
+                    raise ValueError(
+                        f"backprop: the gradient for output {o.name!r}: expected the output's "
+                        f"shape {tuple(out.shape)}, got "
+                        f"{f'shape {tuple(got)}' if got is not None else type(d).__name__}; "
+                        "pass the loss gradient with respect to that output")
                 accumulate(pos[o], d)
             for i in range(n - 1, -1, -1):
                 g, back = grads[i], backs[i]

@@ -467,5 +467,24 @@ class Layer:
         if self.nin is not None and shape[1] != self.nin:
             raise self._fail("wrong number of input channels/features",
                              f"{self.nin} at axis 1 of {kind}", f"shape {tuple(shape)}")
+        self._check_real(x)
         dt = self.dtype
         return x if x.dtype == dt else x.astype(dt)
+
+    def _check_real(self, x: Any) -> None:
+        """Refuse complex input, which the cast to the layer's dtype would silently make real."""
+        dtype = getattr(x, "dtype", None)
+        if dtype is not None and dtype.kind == "c":
+            raise self._fail("complex input", "real numbers (a float, int or bool array)",
+                             f"dtype {dtype}", "pass x.real, np.abs(x), or the real and "
+                             "imaginary parts as separate channels")
+
+    def _check_dy(self, dy: Any, shape: tuple) -> None:
+        """Refuse a backprop gradient ``dy`` not shaped like the output ``shape`` it belongs to
+        (before a kernel fails on it with a message about its own operands)."""
+        got = getattr(dy, "shape", None)
+        if got is None or tuple(got) != shape:
+            raise self._fail("wrong gradient shape in backprop",
+                             f"dy shaped like the layer's output {shape}",
+                             f"shape {tuple(got)}" if got is not None else type(dy).__name__,
+                             "pass the loss gradient with respect to this output")

@@ -124,8 +124,10 @@ class Conv(Layer):
                 kept.append(col)
         y, zkeep = self._bias_activate(z)
         y_cl = y.reshape(n, *out, cout)
+        yshape = (n, cout, *out)
 
         def backprop(dy: Any, need_dx: bool = True) -> Any:
+            self._check_dy(dy, yshape)
             dy_cl = to_cl(dy)
             dz = self._activation_backward_blocks(dy_cl.reshape(-1, cout), zkeep, y)
             self._track(y_cl, dy_cl)

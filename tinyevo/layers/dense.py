@@ -54,6 +54,7 @@ class Dense(Layer):
         y, zkeep = self._activate(z)
 
         def backprop(dy: Any, need_dx: bool = True) -> Any:
+            self._check_dy(dy, y.shape)
             dz = self._activation_backward(dy, zkeep, y)
             self._track(y, dy)
             self.grads["weight"] += dz.T @ x

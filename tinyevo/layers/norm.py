@@ -136,6 +136,7 @@ class BatchNorm(Layer):
         out = y.reshape(x_cl.shape)
 
         def backprop(dy: Any, need_dx: bool = True) -> Any:
+            self._check_dy(dy, x.shape)
             dy_cl = to_cl(dy) if dy.ndim > 2 else dy
             dyt = dy_cl.reshape(y.shape)
             self._track(out, dy_cl)

@@ -67,6 +67,7 @@ class _Pool(Layer):
             raise self._fail("wrong input rank",
                              " or ".join(f"{r}-D (N, C, *spatial)" for r in ranks),
                              f"shape {getattr(x, 'shape', type(x).__name__)}")
+        self._check_real(x)
         nd = x.ndim - 2
         win, st, _ = self.geometry(nd)
         pad = self.padding_for(x.shape[2:])
@@ -107,6 +108,7 @@ class _Pool(Layer):
                      for s, k, o, n, (lo, hi) in zip(st, win, out, x.shape[2:], pad))
 
         def backprop(dy: Any, need_dx: bool = True) -> Any:
+            self._check_dy(dy, (n, c, *out))
             if not need_dx:
                 return None
             codes = argmax
@@ -195,6 +197,7 @@ class GlobalPool(Layer):
         if getattr(x, "ndim", 0) < 3:
             raise self._fail("wrong input rank", "(N, C, *spatial)",
                              f"shape {getattr(x, 'shape', type(x).__name__)}")
+        self._check_real(x)
         xp = B.get_array_module(x)
         x_cl = to_cl(x)
         n, c = x_cl.shape[0], x_cl.shape[-1]
@@ -207,6 +210,7 @@ class GlobalPool(Layer):
             y = xp.take_along_axis(flat, arg[:, None, :], axis=1)[:, 0, :]
 
         def backprop(dy: Any, need_dx: bool = True) -> Any:
+            self._check_dy(dy, y.shape)
             if not need_dx:
                 return None
             if self.mode == "mean":
@@ -233,10 +237,12 @@ class Flatten(Layer):
         if getattr(x, "ndim", 0) < 2:
             raise self._fail("wrong input rank", "(N, ...) with N the batch",
                              f"shape {getattr(x, 'shape', type(x).__name__)}")
+        self._check_real(x)
         shape = x.shape
         y = x.reshape(shape[0], -1)
 
         def backprop(dy: Any, need_dx: bool = True) -> Any:
+            self._check_dy(dy, y.shape)
             return dy.reshape(shape) if need_dx else None
 
         return y, backprop
@@ -261,14 +267,18 @@ class Dropout(Layer):
     def __call__(self, x: Any, train: bool = False, rng: np.random.Generator | None = None):
         if not hasattr(x, "shape"):
             raise TypeError(f"{self!r}: expected an array, got {type(x).__name__}")
-        if not train or self.p == 0.0:
-            return x, lambda dy, need_dx=True: dy if need_dx else None
-        keep = B.rng(rng).random(x.shape, dtype=np.float32) >= self.p
-        mask = B.get_array_module(x).asarray(keep, dtype=x.dtype) * (1.0 / (1.0 - self.p))
-        y = x * mask
+        self._check_real(x)
+        identity = not train or self.p == 0.0
+        if not identity:
+            keep = B.rng(rng).random(x.shape, dtype=np.float32) >= self.p
+            mask = B.get_array_module(x).asarray(keep, dtype=x.dtype) * (1.0 / (1.0 - self.p))
+        y = x if identity else x * mask
 
         def backprop(dy: Any, need_dx: bool = True) -> Any:
-            return dy * mask if need_dx else None
+            self._check_dy(dy, y.shape)
+            if not need_dx:
+                return None
+            return dy if identity else dy * mask
 
         return y, backprop
 
