@@ -186,8 +186,15 @@ def test_ctrl_c_returns_the_last_complete_generation(digits, tmp_path):
             raise KeyboardInterrupt
 
     population = te.fit(x, y, generations=5, callbacks=[interrupt], mdir=tmp_path, **TINY)
-    assert population.generation == 2
-    assert load_checkpoint(tmp_path)[0].generation == 2
+    # The callbacks run before the checkpoint: generation 2 was not checkpointed, so the run
+    # returns generation 1, as its checkpoint holds it (#22 items 3 and 6).
+    saved = load_checkpoint(tmp_path)[0]
+    assert population.generation == saved.generation == 1
+    assert [c.fitness for c in population] == [c.fitness for c in saved]
+    assert [c.fitness for c in population.hall_of_fame] == [c.fitness
+                                                            for c in saved.hall_of_fame]
+    # Without a run directory there is no checkpoint to match: the generation is returned.
+    assert te.fit(x, y, generations=5, callbacks=[interrupt], **TINY).generation == 2
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -282,6 +289,57 @@ def test_default_strategy_children_own_their_models(pairwise):
     assert len({id(g) for g in mine}) == 3
     for g in mine:
         g.validate()
+
+
+def test_initial_models_over_the_cost_ceiling_are_drawn_again():
+    from tinyevo.app import defaults
+    from tinyevo.app.fit import initial_population
+
+    space = defaults.default_search_space("conv2d", 10, (8, 32), (1, 28, 28))
+    te.seed(2)
+    free = [c.graph().macs((28, 28)) for c in initial_population(space, 1, "conv2d", 8).members]
+    ceiling = float(np.median(free))
+    assert max(free) > ceiling                   # some draws of this seed are over it
+    te.seed(2)
+    capped = initial_population(space, 1, "conv2d", 8, max_macs=ceiling, spatial=(28, 28))
+    assert all(c.graph().macs((28, 28)) <= ceiling for c in capped.members)
+    te.seed(2)                   # a ceiling no draw meets: the cheapest of the tries is kept
+    cheapest = initial_population(space, 1, "conv2d", 1, max_macs=1.0, spatial=(28, 28),
+                                  tries=5)
+    assert cheapest.members[0].graph().macs((28, 28)) < free[0]     # the same first draw
+
+
+def test_a_mutation_past_the_cost_ceiling_is_undone():
+    from tinyevo.app.defaults import GraphMutation
+    from tinyevo.evolution.mutation import NoutMutation, VertexMutation
+
+    def graph():
+        inp = te.input_vertex("in", 1, "conv2d")
+        conv = te.vertex(te.layers.Conv(1, 8, 3, padding="same", activation="relu"), inp,
+                         name="conv")
+        pool = te.vertex(te.layers.GlobalPool(), conv)
+        return te.CompGraph(inp, te.vertex(te.layers.Dense(8, 2), pool, shielded=True))
+
+    def nothing(g):
+        return g
+
+    widen = VertexMutation(NoutMutation(1.0, 1.0))     # doubles every unshielded layer
+    g = graph()
+    cost = g.macs((10, 10))                            # 8 x 9 x 100 + 16
+    ok = GraphMutation(widen, nothing, nothing, 2e8, max_macs=3 * cost, spatial=(10, 10))
+    grown = ok(g)
+    assert grown is g and g.macs((10, 10)) > cost    # under the ceiling: kept
+    g = graph()
+    before = {k: np.array(a) for k, a in g.arrays().items()}
+    tight = GraphMutation(widen, nothing, nothing, 2e8, max_macs=1.5 * cost, spatial=(10, 10))
+    kept = tight(g)
+    assert kept is not g and kept.macs((10, 10)) == cost and kept["conv"].nout == 8
+    assert kept.arrays().keys() == before.keys()
+    assert all(np.array_equal(a, before[k]) for k, a in kept.arrays().items())
+    # A graph already over the ceiling (a crossover's child) gets no growing mutations.
+    over = GraphMutation(widen, nothing, nothing, 2e8, max_macs=0.5 * cost, spatial=(10, 10))
+    g = graph()
+    assert over(g) is g and g["conv"].nout == 8
 
 
 def test_device_copies_of_the_data_stay_out_of_worker_payloads(digits):
@@ -464,10 +522,46 @@ def test_large_data_gets_a_smaller_population_and_a_final_training(tmp_path):
     # 280 training samples take 35 batches of 8, a pass: small data.
     assert config["population_size"] == 8 and config["final_training"] == 0.4
     assert config["valid_max"] == 1000
+    assert config["max_macs"] == 8000 * 4
     te.fit(x[:400], y[:400], generations=1, batch_size=8, mdir=tmp_path / "small", seed=0)
     config = json.loads((tmp_path / "small" / "checkpoint" / "state.json").read_text())
     config = config["state"]["config"]
     assert config["population_size"] == 12 and config["final_training"] == 0.0
+    assert config["max_macs"] is None
+
+
+def test_a_resumed_run_keeps_the_settings_it_derived_from_the_data(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 4), dtype=np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    first = te.fit(x, y, generations=1, batch_size=8, mdir=tmp_path, seed=0,
+                   population_size=3, max_macs=0, final_training=0.2)
+    assert len(first) == 3
+    # Left as None on resume: the checkpoint's (3, no ceiling, 0.2), not the defaults for
+    # large data (8, a ceiling, 0.4), which would make the run another one.
+    again = te.fit(x, y, generations=2, batch_size=8, mdir=tmp_path, seed=0)
+    assert again.generation == 2 and len(again) == 3
+    with pytest.raises(ValueError, match="population_size: 3 there, 4 now"):
+        te.fit(x, y, generations=3, batch_size=8, mdir=tmp_path, seed=0, population_size=4)
+
+
+def test_the_final_training_takes_the_time_left_when_the_search_stops_for_time(
+        digits, monkeypatch):
+    fit_module = sys.modules["tinyevo.app.fit"]
+    given = []
+
+    def record(best, scorer, generation, seconds, progress=None):
+        given.append(seconds)
+
+    monkeypatch.setattr(fit_module, "train_final", record)
+    x, y = digits
+    # Stopped by its generations: the final training gets its share (0.1 of 100 s).
+    te.fit(x, y, generations=1, time_limit=100.0, final_training=0.1, **TINY)
+    assert given[-1] == pytest.approx(10.0)
+    # Stopped because the next generation would not fit: all the time left (~100 s).
+    monkeypatch.setattr(fit_module, "_expected_seconds", lambda *a: 1000.0)
+    te.fit(x, y, time_limit=100.0, final_training=0.1, **TINY)
+    assert 90.0 < given[-1] < 100.0
 
 
 def test_ctrl_c_mid_generation_returns_the_weights_that_earned_the_fitness(digits, tmp_path):

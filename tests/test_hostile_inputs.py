@@ -160,3 +160,117 @@ def test_show_reads_a_run_without_changing_it(tmp_path, capsys):
     main(["show", str(run)])
     capsys.readouterr()
     assert sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*")) == before
+
+
+def test_values_that_overflow_float32_are_refused_before_training():
+    x, y = _data()
+    x = x.astype(np.float64)
+    x[3, 1] = 1e300                            # finite in float64, inf once cast to float32
+    with pytest.raises(ValueError, match="too large for float32"):
+        te.fit(x, y, **QUICK)
+
+
+def test_validation_labels_outside_the_training_classes_are_refused():
+    x, y = _data()
+    with pytest.raises(ValueError, match="validation label 7 is not a class"):
+        te.fit(x, y, valid=(x[:10], np.full(10, 7)), **QUICK)
+
+
+def test_a_huge_label_is_refused_before_a_huge_model_is_built():
+    x, y = _data()
+    y = y.copy()
+    y[0] = 10**9
+    with pytest.raises(ValueError, match="largest is 1000000000"):
+        te.fit(x, y, **QUICK)
+
+
+class _Killed(BaseException):
+    """A kill -9 stand-in: nothing in fit catches it."""
+
+
+def test_a_kill_between_the_checkpoint_and_the_plots_loses_no_history(tmp_path, monkeypatch):
+    # Regression (#22 item 6): fit wrote the checkpoint, then ran the callbacks; a run killed
+    # between the two resumed after that generation, whose plot rows were lost for good.
+    pytest.importorskip("matplotlib")
+    import sys
+
+    from tinyevo.app import PlotFitness, history
+
+    fit_module = sys.modules["tinyevo.app.fit"]
+    x, y = _data()
+    settings = dict(population_size=2, batches_per_generation=1, seed=0)
+    te.fit(x, y, generations=3, mdir=tmp_path / "straight",
+           callbacks=[PlotFitness(tmp_path / "straight")], **settings)
+    save = fit_module.save_checkpoint
+
+    def save_then_die(mdir, population, *args, **kwargs):
+        save(mdir, population, *args, **kwargs)
+        if population.generation == 2:
+            raise _Killed
+
+    run = tmp_path / "killed"
+    monkeypatch.setattr(fit_module, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        te.fit(x, y, generations=3, mdir=run, callbacks=[PlotFitness(run)], **settings)
+    monkeypatch.setattr(fit_module, "save_checkpoint", save)
+    te.fit(x, y, generations=3, mdir=run, callbacks=[PlotFitness(run)], **settings)
+    assert history(run)["fitness"] == history(tmp_path / "straight")["fitness"]
+    assert [r["generation"] for r in history(run)["fitness"]] == [1, 2, 3]
+
+
+def test_two_fits_cannot_own_one_run_directory(tmp_path):
+    # Regression (#22 item 1): nothing stopped a second fit from writing into a live run.
+    import json
+    import subprocess
+    import sys
+
+    from tinyevo.app.runlock import LOCK_NAME, RunLocked, run_lock
+
+    x, y = _data()
+    with run_lock(tmp_path):
+        with pytest.raises(RunLocked, match=f"pid {__import__('os').getpid()}"):
+            te.fit(x, y, mdir=tmp_path, **QUICK)
+    assert not (tmp_path / "checkpoint").exists()          # refused before any work
+    assert not (tmp_path / LOCK_NAME).exists()             # released
+    # A lock left by a process that is gone (kill -9) is stale: the next fit takes it over.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    (tmp_path / LOCK_NAME).write_text(json.dumps({
+        "host": __import__("socket").gethostname(), "pid": int(gone.stdout), "started": 1}))
+    population = te.fit(x, y, mdir=tmp_path, **QUICK)
+    assert population.generation == 1 and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_the_command_says_when_a_run_directory_is_in_use(tmp_path, capsys):
+    from tinyevo.app.runlock import run_lock
+
+    with run_lock(tmp_path):
+        code = main(["fit", "--data", "digits", "--generations", "1", "--dir", str(tmp_path),
+                     "--no-progress"])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "in use by another run" in err and "Traceback" not in err
+
+
+def test_worker_processes_terminate_a_candidate_stuck_past_its_time_limit(monkeypatch):
+    # Regression (#22 item 10): candidate_time_limit was checked only between batches, so a
+    # candidate stuck inside one ran on; in worker processes fit now sets the evaluator's
+    # hard timeout (the pool terminates a worker past it: tests/test_executors.py).
+    import sys
+
+    fit_module = sys.modules["tinyevo.app.fit"]
+    made = []
+    real = fit_module.make_evaluator
+
+    def spy(executor, **kwargs):
+        made.append(kwargs)
+        return real(executor, **kwargs)
+
+    monkeypatch.setattr(fit_module, "make_evaluator", spy)
+    x, y = _data()
+    te.fit(x, y, candidate_time_limit=3.0, **QUICK)
+    assert made[-1]["timeout"] == 2 * 3.0 + fit_module.CANDIDATE_KILL_GRACE
+    te.fit(x, y, **QUICK)
+    assert made[-1]["timeout"] is None
+    with pytest.raises(ValueError, match="candidate_time_limit must be"):
+        te.fit(x, y, candidate_time_limit=-1, **QUICK)

@@ -15,6 +15,7 @@ result as a run that was never interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
@@ -32,6 +33,7 @@ from tinyevo import backend as B
 from tinyevo.app import defaults
 from tinyevo.app.checkpoint import load_checkpoint, save_checkpoint
 from tinyevo.app.executors import Evaluator, make_evaluator
+from tinyevo.app.runlock import run_lock
 from tinyevo.evolution.candidate import CandidateOptModel, FittedCandidate, nparams
 from tinyevo.evolution.fitness import (
     AbstractFitness,
@@ -59,11 +61,12 @@ DEFAULT_BATCHES = 50    # training batches of a generation's first budget, at mo
 VALID_MAX = 1000        # validation samples, at most
 FINAL_TRAINING = 0.4    # share of a time limit for training the best model, on large data
 LARGE_DATA_POPULATION = 8   # candidates per generation on large data (12 otherwise)
-LARGE_DATA_GROWTH = 0.0     # budget growth per generation on large data (0.1 otherwise)
 # The ceiling on a model's multiply-adds per sample on large data, per input value: 6.3 M for
 # MNIST's 784, 1.5 times the hand-written two-block CNN of benchmarks/bench_mnist.py (4.2 M).
 LARGE_DATA_MACS_PER_VALUE = 8000
 MAX_FITNESS = 1.001     # what ClassifierFitness can give: accuracy 1 plus the tie-break
+CANDIDATE_KILL_GRACE = 5.0  # seconds past 2x candidate_time_limit before a worker is killed
+MAX_SPARSE_CLASSES = 1000   # labels may skip classes, but not up to more than this (or 10x)
 
 
 @dataclass
@@ -107,7 +110,7 @@ def default_batches(ntrain: int, batch_size: int) -> int:
 def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int | None = None,
         time_limit: float | None = None, target_fitness: float | None = None,
         population_size: int | None = None, batch_size: int = 32,
-        batches_per_generation: int | None = None, budget_growth: float | None = None,
+        batches_per_generation: int | None = None, budget_growth: float = 0.1,
         valid_fraction: float = 0.3, valid_max: int | None = VALID_MAX, augment: bool = False,
         mdir: str | Path | None = None, callbacks: Sequence[Callable] | Callable = (),
         seed: int | None = None, executor: Any = None, search_space: Any = None,
@@ -115,7 +118,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         widths: tuple[int, int] = (8, 32), candidate_time_limit: float | None = None,
         lr_schedule: str = "constant", tiebreak: str = "loss", optimizer_state: str = "keep",
         fitness_ewma: float = 0.0, hall_of_fame: int = 5, final_training: float | None = None,
-        max_macs: float | None = None, progress: Callable[[dict], None] | None = None) -> Population:
+        max_macs: float | None = None,
+        progress: Callable[[dict], None] | None = None) -> Population:
     """Evolve a classifier for ``x`` (N, C, H, W), (N, C, L) or (N, F) with integer labels ``y``.
 
     ``x`` may also be an ``(x, y)`` tuple or an iterable of ``(x, y)`` batches (gathered into
@@ -141,17 +145,18 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
 
     *Large data* is data of which a generation's training budget is less than one pass
     (MNIST, not digits): the search cannot train its models to the end there, so the defaults
-    left as None change to search many cheap generations and train the winner at the end:
-    ``population_size`` 8 (else 12), ``budget_growth`` 0 (else 0.1), ``final_training`` 0.4
-    (else 0) and ``max_macs`` 8,000 per input value (6.3 M for MNIST; else no ceiling). On
-    resume, a setting left as None is the checkpoint's.
+    left as None change to search cheaper generations and train the winner at the end:
+    ``population_size`` 8 (else 12), ``final_training`` 0.4 (else 0) and ``max_macs`` 8,000
+    per input value (6.3 M for MNIST; else no ceiling). On resume, a setting left as None is
+    the checkpoint's.
 
     ``max_macs``: a ceiling on a model's cost, in multiply-adds per sample
     (:meth:`CompGraph.macs`): initial models over it are drawn again, and a mutation that
     takes a model over it is undone (the child keeps its parent's structure; crossover is not
     checked). 0 turns it off.
 
-    ``mdir``: checkpoint every generation there and resume from it. ``callbacks``: called with
+    ``mdir``: checkpoint every generation there and resume from it (one ``fit`` at a time owns
+    it: a second is refused while the first runs). ``callbacks``: called with
     the evaluated population after every generation (PlotFitness, ScatterPop, ... from
     ``tinyevo.app``). ``executor``: where candidates are evaluated: None (this process, one BLAS
     thread), a number of local worker processes, a Dask client or scheduler address, or any
@@ -168,6 +173,14 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     fresh optimiser, as the seed does. ``fitness_ewma``: the seed's EwmaFitness, a candidate's
     fitness blended with its parent's (or, for an elite, its own last one) with this weight on
     the old value (0: off).
+
+    ``candidate_time_limit``: seconds one candidate may train in a generation; past it, its
+    training stops at the next batch and it gets fitness 0 (the reason is logged). In this
+    process that is all it can promise: a batch that never ends cannot be interrupted. In
+    worker processes (``executor=2``, the command's default) a candidate still running at
+    twice its limit plus 5 s, stuck inside a batch, is also terminated with its worker, and
+    gets fitness 0; the other candidates in flight are retried. (An evaluator you pass as
+    ``executor`` keeps its own ``timeout``.)
 
     ``final_training``: with a ``time_limit``, the share of it kept for the end (NASH's last
     step): the best model ever evaluated trains alone, in this process with all its threads,
@@ -189,6 +202,8 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     batches_per_generation = _integer("batches_per_generation", batches_per_generation, 1,
                                       optional=True)
     valid_max = _integer("valid_max", valid_max, 2, optional=True)
+    candidate_time_limit = _real("candidate_time_limit", candidate_time_limit, 0.0, None,
+                                 "a positive number of seconds", optional=True, open_low=True)
     hall_of_fame = _integer("hall_of_fame", hall_of_fame, 1)
     if seed is not None:
         seed = _integer("seed", seed, 0)
@@ -201,7 +216,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     valid_fraction = _real("valid_fraction", valid_fraction, 0.0, 1.0, "in (0, 1)",
                            open_low=True, open_high=True)
     budget_growth = _real("budget_growth", budget_growth, 0.0, None, ">= 0 (0: the same "
-                          "budget every generation)", optional=True)
+                          "budget every generation)")
     max_macs = _real("max_macs", max_macs, 0.0, None, ">= 0 multiply-adds per sample (0 "
                      "turns the ceiling off)", optional=True)
     fitness_ewma = _real("fitness_ewma", fitness_ewma, 0.0, 1.0, "in [0, 1) (the weight of "
@@ -218,13 +233,18 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
     x, y = as_arrays(x, y, "training data")
     kind = KIND_OF_RANK[x.ndim]
     nclasses = int(y.max()) + 1
-    if len(np.unique(y)) < 2:
+    distinct = len(np.unique(y))
+    if distinct < 2:
         raise ValueError(f"fit: the training data has one class only (label {int(y[0])}); a "
                          "classifier needs at least two")
+    if nclasses > max(MAX_SPARSE_CLASSES, 10 * distinct):
+        raise ValueError(f"fit: labels must be 0..K-1, but the largest is {nclasses - 1} and "
+                         f"only {distinct} distinct labels appear (a model with {nclasses:,} "
+                         "outputs); remap them with numpy.unique(y, return_inverse=True)")
     seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**31)
     config = FitConfig(population_size=population_size or 0, batch_size=batch_size,
                        batches_per_generation=batches_per_generation,
-                       valid_fraction=valid_fraction,
+                       budget_growth=float(budget_growth), valid_fraction=valid_fraction,
                        valid_max=valid_max, augment=bool(augment), seed=seed,
                        widths=tuple(widths), candidate_time_limit=candidate_time_limit,
                        lr_schedule=lr_schedule, tiebreak=tiebreak,
@@ -237,157 +257,179 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         if xv.shape[1:] != x.shape[1:]:
             raise ValueError(f"fit: validation samples have shape {xv.shape[1:]}, training "
                              f"samples {x.shape[1:]}; they must match")
+        if yv.max() >= nclasses:
+            raise ValueError(f"fit: validation label {int(yv.max())} is not a class of the "
+                             f"training data (labels 0..{nclasses - 1}); every validation "
+                             "sample would count as wrong. Use the same label coding for both")
     mdir = Path(mdir) if mdir is not None else None
     if mdir is not None:
         _check_writable(mdir)
-    resumed = load_checkpoint(mdir, owner=True) if mdir is not None else None
-    # Large data (a generation trains on less than one pass over it) gets a smaller
-    # population, no budget growth, a ceiling on model cost and a final training: the search
-    # cannot train its models to the end (see the docstring). A resumed run keeps its own.
-    large = config.batches_at(1, len(y)) * batch_size < len(y)
-    saved = resumed[1].get("config", {}) if resumed is not None else {}
-    derived = {"population_size": (population_size, LARGE_DATA_POPULATION if large else 12),
-               "budget_growth": (budget_growth, LARGE_DATA_GROWTH if large else 0.1),
-               "final_training": (final_training, FINAL_TRAINING if large else 0.0),
-               "max_macs": (max_macs, LARGE_DATA_MACS_PER_VALUE * int(np.prod(x.shape[1:]))
-                            if large else None)}
-    for name, (given, default) in derived.items():
-        if given is not None:
-            value = given
-        elif resumed is not None:
-            value = saved.get(name, _BEFORE_IT_EXISTED.get(name, default))
+    with contextlib.ExitStack() as owning:
+        if mdir is not None:
+            owning.enter_context(run_lock(mdir))     # one fit per run directory
+        resumed = load_checkpoint(mdir, owner=True) if mdir is not None else None
+        # Large data (a generation trains on less than one pass over it) gets a smaller
+        # population, a ceiling on model cost and a final training: the search cannot train
+        # its models to the end (see the docstring). A resumed run keeps its own settings.
+        large = config.batches_at(1, len(y)) * batch_size < len(y)
+        saved = resumed[1].get("config", {}) if resumed is not None else {}
+        derived = {"population_size": (population_size, LARGE_DATA_POPULATION if large else 12),
+                   "final_training": (final_training, FINAL_TRAINING if large else 0.0),
+                   "max_macs": (max_macs, LARGE_DATA_MACS_PER_VALUE * int(np.prod(x.shape[1:]))
+                                if large else None)}
+        for name, (given, default) in derived.items():
+            if given is not None:
+                value = given
+            elif resumed is not None:
+                value = saved.get(name, _BEFORE_IT_EXISTED.get(name, default))
+            else:
+                value = default
+            if name == "max_macs":
+                value = float(value) if value else None        # 0: off
+            setattr(config, name, value)
+        population_size, final_training = config.population_size, config.final_training
+        scorer = ClassifierFitness(GenerationBatches(x, y, config), (xv, yv), batch_size=256,
+                                   time_limit=candidate_time_limit, tiebreak=tiebreak,
+                                   lr_schedule=LR_SCHEDULES[lr_schedule],
+                                   keep_optimizer_state=optimizer_state == "keep")
+        fitness = EwmaFitness(scorer, fitness_ewma) if fitness_ewma > 0 else scorer
+        strategy = strategy or defaults.default_strategy(
+            population_size, mutation or defaults.default_mutation(
+                kind, nclasses, max_macs=config.max_macs, sample_shape=x.shape[1:]),
+            crossover or defaults.default_crossover(), config.elites)
+        start = time.monotonic()
+        if resumed is not None:
+            fitted, state = resumed
+            _check_resume(state, config, kind, x.shape[1:], nclasses, mdir)
+            B.seed(0)
+            B.rng().bit_generator.state = state["rng"]
+            set_name_counter(int(state.get("name_counter", 1)))
+            elapsed0 = float(state.get("elapsed", 0.0))
+            last_seconds = float(state.get("last_seconds", 0.0))
+            hof = HallOfFame(hall_of_fame)
+            hof.update(fitted.hall_of_fame)     # load_checkpoint always attaches one
+            log.info("resuming %s from generation %d", mdir, fitted.generation)
+            population = None
         else:
-            value = default
-        if name == "max_macs":
-            value = float(value) if value else None        # 0: off
-        setattr(config, name, value)
-    population_size, final_training = config.population_size, config.final_training
-    scorer = ClassifierFitness(GenerationBatches(x, y, config), (xv, yv), batch_size=256,
-                               time_limit=candidate_time_limit, tiebreak=tiebreak,
-                               lr_schedule=LR_SCHEDULES[lr_schedule],
-                               keep_optimizer_state=optimizer_state == "keep")
-    fitness = EwmaFitness(scorer, fitness_ewma) if fitness_ewma > 0 else scorer
-    strategy = strategy or defaults.default_strategy(
-        population_size, mutation or defaults.default_mutation(
-            kind, nclasses, max_macs=config.max_macs, sample_shape=x.shape[1:]),
-        crossover or defaults.default_crossover(), config.elites)
-    start = time.monotonic()
-    if resumed is not None:
-        fitted, state = resumed
-        _check_resume(state, config, kind, x.shape[1:], nclasses, mdir)
-        B.seed(0)
-        B.rng().bit_generator.state = state["rng"]
-        set_name_counter(int(state.get("name_counter", 1)))
-        elapsed0 = float(state.get("elapsed", 0.0))
-        last_seconds = float(state.get("last_seconds", 0.0))
-        hof = HallOfFame(hall_of_fame)
-        hof.update(fitted.hall_of_fame)     # load_checkpoint always attaches one
-        log.info("resuming %s from generation %d", mdir, fitted.generation)
-        population = None
-    else:
-        B.seed(seed)
-        set_name_counter(1)             # vertex names, like weights, follow from the seed
-        elapsed0 = last_seconds = 0.0
-        fitted = None
-        hof = HallOfFame(hall_of_fame)
-        population = initial_population(
-            search_space or defaults.default_search_space(kind, nclasses, config.widths,
-                                                          x.shape[1:]),
-            x.shape[1], kind, population_size, max_macs=config.max_macs,
-            spatial=x.shape[2:])
-    # The search's deadline (wall clock, so that worker processes can read it too): training
-    # and validation that reach it stop, and the generation they were in is dropped. The
-    # final training has the rest of the time limit.
-    search_limit = None if time_limit is None else time_limit * (1.0 - final_training)
-    if search_limit is not None:
-        scorer.deadline = time.time() + max(0.0, search_limit - elapsed0)
+            B.seed(seed)
+            set_name_counter(1)             # vertex names, like weights, follow from the seed
+            elapsed0 = last_seconds = 0.0
+            fitted = None
+            hof = HallOfFame(hall_of_fame)
+            population = initial_population(
+                search_space or defaults.default_search_space(kind, nclasses, config.widths,
+                                                              x.shape[1:]),
+                x.shape[1], kind, population_size, max_macs=config.max_macs,
+                spatial=x.shape[2:])
+        # The search's deadline (wall clock, so that worker processes can read it too): training
+        # and validation that reach it stop, and the generation they were in is dropped. The
+        # final training has the rest of the time limit.
+        search_limit = None if time_limit is None else time_limit * (1.0 - final_training)
+        if search_limit is not None:
+            scorer.deadline = time.time() + max(0.0, search_limit - elapsed0)
 
-    def state_now() -> dict:
-        """The run's state as the checkpoint keeps it (all that resume needs besides the
-        population and the hall of fame)."""
-        return {"config": _jsonable_config(config), "kind": kind,
-                "sample_shape": list(x.shape[1:]), "nclasses": nclasses,
-                "rng": B.rng().bit_generator.state, "name_counter": name_counter(),
-                "elapsed": elapsed0 + time.monotonic() - start, "last_seconds": last_seconds}
+        def state_now() -> dict:
+            """The run's state as the checkpoint keeps it (all that resume needs besides the
+            population and the hall of fame)."""
+            return {"config": _jsonable_config(config), "kind": kind,
+                    "sample_shape": list(x.shape[1:]), "nclasses": nclasses,
+                    "rng": B.rng().bit_generator.state, "name_counter": name_counter(),
+                    "elapsed": elapsed0 + time.monotonic() - start, "last_seconds": last_seconds}
 
-    mapper = make_evaluator(executor)
-    stopped = None
-    evaluate = _evaluator(mapper, fitness, progress, lambda: elapsed0 + time.monotonic() - start)
-    try:
-        while True:
-            if fitted is not None:
-                # A time limit also stops before a generation that would run past it,
-                # expecting the last one's time scaled by its training budget.
-                expected = _expected_seconds(config, fitted.generation + 1, len(y),
-                                             last_seconds)
-                stopped = _done(fitted, generations, search_limit, target_fitness,
-                                elapsed0 + time.monotonic() - start + expected)
-                if stopped:
+        # A candidate past its time limit stops at the next batch; in worker processes one
+        # stuck inside a batch is also terminated, at twice its limit plus 5 s.
+        saved = (fitted, hof.members) if fitted is not None else None   # as checkpointed
+        mapper = make_evaluator(executor, timeout=None if candidate_time_limit is None
+                                else 2.0 * candidate_time_limit + CANDIDATE_KILL_GRACE)
+        stopped = None
+        evaluate = _evaluator(mapper, fitness, progress,
+                              lambda: elapsed0 + time.monotonic() - start)
+        try:
+            while True:
+                if fitted is not None:
+                    # A time limit also stops before a generation that would run past it,
+                    # expecting the last one's time scaled by its training budget.
+                    expected = _expected_seconds(config, fitted.generation + 1, len(y),
+                                                 last_seconds)
+                    stopped = _done(fitted, generations, search_limit, target_fitness,
+                                    elapsed0 + time.monotonic() - start + expected)
+                    if stopped:
+                        break
+                    population = Population(strategy(fitted.members), fitted.generation + 1,
+                                            previous=fitted)
+                t0 = time.monotonic()
+                try:
+                    evaluated = evaluate(population)
+                except DeadlineExceeded:
+                    if fitted is None:
+                        raise RuntimeError(
+                            f"fit: the search's {search_limit:g} s of the time limit ended before "
+                            f"the first generation was evaluated ({population_size} candidates of "
+                            f"{config.batches_at(1, len(y))} batches each); give a longer time "
+                            "limit, or a smaller population_size or batches_per_generation"
+                        ) from None
+                    log.warning("the time limit cut generation %d short: it is dropped, and the "
+                                "run ends with generation %d", population.generation,
+                                fitted.generation)
+                    stopped = "time"
                     break
-                population = Population(strategy(fitted.members), fitted.generation + 1,
-                                        previous=fitted)
-            t0 = time.monotonic()
-            try:
-                evaluated = evaluate(population)
-            except DeadlineExceeded:
-                if fitted is None:
-                    raise RuntimeError(
-                        f"fit: the search's {search_limit:g} s of the time limit ended before "
-                        f"the first generation was evaluated ({population_size} candidates of "
-                        f"{config.batches_at(1, len(y))} batches each); give a longer time "
-                        "limit, or a smaller population_size or batches_per_generation"
-                    ) from None
-                log.warning("the time limit cut generation %d short: it is dropped, and the "
-                            "run ends with generation %d", population.generation,
-                            fitted.generation)
-                stopped = "time"
-                break
-            fitted = Population(evaluated.best_first(), evaluated.generation)
-            hof.update(fitted)
-            # The generation just replaced is garbage now, but graphs are reference cycles:
-            # freed here, their memory is what the next generation's edits and training reuse
-            # (left to the collector's schedule, they wait and new arrays take fresh pages).
-            population = evaluated = None
-            gc.collect()
-            elapsed = elapsed0 + time.monotonic() - start
-            last_seconds = time.monotonic() - t0
-            if mdir is not None:
-                save_checkpoint(mdir, fitted, state_now(), hall_of_fame=hof)
-            for cb in callbacks:
-                cb(fitted)
-            if progress is not None:
-                progress({"event": "generation", "generation": fitted.generation,
-                          "best": fitted.best().fitness, "mean": _mean_fitness(fitted),
-                          "best_ever": hof.best().fitness if len(hof) else None,
-                          "seconds": time.monotonic() - t0, "elapsed": elapsed})
-        if time_limit is not None and final_training > 0 and len(hof):
-            # Its share of the time limit; all the time left where the search stopped for
-            # time (the next generation would not have fitted).
-            left = time_limit - (elapsed0 + time.monotonic() - start)
-            if stopped != "time":
-                left = min(left, final_training * time_limit)
-            scorer.deadline = None          # the final training keeps to ``left`` itself
-            final = train_final(hof.best(), scorer, fitted.generation, left, progress)
-            if final is not None and accept_final(final, hof.best(), scorer.nvalid):
-                hof.update([final])
-                fitted.final = final
+                fitted = Population(evaluated.best_first(), evaluated.generation)
+                hof.update(fitted)
+                # The generation just replaced is garbage now, but graphs are reference cycles:
+                # freed here, their memory is what the next generation's edits and training reuse
+                # (left to the collector's schedule, they wait and new arrays take fresh pages).
+                population = evaluated = None
+                gc.collect()
+                elapsed = elapsed0 + time.monotonic() - start
+                last_seconds = time.monotonic() - t0
+                # Callbacks before the checkpoint: a run killed between the two redoes this
+                # generation on resume and its plots record it again (rows of a generation are
+                # replaced), where the other order would lose its rows for good.
+                for cb in callbacks:
+                    cb(fitted)
                 if mdir is not None:
-                    save_checkpoint(mdir, fitted, {**state_now(), "final": {
-                        "fitness": final.fitness, "generation": final.generation}},
-                        hall_of_fame=hof)
-    except KeyboardInterrupt:
-        if fitted is None:
-            raise
-        log.warning("interrupted: returning generation %d%s", fitted.generation,
-                    f"; run fit again with mdir={str(mdir)!r} to continue" if mdir else "")
-    finally:
-        if mapper is not executor:          # ours to close; a user's evaluator stays open
-            mapper.close()
-        elif isinstance(mapper, Evaluator):
-            mapper.on_result = None
-    fitted.hall_of_fame = hof
-    fitted.final = getattr(fitted, "final", None)
-    return fitted
+                    save_checkpoint(mdir, fitted, state_now(), hall_of_fame=hof)
+                    saved = (fitted, hof.members)
+                if progress is not None:
+                    progress({"event": "generation", "generation": fitted.generation,
+                              "best": fitted.best().fitness, "mean": _mean_fitness(fitted),
+                              "best_ever": hof.best().fitness if len(hof) else None,
+                              "seconds": time.monotonic() - t0, "elapsed": elapsed})
+            if time_limit is not None and final_training > 0 and len(hof):
+                # Its share of the time limit; all the time left where the search stopped for
+                # time (the next generation would not have fitted).
+                left = time_limit - (elapsed0 + time.monotonic() - start)
+                if stopped != "time":
+                    left = min(left, final_training * time_limit)
+                scorer.deadline = None          # the final training keeps to ``left`` itself
+                final = train_final(hof.best(), scorer, fitted.generation, left, progress)
+                if final is not None and accept_final(final, hof.best(), scorer.nvalid):
+                    hof.update([final])
+                    fitted.final = final
+                    if mdir is not None:
+                        save_checkpoint(mdir, fitted, {**state_now(), "final": {
+                            "fitness": final.fitness, "generation": final.generation}},
+                            hall_of_fame=hof)
+        except KeyboardInterrupt:
+            if mdir is not None and saved is not None and saved[0] is not fitted:
+                # Stopped between a generation's evaluation and its checkpoint (in the
+                # callbacks): return what the checkpoint holds; resuming redoes the rest.
+                fitted, hof = saved[0], HallOfFame(hall_of_fame)
+                hof.update(saved[1])
+            elif mdir is not None and saved is None:
+                fitted = None
+            if fitted is None:
+                raise
+            log.warning("interrupted: returning generation %d%s", fitted.generation,
+                        f"; run fit again with mdir={str(mdir)!r} to continue" if mdir else "")
+        finally:
+            if mapper is not executor:          # ours to close; a user's evaluator stays open
+                mapper.close()
+            elif isinstance(mapper, Evaluator):
+                mapper.on_result = None
+        fitted.hall_of_fame = hof
+        fitted.final = getattr(fitted, "final", None)
+        return fitted
 
 
 # ---------------------------------------------------------------------------- data
@@ -440,7 +482,14 @@ def as_arrays(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"fit: {what} needs at least 2 samples, got {x.shape[0]}")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"fit: {what} contains NaN or Inf values; clean or impute them first")
-    return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
+    with np.errstate(over="ignore"):        # checked just below
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+    if x32.dtype != x.dtype and not np.all(np.isfinite(x32)):
+        big = float(np.abs(x[np.isfinite(x)]).max())
+        raise ValueError(f"fit: {what} has values too large for float32 (up to {big:.3g}; "
+                         "float32 holds up to 3.4e38), which training computes in; rescale "
+                         "them (for example standardise each feature)")
+    return x32, y.astype(np.int64)
 
 
 def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int,
