@@ -274,3 +274,20 @@ def test_worker_processes_terminate_a_candidate_stuck_past_its_time_limit(monkey
     assert made[-1]["timeout"] is None
     with pytest.raises(ValueError, match="candidate_time_limit must be"):
         te.fit(x, y, candidate_time_limit=-1, **QUICK)
+
+
+def test_the_owner_sets_a_damaged_stray_checkpoint_new_aside_instead_of_swapping_it_in(
+        tmp_path):
+    # Regression (#22 item 1): fit's recovery swapped any .checkpoint.new in, deleting the good
+    # checkpoint it replaced.
+    from tinyevo.app.checkpoint import load_checkpoint
+
+    x, y = _data()
+    te.fit(x, y, mdir=tmp_path, **QUICK)
+    stray = tmp_path / ".checkpoint.new"
+    stray.mkdir()
+    (stray / "state.json").write_text("{")
+    population = te.fit(x, y, mdir=tmp_path, **{**QUICK, "generations": 2})
+    assert population.generation == 2 and load_checkpoint(tmp_path)[0].generation == 2
+    aside = list(tmp_path.glob(".checkpoint.new.damaged-*"))
+    assert len(aside) == 1 and (aside[0] / "state.json").read_text() == "{"
