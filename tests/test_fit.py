@@ -607,3 +607,26 @@ def test_worker_processes_stop_at_the_deadline_too(monkeypatch, caplog):
                         final_training=0.0)
     assert time.monotonic() - t0 < 4.0 + 10.0
     assert population.generation == 1 and "cut generation 2" in caplog.text
+
+
+def test_resumed_again_and_again_every_generation_matches_the_uninterrupted_run(digits, tmp_path):
+    # #22 item 2: a run resumed twice had lost its output layer's shield allow-list and
+    # diverged from the uninterrupted run; here it is resumed after every generation.
+    x, y = digits
+
+    def recorder(log):
+        def record(population):
+            log.append((population.generation, [c.fitness for c in population],
+                        [{k: np.array(a) for k, a in c.graph().arrays().items()}
+                         for c in population]))
+        return record
+
+    straight, stepwise = [], []
+    te.fit(x, y, generations=5, callbacks=[recorder(straight)], **TINY)
+    for g in range(1, 6):
+        te.fit(x, y, generations=g, mdir=tmp_path, callbacks=[recorder(stepwise)], **TINY)
+    assert [r[:2] for r in stepwise] == [r[:2] for r in straight]
+    for (_, _, a), (_, _, b) in zip(stepwise, straight):
+        for ma, mb in zip(a, b):
+            assert ma.keys() == mb.keys()
+            assert all(np.array_equal(ma[k], mb[k]) for k in ma)
