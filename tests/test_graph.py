@@ -244,22 +244,22 @@ def test_multiple_inputs_and_outputs():
         back(np.ones_like(z1))
 
 
-def test_shapes_follow_strides_and_global_pool():
+def _strided_conv_pool_dense():
     inp = input_vertex("in", 3, "conv2d")
     c = vertex(Conv(3, 4, (3, 3), stride=2, padding="same"), inp)
     p = vertex(MaxPool(2), c)
     gp = vertex(GlobalPool(), p)
-    g = CompGraph(inp, vertex(Dense(4, 2), gp))
+    return CompGraph(inp, vertex(Dense(4, 2), gp)), (c, p, gp)
+
+
+def test_shapes_follow_strides_and_global_pool():
+    g, (c, p, gp) = _strided_conv_pool_dense()
     s = g.shapes((16, 12))
     assert (s[c], s[p], s[gp], s[g.outputs[0]]) == ((4, 8, 6), (4, 4, 3), (4,), (2,))
 
 
 def test_macs_count_the_multiply_adds_of_convs_and_dense_layers():
-    inp = input_vertex("in", 3, "conv2d")
-    c = vertex(Conv(3, 4, (3, 3), stride=2, padding="same"), inp)
-    p = vertex(MaxPool(2), c)
-    gp = vertex(GlobalPool(), p)
-    g = CompGraph(inp, vertex(Dense(4, 2), gp))
+    g, _ = _strided_conv_pool_dense()
     # the conv: 4 x 3 x 3 x 3 weights at 8 x 6 positions; the dense layer: 4 x 2 weights once
     assert g.macs((16, 12)) == 4 * 3 * 9 * 48 + 8
     assert g.macs((32, 24)) == 4 * 3 * 9 * 192 + 8      # grows with the positions
