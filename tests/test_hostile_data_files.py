@@ -1,6 +1,7 @@
 """Hostile dataset files (issue #22)."""
 
 import pickle
+import struct
 
 import numpy as np
 import pytest
@@ -32,13 +33,27 @@ def _bomb(levels=40):
     return a
 
 
-class _Reduces:
-    """Pickles as ``fn(*args)`` followed by BUILD with ``state``."""
+def _shared_tuple_ops(levels=40):
+    """Opcodes (protocol 3, no PROTO, frame or STOP) that build t = (t, t) nested ``levels`` times.
 
-    def __init__(self, fn, args, state=None):
-        self.fn, self.args, self.state = fn, args, state
+    Hashing t walks 2**levels tuples, so these tests must never put t in a dict or set
+    themselves: the streams are spliced by hand.
+    """
+    t = ()
+    for _ in range(levels):
+        t = (t, t)
+    return pickle.dumps(t, protocol=3)[2:-1]
+
+
+class _Reduces:
+    """Pickles as ``fn(*args)`` followed by BUILD with ``state``, or SETITEMs of ``items``."""
+
+    def __init__(self, fn, args, state=None, items=None):
+        self.fn, self.args, self.state, self.items = fn, args, state, items
 
     def __reduce__(self):
+        if self.items is not None:
+            return self.fn, self.args, self.state, None, iter(self.items)
         return (self.fn, self.args) if self.state is None else (self.fn, self.args, self.state)
 
 
@@ -123,7 +138,7 @@ def test_too_many_values_are_refused(tmp_path, monkeypatch):
      "'labels' must be a list of ints, got bytes"),
     ({b"data": np.zeros((1, 3072), np.uint8), b"labels": [[0]]},
      "'labels' must be a list of ints, got a list holding list"),
-    ({(b"data",): 1, b"labels": 2}, r"needs keys 'data' and 'labels', found .*CIFAR-100"),
+    ({7: 1, b"labels": 2}, r"needs keys 'data' and 'labels', found \['7', 'labels'\].*CIFAR-100"),
 ])
 def test_structures_other_than_a_batch_dict_are_refused(tmp_path, payload, message):
     _write_test_batch(tmp_path, payload)
@@ -155,7 +170,7 @@ def test_huge_array_dimension_gives_a_clear_error(tmp_path):
         load_cifar10(tmp_path, "test")
 
 
-@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("protocol", [0, 1, 2, 4, 5])
 def test_valid_small_batch_still_loads(tmp_path, protocol):
     batch = _batch(n=3, seed=1)
     (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=protocol))
@@ -165,10 +180,68 @@ def test_valid_small_batch_still_loads(tmp_path, protocol):
     np.testing.assert_array_equal(y, batch[b"labels"])
 
 
-def test_batch_of_genuine_size_still_loads(tmp_path):
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_batch_of_genuine_size_still_loads(tmp_path, protocol):
     # 10,000 labels and 10,000 file names, as in every genuine CIFAR-10 batch
     batch = _batch(n=10_000, seed=2)
-    path = _write_test_batch(tmp_path, batch) / "test_batch"
+    path = tmp_path / "test_batch"
+    path.write_bytes(pickle.dumps(batch, protocol=protocol))
     data, y = datasets._read_cifar_batch(path)
     assert data.shape == (10_000, 3072) and y.shape == (10_000,)
     np.testing.assert_array_equal(y, batch[b"labels"])
+
+
+@pytest.mark.parametrize("opcodes", [
+    pytest.param(lambda t: b"\x80\x03}" + t + b"K\x01s.", id="dict key, SETITEM"),
+    pytest.param(lambda t: b"\x80\x03}(C\x04dataK\x01" + t + b"K\x01u.", id="dict key, SETITEMS"),
+    pytest.param(lambda t: b"\x80\x03(" + t + b"K\x01d.", id="dict key, DICT"),
+    pytest.param(lambda t: b"\x80\x04\x8f(" + t + b"\x90.", id="set element, ADDITEMS"),
+    pytest.param(lambda t: b"\x80\x04(" + t + b"\x91.", id="frozenset element, FROZENSET"),
+])
+def test_shared_tuple_bomb_is_refused_before_it_is_hashed(tmp_path, opcodes):
+    # About 200 bytes; building the dict or set would hash 2**40 tuples (hours).
+    raw = opcodes(_shared_tuple_ops(40))
+    assert len(raw) < 300
+    _write_test_batch(tmp_path, raw)
+    with pytest.raises(ValueError, match=r"test_batch: refused or malformed pickle: refused a "
+                                         r"dict key or set element of type tuple.*"
+                                         r"not a genuine CIFAR-10 batch"):
+        load_cifar10(tmp_path, "test")
+
+
+def test_items_for_an_array_are_refused(tmp_path):
+    # Protocol 5 rebuilds arrays with _frombuffer; a SETITEM on one would index it with the
+    # key, and NumPy walks a list index of shared lists as a tree of 2**40.
+    target = np.zeros(3, np.uint8)
+    batch = _batch()
+    batch[b"data"] = _Reduces(*target.__reduce_ex__(5)[:2], items=[(_bomb(40), 1)])
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=5))
+    with pytest.raises(ValueError, match=r"test_batch: refused or malformed pickle: refused "
+                                         r"items for a ndarray"):
+        load_cifar10(tmp_path, "test")
+
+
+def test_sets_and_keys_of_plain_values_still_load(tmp_path):
+    batch = _batch()
+    batch.update({1: None, 2.5: b"x", None: True, "ids": {1, b"a", "b", False},
+                  b"tags": frozenset({b"cat", 3, None})})
+    x, y = load_cifar10(_write_test_batch(tmp_path, batch), "test")
+    assert x.shape == (3, 3, 32, 32)
+    np.testing.assert_array_equal(y, batch[b"labels"])
+
+
+def test_huge_bytearray_size_is_not_allocated(tmp_path):
+    # BYTEARRAY8 (protocol 5) claiming 2**62 bytes in a 30-byte file: refused as truncated,
+    # where allocating the claimed size first would raise MemoryError (or exhaust memory).
+    _write_test_batch(tmp_path, b"\x80\x05\x96" + struct.pack("<Q", 2 ** 62) + bytes(16) + b".")
+    with pytest.raises(ValueError, match=r"test_batch: refused or malformed pickle: "
+                                         r"BYTEARRAY8 of 4611686018427387904 bytes truncated"):
+        load_cifar10(tmp_path, "test")
+
+
+def test_truncated_opcode_argument_is_a_clear_error(tmp_path):
+    # BININT with one of its four bytes: the pure-Python unpickler raises struct.error
+    _write_test_batch(tmp_path, b"\x80\x02J\x01")
+    with pytest.raises(ValueError, match=r"test_batch: not a readable CIFAR-10 batch \(error: "
+                                         r".*truncated or damaged"):
+        load_cifar10(tmp_path, "test")

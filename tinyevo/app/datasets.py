@@ -20,7 +20,8 @@ loader                      ``x``                   source
     ((1346, 1, 8, 8), (451, 1, 8, 8))
 
 The CIFAR-10 batches are Python pickles. They are read with a restricted unpickler that builds
-only plain containers and uint8 NumPy arrays, so a tampered file cannot run code.
+only plain containers and uint8 NumPy arrays, so a tampered file cannot run code, and that keeps
+the work bounded by the file's size, so a small tampered file cannot hang the loader either.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ import io
 import os
 import pickle
 import reprlib
+import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -332,7 +334,7 @@ def _safe_unpickle(path: Path) -> Any:
     except pickle.UnpicklingError as err:
         raise ValueError(f"{path}: refused or malformed pickle: {err}") from err
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            OverflowError) as err:
+            OverflowError, struct.error) as err:
         raise ValueError(f"{path}: not a readable CIFAR-10 batch ({type(err).__name__}: {err}); "
                          "the file is truncated or damaged — unpack it again") from err
 
@@ -447,7 +449,7 @@ def _empty_bytes(*args: Any) -> bytes:
 _NDARRAY = _Global("numpy.ndarray", None)  # only a marker passed to _reconstruct, never called
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle._Unpickler):
     """An unpickler that knows no globals but checked stand-ins for NumPy's array rebuilding.
 
     ``numpy.core.multiarray._reconstruct`` (``numpy._core`` on NumPy 2), ``numpy.ndarray`` and
@@ -456,6 +458,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
     local stand-ins that accept only numeric arrays given as raw bytes; NumPy's own unpickling
     code never sees the file. Every other global (``os.system``, ``builtins.eval`` ...) raises
     :class:`pickle.UnpicklingError` before anything runs.
+
+    It is the pure-Python unpickler (the C one cannot be overridden opcode by opcode), because
+    building a dict or a set hashes what the file holds: a tuple key made of shared tuples
+    (``t = (t, t)`` 40 times, about 200 bytes) takes 2**40 steps to hash. Dict keys and set
+    elements must be str, bytes, numbers or None, and only dicts and sets take items (an array's
+    ``__setitem__`` walks a list index as a tree too). A genuine batch is some 30,000 opcodes
+    and one large string: this costs about 15 ms more per batch than the C unpickler.
     """
 
     _ALLOWED = {
@@ -481,6 +490,72 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         raise pickle.UnpicklingError("refused persistent id")
+
+    def load_setitem(self) -> None:
+        value, key = self.stack.pop(), self.stack.pop()
+        _taking_items(self.stack[-1], dict)[_hashable(key)] = value
+
+    def load_setitems(self) -> None:
+        items = self.pop_mark()
+        _taking_items(self.stack[-1], dict).update(_pairs(items))
+
+    def load_dict(self) -> None:
+        items = self.pop_mark()  # before self.append is looked up: pop_mark rebinds it
+        self.append(dict(_pairs(items)))
+
+    def load_additems(self) -> None:
+        items = self.pop_mark()
+        _taking_items(self.stack[-1], set).update(map(_hashable, items))
+
+    def load_frozenset(self) -> None:
+        items = self.pop_mark()
+        self.append(frozenset(map(_hashable, items)))
+
+    def load_bytearray8(self) -> None:
+        # The base class allocates and zero-fills the size the file claims before reading it:
+        # a 20-byte file could ask for any amount of memory. Reading first bounds it by the file.
+        (size,) = struct.unpack("<Q", self.read(8))
+        data = self.read(size)
+        if len(data) != size:
+            raise pickle.UnpicklingError(f"BYTEARRAY8 of {size} bytes truncated to {len(data)}")
+        self.append(bytearray(data))
+
+    # The base class's table names its own methods, so the overrides above go in a copy.
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.SETITEM[0]] = load_setitem
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+    dispatch[pickle.DICT[0]] = load_dict
+    dispatch[pickle.ADDITEMS[0]] = load_additems
+    dispatch[pickle.FROZENSET[0]] = load_frozenset
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+
+
+#: What a dict key or set element may be: types whose hash costs at most one pass over the
+#: bytes the file spends on them. A genuine batch's keys are bytes (Python 2 files) or str.
+_HASHABLE_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+def _hashable(item: Any) -> Any:
+    if type(item) not in _HASHABLE_TYPES:
+        raise pickle.UnpicklingError(
+            f"refused a dict key or set element of type {type(item).__name__} (only str, bytes, "
+            "numbers and None); this file is not a genuine CIFAR-10 batch")
+    return item
+
+
+def _pairs(items: list[Any]) -> Iterator[tuple[Any, Any]]:
+    """``(key, value)`` pairs of a SETITEMS or DICT opcode's flat list, each key checked."""
+    if len(items) % 2:
+        raise pickle.UnpicklingError("odd number of items for a dict")
+    return zip(map(_hashable, items[::2]), items[1::2], strict=True)
+
+
+def _taking_items(target: Any, kind: type) -> Any:
+    if type(target) is not kind:
+        raise pickle.UnpicklingError(
+            f"refused items for a {type(target).__name__}: only dicts and sets take items; "
+            "this file is not a genuine CIFAR-10 batch")
+    return target
 
 
 #: How deep :func:`_resolve` follows containers; a genuine batch's labels are one level deep.
