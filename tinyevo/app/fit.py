@@ -272,7 +272,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         # population, a ceiling on model cost and a final training: the search cannot train
         # its models to the end (see the docstring). A resumed run keeps its own settings.
         large = config.batches_at(1, len(y)) * batch_size < len(y)
-        saved = resumed[1].get("config", {}) if resumed is not None else {}
+        saved_config = resumed[1].get("config", {}) if resumed is not None else {}
         derived = {"population_size": (population_size, LARGE_DATA_POPULATION if large else 12),
                    "final_training": (final_training, FINAL_TRAINING if large else 0.0),
                    "max_macs": (max_macs, LARGE_DATA_MACS_PER_VALUE * int(np.prod(x.shape[1:]))
@@ -281,7 +281,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
             if given is not None:
                 value = given
             elif resumed is not None:
-                value = saved.get(name, _BEFORE_IT_EXISTED.get(name, default))
+                value = saved_config.get(name, _BEFORE_IT_EXISTED.get(name, default))
             else:
                 value = default
             if name == "max_macs":
@@ -338,7 +338,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
 
         # A candidate past its time limit stops at the next batch; in worker processes one
         # stuck inside a batch is also terminated, at twice its limit plus 5 s.
-        saved = (fitted, hof.members) if fitted is not None else None   # as checkpointed
+        checkpointed = (fitted, hof.members) if fitted is not None else None   # the last checkpoint
         mapper = make_evaluator(executor, timeout=None if candidate_time_limit is None
                                 else 2.0 * candidate_time_limit + CANDIDATE_KILL_GRACE)
         stopped = None
@@ -389,7 +389,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                     cb(fitted)
                 if mdir is not None:
                     save_checkpoint(mdir, fitted, state_now(), hall_of_fame=hof)
-                    saved = (fitted, hof.members)
+                    checkpointed = (fitted, hof.members)
                 if progress is not None:
                     progress({"event": "generation", "generation": fitted.generation,
                               "best": fitted.best().fitness, "mean": _mean_fitness(fitted),
@@ -411,12 +411,12 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                             "fitness": final.fitness, "generation": final.generation}},
                             hall_of_fame=hof)
         except KeyboardInterrupt:
-            if mdir is not None and saved is not None and saved[0] is not fitted:
+            if mdir is not None and checkpointed is not None and checkpointed[0] is not fitted:
                 # Stopped between a generation's evaluation and its checkpoint (in the
                 # callbacks): return what the checkpoint holds; resuming redoes the rest.
-                fitted, hof = saved[0], HallOfFame(hall_of_fame)
-                hof.update(saved[1])
-            elif mdir is not None and saved is None:
+                fitted, hof = checkpointed[0], HallOfFame(hall_of_fame)
+                hof.update(checkpointed[1])
+            elif mdir is not None and checkpointed is None:
                 fitted = None
             if fitted is None:
                 raise
