@@ -20,9 +20,7 @@ anything (:mod:`tinyevo.app._validate`).
 
 from __future__ import annotations
 
-import logging
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -99,26 +97,9 @@ def load_checkpoint(mdir: str | os.PathLike, owner: bool = False
     A damaged or edited checkpoint raises ``ValueError`` naming the file and the field."""
     path = Path(mdir) / CHECKPOINT_DIR
     if owner:
-        _set_aside_damaged_new(path)
-        folder = recover_dir(path)
+        folder = recover_dir(path, check=_load)
         return None if folder is None else _load(folder)
     return read_complete_dir(path, _load)
-
-
-def _set_aside_damaged_new(path: Path) -> None:
-    """A ``.checkpoint.new`` that does not load (a stray copy, or damaged on disk) would replace
-    the good checkpoint in :func:`recover_dir`: rename it aside (``.checkpoint.new.damaged-*``,
-    kept for inspection) instead."""
-    new = path.parent / f".{path.name}.new"
-    if not new.is_dir():
-        return
-    try:
-        _load(new)
-    except (FileNotFoundError, ValueError) as err:
-        aside = new.with_name(f"{new.name}.damaged-{secrets.token_hex(4)}")
-        os.rename(new, aside)
-        logging.getLogger("tinyevo").warning(
-            "%s does not load (%s); moved it to %s and kept %s", new, err, aside.name, path)
 
 
 def _load(folder: Path) -> tuple[Population, dict]:

@@ -336,9 +336,9 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
                     "rng": B.rng().bit_generator.state, "name_counter": name_counter(),
                     "elapsed": elapsed0 + time.monotonic() - start, "last_seconds": last_seconds}
 
+        checkpointed = (fitted, hof.members) if fitted is not None else None   # the last checkpoint
         # A candidate past its time limit stops at the next batch; in worker processes one
         # stuck inside a batch is also terminated, at twice its limit plus 5 s.
-        checkpointed = (fitted, hof.members) if fitted is not None else None   # the last checkpoint
         mapper = make_evaluator(executor, timeout=None if candidate_time_limit is None
                                 else 2.0 * candidate_time_limit + CANDIDATE_KILL_GRACE)
         stopped = None

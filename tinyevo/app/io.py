@@ -242,18 +242,29 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     _swap_in(path)
 
 
-def recover_dir(path: PathLike) -> Path | None:
+def recover_dir(path: PathLike, check: Callable[[Path], Any] | None = None) -> Path | None:
     """Finish a swap that :func:`atomic_dir` began and a crash interrupted; ``path`` or None.
 
     Returns ``path`` when it now holds a complete directory, None when there is none (a fresh
     run). Only the process that owns ``path`` should call it (it renames); readers of a live run
-    use :func:`complete_dir`.
+    use :func:`complete_dir`. With ``check`` (a reader that raises ``FileNotFoundError`` or
+    ``ValueError`` for a folder it cannot read), a ``.NAME.new`` that fails it (a stray copy,
+    or damaged on disk) is renamed aside to ``.NAME.new.damaged-*``, kept for inspection,
+    instead of replacing ``path``.
 
         >>> recover_dir("run/checkpoint")  # before loading a checkpoint to resume
         PosixPath('run/checkpoint')
     """
     path = Path(path)
     new, old = _new(path), _old(path)
+    if new.is_dir() and check is not None:
+        try:
+            check(new)
+        except (FileNotFoundError, ValueError) as err:
+            aside = new.with_name(f"{new.name}.damaged-{secrets.token_hex(4)}")
+            os.rename(new, aside)
+            log.warning("%s does not read (%s); moved it to %s and kept %s", new, err,
+                        aside.name, path)
     if new.is_dir():
         _swap_in(path)  # the newer complete directory wins
     elif old.is_dir():
