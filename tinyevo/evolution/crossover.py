@@ -46,7 +46,7 @@ from tinyevo.graph import (
     value_cache,
     vertex,
 )
-from tinyevo.graph.sizes import solve_selection
+from tinyevo.graph.selection import solve_selection
 from tinyevo.graph.surgery import Snapshot, apply_selection
 from tinyevo.graph.vertex import touch
 from tinyevo.layers import Conv, Dense, GlobalPool, MaxPool, MeanPool

@@ -21,7 +21,7 @@ from tinyevo.graph.edit import (
     select_neurons,
     set_activation,
 )
-from tinyevo.graph.sizes import Pin, Selection, component, solve_selection
+from tinyevo.graph.selection import Pin, Selection, component, solve_selection
 from tinyevo.graph.surgery import Snapshot, apply_selection, connected
 from tinyevo.graph.value import neuron_value, track_values, value_cache
 from tinyevo.graph.vertex import (

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tinyevo.graph.compgraph import CompGraph, check_sizes
-from tinyevo.graph.sizes import Pin, ValueFn, solve_selection
+from tinyevo.graph.selection import Pin, ValueFn, solve_selection
 from tinyevo.graph.surgery import Snapshot, apply_selection, connected, resize_kernel
 from tinyevo.graph.value import neuron_value
 from tinyevo.graph.vertex import MERGE_OPS, Vertex, touch

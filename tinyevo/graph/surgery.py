@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from tinyevo import backend as B
-from tinyevo.graph.sizes import Selection
+from tinyevo.graph.selection import Selection
 from tinyevo.graph.vertex import Vertex, touch
 from tinyevo.layers import Conv
 

@@ -1,5 +1,7 @@
 """Size changes and neuron selection: propagation, function preservation, chosen neurons."""
 
+import doctest
+
 import numpy as np
 import pytest
 from graph_cases import (
@@ -24,7 +26,8 @@ from tinyevo.graph import (
     solve_selection,
     vertex,
 )
-from tinyevo.graph import sizes as S
+from tinyevo.graph import _highs as H
+from tinyevo.graph import selection as S
 from tinyevo.graph import value as S_value
 from tinyevo.graph.value import neuron_value, track_values
 from tinyevo.layers import BatchNorm, Dense
@@ -39,7 +42,7 @@ def f64():
 @pytest.fixture(params=["highs", "milp"])
 def solver(request, monkeypatch):
     """Both ways to HiGHS: scipy's bindings directly (where they work), scipy.optimize.milp."""
-    if request.param == "highs" and not S._direct_ok():
+    if request.param == "highs" and not H._direct_ok():
         pytest.skip("scipy's HiGHS bindings cannot be called directly here")
     monkeypatch.setattr(S, "DIRECT_HIGHS", request.param == "highs")
     return request.param
@@ -440,43 +443,12 @@ def test_concat_of_one_input_twice_takes_the_nearest_even_size(monkeypatch, solv
     assert solve_selection({cat: 2}, neuron_value, relaxed=True).sizes()[cat] == 2
 
 
-@pytest.mark.parametrize("values, weights, cap, calls", [
-    ([100.0, 0.01], [1.0, 2.0], 1.5, ["lp", "mip"]),          # s = (1, 0.25): fixing s1 settles it
-    ([1.0, 1.0, 1.0], [2.0, 2.0, 2.0], 2.5, ["lp", "mip", "mip"]),  # 20 % off: branch and bound
-])
-def test_fractional_relaxation_searches_its_fractional_variables_first(monkeypatch, solver,
-                                                                       values, weights, cap,
-                                                                       calls):
-    """max values @ s with weights @ s <= cap (s binary): the answer is the optimum either way;
-    the whole program goes to branch and bound only when fixing the LP's integral variables
-    falls outside the optimality gap."""
-    from scipy import sparse as sp
-
-    made = []
-
-    def counted(kind, real):
-        return lambda self, *a: made.append(kind) or real(self, *a)
-
-    for cls in (S._Program, S._HighsProgram):
-        for kind in ("lp", "mip"):
-            if kind in cls.__dict__:
-                monkeypatch.setattr(cls, kind, counted(kind, cls.__dict__[kind]))
-    n = len(values)
-    program = S._program(-np.array(values), sp.csr_array(np.array([weights])),
-                         np.array([-np.inf]), np.array([cap]))
-    assert isinstance(program, S._HighsProgram) == (solver == "highs")
-    x = S._solve(program, np.ones(n), np.zeros(n), np.ones(n))
-    assert set(x) == {0.0, 1.0} and np.dot(weights, x) <= cap
-    assert np.dot(values, x) == max(values)                 # the integer optimum
-    assert made == calls
-
-
 @pytest.mark.parametrize("build", sorted(BUILDERS))
 def test_direct_highs_and_milp_give_equally_good_selections(monkeypatch, build):
     """The direct path to HiGHS (model passed once, re-solved from the last basis) answers the
     programs scipy.optimize.milp answers with the same neurons: only the cost of asking may
     differ (a variant that rounded fractional relaxations kept worse ones within the gap)."""
-    if not S._direct_ok():
+    if not H._direct_ok():
         pytest.skip("scipy's HiGHS bindings cannot be called directly here")
     rng = np.random.default_rng(3)
     g = BUILDERS[build]("conv2d")
@@ -503,24 +475,6 @@ def test_direct_highs_and_milp_give_equally_good_selections(monkeypatch, build):
                 for u, idx in got[False].outputs.items():        # the very same neurons
                     np.testing.assert_array_equal(got[True].outputs[u], idx)
     assert compared >= 10
-
-
-def test_broken_highs_bindings_fall_back_to_milp(monkeypatch, caplog):
-    """Bindings that raise or answer wrongly are noticed once, and milp does the work."""
-    class Broken:
-        def __getattr__(self, name):
-            raise AttributeError(name)
-
-    monkeypatch.setattr(S, "_highs", Broken())
-    monkeypatch.setattr(S, "_DIRECT_CHECKED", [])
-    with caplog.at_level("DEBUG", logger="tinyevo.graph"):
-        assert not S._direct_ok()
-    assert "cannot be called directly" in caplog.text
-    program = S._program(np.array([-1.0]), S.sparse.csr_array(np.ones((1, 1))),
-                         np.array([-np.inf]), np.array([0.5]))
-    assert type(program) is S._Program
-    x = S._solve(program, np.ones(1), np.zeros(1), np.ones(1))
-    np.testing.assert_array_equal(x, [0.0])
 
 
 def test_mean_value_is_the_mean_of_the_neuron_value(monkeypatch):
@@ -564,43 +518,6 @@ def test_neuron_classes_are_scipys_connected_components():
         np.testing.assert_array_equal(got[1], want[1])
 
 
-def test_the_optimality_gap_is_measured_on_the_neurons_value(solver):
-    """max 60 s1 + 35 s2 + 35 s3 with 3 s1 + 2 s2 + 2 s3 <= 4, plus a fixed penalty of 30000
-    (a relaxed program whose target is out of reach): 0.1 % of the whole objective would accept
-    {s1} (60); measured on the neurons' value (130) only {s2, s3} (70) is close enough."""
-    from scipy import sparse as sp
-
-    c = np.array([-60.0, -35.0, -35.0, 30000.0])
-    A = sp.csr_array(np.array([[3.0, 2.0, 2.0, 0.0]]))
-    program = S._program(c, A, np.array([-np.inf]), np.array([4.0]))
-    lb, ub = np.array([0.0, 0.0, 0.0, 1.0]), np.ones(4)
-    x = S._solve(program, np.array([1.0, 1.0, 1.0, 0.0]), lb, ub, gap_scale=130.0)
-    if solver == "highs":
-        np.testing.assert_array_equal(x, [0, 1, 1, 1])
-    else:                     # milp's branch and bound takes a relative gap only
-        assert x[:3] @ [60, 35, 35] in (60, 70)
-
-
-def test_bindings_that_fail_mid_solve_hand_over_to_milp(monkeypatch, caplog):
-    """A direct program whose bindings raise during a solve finishes it with milp, and later
-    programs go straight to milp."""
-    if not S._direct_ok():
-        pytest.skip("scipy's HiGHS bindings cannot be called directly here")
-    from scipy import sparse as sp
-
-    monkeypatch.setattr(S, "_DIRECT_CHECKED", [True])
-    program = S._program(np.array([-1.0, -2.0]), sp.csr_array(np.ones((1, 2))),
-                         np.array([-np.inf]), np.array([1.0]))
-    assert isinstance(program, S._HighsProgram)
-
-    def broken(*a, **k):
-        raise AttributeError("changed bindings")
-
-    monkeypatch.setattr(program, "_run", broken)
-    with caplog.at_level("WARNING", logger="tinyevo.graph"):
-        x = S._solve(program, np.ones(2), np.zeros(2), np.ones(2))
-    np.testing.assert_array_equal(x, [0, 1])
-    assert "scipy.optimize.milp from now on" in caplog.text
-    assert not S._direct_ok()
-    assert type(S._program(np.ones(1), sp.csr_array(np.ones((1, 1))), np.array([0.0]),
-                           np.array([1.0]))) is S._Program
+def test_docstring_examples_run():
+    result = doctest.testmod(S)
+    assert result.attempted and not result.failed
