@@ -1,4 +1,7 @@
-"""Crossover: the seed README's examples, segment search, size alignment, optimisers, candidates."""
+"""Crossover: the seed README's examples, pairing and swapping, optimisers, candidates.
+
+The segment surgery itself (separable starts, shape changes, cut, implant) is tested in
+test_graph_segment.py."""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import pytest
 from graph_cases import chain, inception, residual
 
 import tinyevo as te
-from tinyevo.evolution import crossover as cx
 from tinyevo.evolution.candidate import CandidateModel, CandidateOptModel, FittedCandidate
 from tinyevo.evolution.crossover import (
     CrossoverSwap,
@@ -18,12 +20,11 @@ from tinyevo.evolution.crossover import (
     VertexCrossover,
     crossover_swap,
     evolve_crossover,
-    regraph,
-    separable_starts,
 )
-from tinyevo.evolution.mutation import LogMutation, MutationProbability
+from tinyevo.evolution.mutation import LogMutation, MutationChain, MutationProbability
 from tinyevo.evolution.strategies import EvolveCandidates, PairCandidates
-from tinyevo.graph import CompGraph, input_vertex, vertex
+from tinyevo.graph import CompGraph, input_vertex, regraph, vertex
+from tinyevo.graph import segment as segment_module
 from tinyevo.layers import Dense
 from tinyevo.optimizers import SGD, Adam, Momentum
 
@@ -139,37 +140,7 @@ def test_readme_crossoversome_logs(models, caplog):
             assert {a, b} <= {f"{g}.layer{i}" for g in "AB" for i in (1, 2, 3)}
 
 
-# ---------------------------------------------------------------------- segments
-
-def test_separable_starts_chain_and_blocks():
-    g = chain("dense", sizes=(4, 5, 6))
-    assert [v.name for v in separable_starts(g["l3"])] == ["l1", "l2", "l3"]
-    assert separable_starts(g["out"]) == [] and separable_starts(g["in"]) == []
-    r = residual("conv2d")
-    # Inside the residual block nothing but the whole block (from c1 or bn) separates at res.
-    assert [v.name for v in separable_starts(r["res"])] == ["c1", "bn", "res"]
-    assert [v.name for v in separable_starts(r["c3"])] == ["c2", "c3"]
-    assert [v.name for v in separable_starts(r["bn"])] == ["c1", "bn"]
-    inc = inception("conv2d")
-    assert [v.name for v in separable_starts(inc["cat"])] == ["cat"]
-    assert [v.name for v in separable_starts(inc["post"])][:2] == ["stem", "res"]
-
-
-def test_shape_change_pairs_only_matching_segments():
-    from tinyevo.layers import Conv, GlobalPool, MaxPool
-
-    inp = input_vertex("in", 3, "conv2d")
-    a = vertex(Conv(3, 4, 3, padding="same"), inp, name="a")
-    p = vertex(MaxPool(2), a, name="p")
-    b = vertex(Conv(4, 4, 3, padding="same"), p, name="b")
-    gp = vertex(GlobalPool(), b, name="gp")
-    out = vertex(Dense(4, 2), gp, name="out", shielded=True)
-    CompGraph(inp, out)
-    assert cx._shape_change(a, a) == cx._shape_change(b, b)
-    assert cx._shape_change(a, p) != cx._shape_change(b, b)
-    assert cx._shape_change(p, p) == cx._shape_change(a, p)
-    assert cx._shape_change(b, gp)[:2] == ("conv2d", "dense")
-
+# ---------------------------------------------------------------------- swaps
 
 def test_swap_aligns_sizes_with_zero_weights_for_new_inputs():
     """m2 (4 -> 7) goes where m1 (6 -> 5) was: it reads a's 6 outputs, the two new ones with zero
@@ -223,7 +194,7 @@ def test_conv_blocks_swap_and_run(build):
 
 def test_failure_keeps_the_parents(models, monkeypatch):
     model_a, _, _ = models
-    monkeypatch.setattr(cx, "_align", lambda *a, **k: False)
+    monkeypatch.setattr(segment_module, "_align", lambda *a, **k: False)
     small = chain("dense", sizes=(7, 8, 9))                # every pair needs size alignment
     c1, c2 = CrossoverSwap()((model_a, small))
     assert c1 is model_a and c2 is small
@@ -238,6 +209,38 @@ def test_bad_input_is_reported():
         CrossoverSwap(-1)
     with pytest.raises(TypeError, match="pair of CompGraphs"):
         VertexCrossover(CrossoverSwap())((1, 2))
+
+
+def count_copies(monkeypatch) -> list:
+    copies = []
+    copy = CompGraph.copy
+
+    def counted(self, *args, **kwargs):
+        copies.append(self)
+        return copy(self, *args, **kwargs)
+    monkeypatch.setattr(CompGraph, "copy", counted)
+    return copies
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda m: m,
+    lambda m: MutationProbability(LogMutation(lambda pair: f"{pair[0].name}", m), 1.0),
+    lambda m: MutationChain(m, m),
+], ids=["bare", "wrapped", "chained"])
+def test_vertex_crossover_copies_each_parent_once(monkeypatch, wrap):
+    """Within one VertexCrossover call the pairs it hands down (through any wrapper) carry what
+    the call made, so later swaps change those graphs in place instead of copying again."""
+    g1 = chain("dense", sizes=(4, 5, 6, 7))
+    g2 = chain("dense", sizes=(3, 8, 2)).copy(rename="'")
+    before1, before2 = names(g1), names(g2)
+    copies = count_copies(monkeypatch)
+    te.seed(3)
+    c1, c2 = VertexCrossover(wrap(CrossoverSwap(0.7)), 0.7)((g1, g2))
+    assert names(c1) != before1 and names(c2) != before2
+    assert len(copies) <= 2 and all(g in (g1, g2) for g in copies)
+    assert (names(g1), names(g2)) == (before1, before2)
+    for c in (c1, c2):
+        c.validate()
 
 
 def test_same_seed_same_children():

@@ -11,8 +11,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tinyevo.evolution.crossover import CrossoverSwap, VertexCrossover, regraph
-from tinyevo.graph import CompGraph, add, concat, input_vertex, vertex
+from tinyevo.evolution.crossover import CrossoverSwap, VertexCrossover
+from tinyevo.graph import CompGraph, add, concat, input_vertex, regraph, vertex
 from tinyevo.layers import BatchNorm, Conv, Dense, GlobalPool, MaxPool, MeanPool
 
 SPATIAL = {"dense": (), "conv1d": (12,), "conv2d": (8, 8)}

@@ -34,8 +34,6 @@ from tinyevo.evolution.crossover import (
     evolve_crossover,
     learning_rate_swap,
     optimizer_swap,
-    regraph,
-    separable_starts,
 )
 from tinyevo.evolution.fitness import (  # binds `fitness` the function over the module name
     AbstractFitness,
@@ -107,6 +105,7 @@ from tinyevo.evolution.strategies import (
     evolve,
     evolve_model,
 )
+from tinyevo.graph.segment import regraph, separable_starts  # for the vertex form of crossover
 
 __all__ = [
     # candidates

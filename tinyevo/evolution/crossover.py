@@ -6,7 +6,7 @@ utilities (``MutationProbability``, ``LogMutation``, ``MutationChain``, ...) wra
 - :class:`CrossoverSwap` swaps a segment between two graphs: on ``(graph, graph)`` it picks the
   crossover point itself and returns two graphs; on ``(vertex, vertex)`` (the seed's form) the
   vertices are the segments' output ends and it returns a vertex of each new graph (turn one into
-  its graph with :func:`regraph`).
+  its graph with :func:`~tinyevo.graph.regraph`).
 - :class:`VertexCrossover` pairs each allowed vertex of one graph with the vertex of the other
   at the nearest relative position and applies a vertex-level crossover to the pair.
 - :class:`OptimizerCrossover` and :class:`LearningRateCrossover` act on ``(optimizer,
@@ -14,7 +14,8 @@ utilities (``MutationProbability``, ``LogMutation``, ``MutationChain``, ...) wra
   candidates (the seed's ``evolvemodel`` for crossovers), for ``PairCandidates``.
 
 Parents are never modified: a graph crossover works on copies and, where it cannot be made,
-returns the parents themselves.
+returns the parents themselves. This module chooses what to cross; the graph surgery (separable
+segments, cutting, implanting with sizes aligned) is :mod:`tinyevo.graph.segment`'s.
 
     >>> swap = VertexCrossover(MutationProbability(CrossoverSwap(), 0.05))  # doctest: +SKIP
     >>> child1, child2 = swap((graph1, graph2))  # doctest: +SKIP
@@ -22,11 +23,9 @@ returns the parents themselves.
 
 from __future__ import annotations
 
-import contextvars
 import copy as _copy
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,58 +34,20 @@ from tinyevo import backend as B
 from tinyevo.evolution.candidate import copy_model, inherit_optimizer_state, new_candidate
 from tinyevo.evolution.candidate import graph as graph_of
 from tinyevo.evolution.candidate import opt as opt_of
-from tinyevo.graph import (
-    CompGraph,
-    Vertex,
-    change_nout,
-    concat,
-    connected,
-    neuron_value,
-    select_neurons,
-    value_cache,
-    vertex,
-)
-from tinyevo.graph.selection import solve_selection
-from tinyevo.graph.surgery import Snapshot, apply_selection
-from tinyevo.graph.vertex import touch
-from tinyevo.layers import Conv, Dense, GlobalPool, MaxPool, MeanPool
+from tinyevo.graph import CompGraph, Vertex, value_cache
+from tinyevo.graph.segment import regraph, separable_starts, shape_change, swap_segments
 from tinyevo.optimizers import Optimizer
 
 __all__ = [
     "CrossoverSwap", "VertexCrossover", "OptimizerCrossover", "LearningRateCrossover",
-    "evolve_crossover", "crossover_swap", "separable_starts", "regraph", "optimizer_swap",
-    "learning_rate_swap",
+    "evolve_crossover", "crossover_swap", "optimizer_swap", "learning_rate_swap",
 ]
 
 logger = logging.getLogger("tinyevo.evolution.crossover")
 
 Rng = np.random.Generator | None
-Selection = Callable[[Vertex], bool]
-
-
-
-class _Session:
-    """What one VertexCrossover call knows: the graph of each vertex it has seen, and which
-    graphs it made itself (later swaps work on those in place instead of copying them again)."""
-
-    def __init__(self) -> None:
-        self.graph_of: dict[Vertex, CompGraph] = {}
-        self.owned: set[Vertex] = set()
-
-    def add(self, g: CompGraph, owned: bool) -> None:
-        for v in g.vertices:
-            self.graph_of[v] = g
-            if owned:
-                self.owned.add(v)
-
-
-_SESSION: contextvars.ContextVar[_Session | None] = contextvars.ContextVar(
-    "tinyevo_crossover_session", default=None)
-
-# Spatial sizes at which two segments must change the feature-map shape the same way. Odd and
-# even sizes both, so that strided layers with different paddings are told apart.
-_PROBES = {"dense": ((),), "conv1d": ((64,), (67,), (101,)),
-           "conv2d": ((64, 64), (67, 71), (101, 96))}
+VertexFilter = Callable[[Vertex], bool]
+"""Which vertices a crossover may use as segment starts or ends: ``f(v) -> bool``."""
 
 
 # ====================================================================== graph crossover
@@ -95,9 +56,9 @@ class CrossoverSwap:
     """CrossoverSwap(deviation=0.0, selection=None, rng=None): swap a segment between two graphs.
 
     A segment is the vertices from a start ``s`` to an end ``e`` such that cutting the inputs of
-    ``s`` and the outputs of ``e`` isolates them (:func:`separable_starts`). The start of the first
-    segment is drawn uniformly; its partner is the segment of the other graph with the nearest
-    relative position (``deviation`` adds ``deviation * N(0, 1)`` noise to the positions, so
+    ``s`` and the outputs of ``e`` isolates them (:mod:`tinyevo.graph.segment`). The start of the
+    first segment is drawn uniformly; its partner is the segment of the other graph with the
+    nearest relative position (``deviation`` adds ``deviation * N(0, 1)`` noise to the positions, so
     segments of other sizes get picked) among those that change the feature-map kind and shape in
     the same way. The segments are reconnected crosswise and sizes aligned by the graph's size
     solver: a reader of a grown input gets zero weights for it, so a child computes with the
@@ -116,7 +77,7 @@ class CrossoverSwap:
     by default every vertex that is not a graph input or output and not shielded.
     """
 
-    def __init__(self, deviation: float = 0.0, selection: Selection | None = None,
+    def __init__(self, deviation: float = 0.0, selection: VertexFilter | None = None,
                  rng: Rng = None) -> None:
         self.deviation = _check_deviation(deviation, "CrossoverSwap")
         self.selection = selection
@@ -129,7 +90,7 @@ class CrossoverSwap:
                 return self._on_graphs(a, b)
         if isinstance(a, Vertex) and isinstance(b, Vertex):
             with value_cache():
-                return self._on_vertices(a, b)
+                return self._on_vertices(a, b, pair.session if isinstance(pair, _Pair) else None)
         raise TypeError(f"CrossoverSwap takes a pair of CompGraphs or a pair of Vertex, got "
                         f"({type(a).__name__}, {type(b).__name__})")
 
@@ -147,11 +108,16 @@ class CrossoverSwap:
                                       selection=self.selection, rng=rng)
         return c1, c2
 
-    def _on_vertices(self, v1: Vertex, v2: Vertex) -> tuple[Vertex, Vertex]:
-        g1, g2 = regraph(v1), regraph(v2)
-        _, _, e1, e2 = crossover_swap(g1, v1, g2, v2, deviation=self.deviation,
-                                      selection=self.selection, rng=B.rng(self.rng))
-        return e1, e2
+    def _on_vertices(self, v1: Vertex, v2: Vertex, session: _Session | None) -> tuple:
+        if session is None:
+            g1, g2 = regraph(v1), regraph(v2)
+            _, _, e1, e2 = crossover_swap(g1, v1, g2, v2, deviation=self.deviation,
+                                          selection=self.selection, rng=B.rng(self.rng))
+            return e1, e2
+        g1, g2 = session.graph(v1), session.graph(v2)
+        _, _, e1, e2 = _swap(g1, v1, g2, v2, self.deviation, self.selection, B.rng(self.rng),
+                             session)
+        return _Pair((e1, e2), session)      # a crossover chained after this one sees it too
 
     def __repr__(self) -> str:
         return f"CrossoverSwap(deviation={self.deviation})"
@@ -168,12 +134,16 @@ class VertexCrossover:
     ``LogMutation``). The graphs are re-read after each pair. Returns the two children; a graph
     that no pair changed is returned as it was given.
 
+    Each parent is copied once per call: later swaps change the children this call made in
+    place. For that the pairs handed to ``crossover`` carry the call's state (they are tuples
+    that wrappers pass on as they are); a crossover that builds pairs of its own gets copies.
+
         >>> some = VertexCrossover(MutationProbability(CrossoverSwap(0.5), 0.3))  # doctest: +SKIP
         >>> child1, child2 = some((graph1, graph2))  # doctest: +SKIP
     """
 
     def __init__(self, crossover: Callable[[tuple], tuple], deviation: float = 0.0,
-                 selection: Selection | None = None, rng: Rng = None) -> None:
+                 selection: VertexFilter | None = None, rng: Rng = None) -> None:
         if not callable(crossover):
             raise TypeError(f"VertexCrossover needs a callable crossover ((v1, v2) -> (v1', v2'))"
                             f", got {type(crossover).__name__}")
@@ -195,14 +165,11 @@ class VertexCrossover:
         session = _Session()
         session.add(g1, owned=False)
         session.add(g2, owned=False)
-        token = _SESSION.set(session)
-        try:
-            with value_cache():
-                return self._cross(g1, g2, select, rng)
-        finally:
-            _SESSION.reset(token)
+        with value_cache():
+            return self._cross(g1, g2, select, rng, session)
 
-    def _cross(self, g1: CompGraph, g2: CompGraph, select: Callable, rng: np.random.Generator):
+    def _cross(self, g1: CompGraph, g2: CompGraph, select: Callable, rng: np.random.Generator,
+               session: _Session) -> tuple[CompGraph, CompGraph]:
         vs1, vs2 = select(g1), select(g2)
         kinds2 = _by_kinds(vs2)
         i = 0
@@ -210,12 +177,13 @@ class VertexCrossover:
             j = _nearest(vs1, vs2, i, kinds2.get(_kinds(vs1[i]), ()), self.deviation, rng)
             if j is not None:
                 v1, v2 = vs1[i], vs2[j]
-                u1, u2 = _pair_of(self.crossover((v1, v2)), repr(self.crossover))
+                u1, u2 = _pair_of(self.crossover(_Pair((v1, v2), session)),
+                                  repr(self.crossover))
                 changed = False
                 if u1 is not v1:
-                    g1, changed = regraph(u1, like=g1), True
+                    g1, changed = session.graph(u1, like=g1), True
                 if u2 is not v2:
-                    g2, changed = regraph(u2, like=g2), True
+                    g2, changed = session.graph(u2, like=g2), True
                 if changed:
                     vs1, vs2 = select(g1), select(g2)
                     kinds2 = _by_kinds(vs2)
@@ -227,143 +195,85 @@ class VertexCrossover:
 
 
 def crossover_swap(g1: CompGraph, v1: Vertex, g2: CompGraph, v2: Vertex, *,
-                   deviation: float = 0.0, selection: Selection | None = None,
+                   deviation: float = 0.0, selection: VertexFilter | None = None,
                    rng: Rng = None) -> tuple[CompGraph, CompGraph, Vertex, Vertex]:
     """Swap a segment ending at ``v1`` (of ``g1``) with one ending at ``v2`` (of ``g2``).
 
-    Returns ``(child1, child2, end1, end2)``: child1 is g1 with g2's segment, ``end1`` the end of
-    that segment in child1 (for the seed's vertex form); a side that cannot be made returns the
-    parent graph and vertex unchanged. Neither parent is modified.
+    The start of ``v1``'s segment is drawn uniformly among the allowed separable starts; its
+    partner is the allowed start of ``v2``'s with the same shape change and the nearest relative
+    position (:func:`~tinyevo.graph.segment.shape_change`). Returns ``(child1, child2, end1,
+    end2)``: child1 is g1 with g2's segment, ``end1`` the end of that segment in child1 (for the
+    seed's vertex form); a side that cannot be made returns the parent graph and vertex
+    unchanged. Neither parent is modified.
+
+        >>> child1, child2, _, _ = crossover_swap(g1, g1["h"], g2, g2["h"])  # doctest: +SKIP
     """
-    rng = B.rng(rng)
+    return _swap(g1, v1, g2, v2, deviation, selection, B.rng(rng), None)
+
+
+def _swap(g1: CompGraph, v1: Vertex, g2: CompGraph, v2: Vertex, deviation: float,
+          selection: VertexFilter | None, rng: np.random.Generator,
+          session: _Session | None) -> tuple[CompGraph, CompGraph, Vertex, Vertex]:
+    """:func:`crossover_swap` within a VertexCrossover call's ``session``, if any: graphs the
+    call made are changed in place (all or none), and the children join what it made."""
     starts1 = [s for s in separable_starts(v1) if _allowed(s, selection)]
     starts2 = [s for s in separable_starts(v2) if _allowed(s, selection)]
     if not starts1 or not starts2:
         logger.debug("crossover_swap(%r, %r): no separable segment", v1.name, v2.name)
         return g1, g2, v1, v2
     i = int(rng.integers(len(starts1)))
-    sig = _shape_change(starts1[i], v1)
-    j = _nearest(starts1, starts2, i, lambda _, s: _shape_change(s, v2) == sig, deviation,
-                 rng)
+    sig = shape_change(starts1[i], v1)
+    j = _nearest(starts1, starts2, i, lambda _, s: shape_change(s, v2) == sig, deviation, rng)
     if j is None:
         logger.debug("crossover_swap(%r, %r): no segment with the same shape change", v1.name,
                      v2.name)
         return g1, g2, v1, v2
-
-    # Work on copies (graphs made earlier in the same VertexCrossover call are worked on in
-    # place, with a snapshot to go back to); parents' vertices are found by topological position.
-    order1, order2 = g1.vertices, g2.vertices
-    if v1 not in order1 or v2 not in order2:
-        raise ValueError("crossover_swap: v1 must be a vertex of g1 and v2 a vertex of g2")
-    session = _SESSION.get()
-    own1 = session is not None and v1 in session.owned
-    own2 = session is not None and v2 in session.owned
-    w1, m1 = _working(g1, order1, own1)
-    w2, m2 = _working(g2, order2, own2)
-    snap = Snapshot([*(order1 if own1 else ()), *(order2 if own2 else ())]) \
-        if own1 or own2 else None
-    if (w1.pending() and not select_neurons(w1, rng=rng)) or \
-            (w2.pending() and not select_neurons(w2, rng=rng)):
-        if snap is not None:
-            snap.restore()
-        return g1, g2, v1, v2
-    seg1 = _Segment.cut(m1[starts1[i]], m1[v1])
-    seg2 = _Segment.cut(m2[starts2[j]], m2[v2])
-    ok1 = _implant(w1, seg1, seg2, rng)          # g2's segment into g1's place
-    ok2 = _implant(w2, seg2, seg1, rng)
-    child1 = _finish(w1) if ok1 else None
-    child2 = _finish(w2) if ok2 else None
-    logger.debug("crossover_swap: %s..%s <-> %s..%s: %s, %s", starts1[i].name, v1.name,
-                 starts2[j].name, v2.name, child1 is not None, child2 is not None)
-    if snap is not None and (child1 is None or child2 is None):
-        # A graph worked on in place shares the moved segment with the other side: all or none.
-        snap.restore()
-        return g1, g2, v1, v2
+    in_place = (session is not None and v1 in session.owned,
+                session is not None and v2 in session.owned)
+    side1, side2 = swap_segments(g1, (starts1[i], v1), g2, (starts2[j], v2), rng, in_place)
     if session is not None:
-        for child in (child1, child2):
-            if child is not None:
-                session.add(child, owned=True)
-    return (child1 if child1 is not None else g1, child2 if child2 is not None else g2,
-            seg2.end if child1 is not None else v1, seg1.end if child2 is not None else v2)
+        for side in (side1, side2):
+            if side is not None:
+                session.add(side[0], owned=True)
+    c1, e1 = side1 if side1 is not None else (g1, v1)
+    c2, e2 = side2 if side2 is not None else (g2, v2)
+    return c1, c2, e1, e2
 
 
-def separable_starts(end: Vertex) -> list[Vertex]:
-    """Every ``s`` such that cutting the inputs of ``s`` and the outputs of ``end`` isolates the
-    vertices from ``s`` to ``end`` (the seed's ``separablefrom``), in topological order with
-    ``end`` last. Graph inputs and outputs are never part of a segment.
+# ====================================================================== one VertexCrossover call
 
-        >>> [v.name for v in separable_starts(graph["l3"])]  # doctest: +SKIP
-        ['l1', 'l2', 'l3']
-    """
-    if end.is_input or end.is_output or not end.outputs:
-        return []
-    # Ancestors of `end` in topological order (postorder DFS over inputs; `end` comes last).
-    order: list[Vertex] = []
-    index: dict[Vertex, int] = {}
-    onstack: set[Vertex] = {end}
-    stack = [(end, iter(end._inputs))]
-    while stack:
-        v, it = stack[-1]
-        for u in it:
-            if u not in index and u not in onstack:
-                onstack.add(u)
-                stack.append((u, iter(u._inputs)))
-                break
-        else:
-            stack.pop()
-            index[v] = len(order)
-            order.append(v)
-    n = len(order)
-    bad = 0            # vertices that may not be inside a segment (or read from outside it)
-    inmask = [0] * n
-    for k, v in enumerate(order):
-        for u in v._inputs:
-            inmask[k] |= 1 << index[u]
-        if v.is_input or v.is_output or (v is not end and any(o not in index
-                                                              for o in v._outputs)):
-            bad |= 1 << k
-    down = [0] * n     # each vertex and what it reaches within the ancestors
-    for k in range(n - 1, -1, -1):
-        m = 1 << k
-        for o in order[k]._outputs:
-            if o in index:
-                m |= down[index[o]]
-        down[k] = m
-    starts = []
-    for k, s in enumerate(order):
-        seg = down[k]
-        if s.is_input or seg & bad:
-            continue
-        rest, ok = seg & ~(1 << k), True
-        while rest:
-            low = rest & -rest
-            if inmask[low.bit_length() - 1] & ~seg:
-                ok = False
-                break
-            rest ^= low
-        if ok:
-            starts.append(s)
-    return starts
+class _Session:
+    """What one VertexCrossover call knows: the graph of each vertex it has seen, and which
+    graphs it made itself (later swaps work on those in place instead of copying them again).
+    The call hands it down inside the pairs it gives its crossover (:class:`_Pair`)."""
+
+    def __init__(self) -> None:
+        self.graph_of: dict[Vertex, CompGraph] = {}
+        self.owned: set[Vertex] = set()
+
+    def add(self, g: CompGraph, owned: bool) -> None:
+        for v in g.vertices:
+            self.graph_of[v] = g
+            if owned:
+                self.owned.add(v)
+
+    def graph(self, v: Any, like: CompGraph | None = None) -> CompGraph:
+        """The graph of ``v``: the one this call knows, else :func:`regraph`'s."""
+        g = self.graph_of.get(v) if isinstance(v, Vertex) else None
+        return g if g is not None else regraph(v, like)
 
 
-def regraph(v: Vertex, like: CompGraph | None = None) -> CompGraph:
-    """The graph that ``v`` belongs to: its connected graph inputs and outputs (the seed's
-    ``regraph``). ``like`` orders several inputs/outputs by the names of that graph's.
+class _Pair(tuple):
+    """A pair of vertices that carries the :class:`_Session` of the VertexCrossover call that
+    made it. It is a plain tuple of two to whoever reads it, and wrappers (MutationProbability,
+    LogMutation, ...) pass it on unchanged, so a CrossoverSwap inside them finds the session."""
 
-        >>> child1 = regraph(CrossoverSwap()((v1, v2))[0])  # doctest: +SKIP
-    """
-    if not isinstance(v, Vertex):
-        raise TypeError(f"regraph takes a Vertex, got {type(v).__name__}")
-    session = _SESSION.get()
-    if session is not None and v in session.graph_of:
-        return session.graph_of[v]
-    vs = connected(v)
-    ins = [u for u in vs if u.is_input]
-    outs = [u for u in vs if u.is_output]
-    if like is not None:
-        ins = _order_like(ins, [u.name for u in like.inputs])
-        outs = _order_like(outs, [u.name for u in like.outputs])
-    return CompGraph(ins, outs)
+    session: _Session
+
+    def __new__(cls, items: tuple, session: _Session) -> _Pair:
+        pair = super().__new__(cls, items)
+        pair.session = session
+        return pair
 
 
 # ====================================================================== optimiser crossover
@@ -489,167 +399,6 @@ class evolve_crossover:  # noqa: N801 - a function-like callable object, picklab
         return f"evolve_crossover({self.crossover!r}, {self.opt_crossover!r})"
 
 
-# ====================================================================== segment surgery
-
-@dataclass
-class _Segment:
-    """A segment cut out of its graph, and the places it was cut from."""
-
-    start: Vertex
-    end: Vertex
-    ins: list[Vertex]                         # what start read, in order
-    outs: list[tuple[Vertex, list[int]]]      # who read end, at which input slots
-    in_sizes: list[int]                       # sizes start read
-    in_values: list[Any]                      # neuron values of what start read (or None)
-    out_size: int                             # size end gave
-    out_value: Any                            # neuron values of end (what readers saw)
-    start_nout: int                           # size start gave
-
-    @classmethod
-    def cut(cls, start: Vertex, end: Vertex) -> _Segment:
-        ins = list(start._inputs)
-        outs = [(o, [k for k, u in enumerate(o._inputs) if u is end]) for o in end._outputs]
-        seg = cls(start, end, ins, outs, [u.nout for u in ins], [_value(u) for u in ins],
-                  end.nout, _value(end), start.nout)
-        for u in dict.fromkeys(ins):
-            u._outputs.remove(start)
-        start._inputs = []
-        end._outputs = []
-        touch()
-        return seg
-
-
-def _implant(host: CompGraph, place: _Segment, seg: _Segment, rng: np.random.Generator) -> bool:
-    """Connect ``seg`` where ``place`` was cut from ``host``, aligning sizes. False on failure
-    (``host`` is then a discarded copy)."""
-    s, e = seg.start, seg.end
-    ins = place.ins
-    adapters: list[tuple[Vertex, Vertex]] = []          # (adapter, what it reads)
-    values: dict[Vertex, Any] = {}
-
-    def adapt(feed: Vertex, size: int, value: Any, name: str) -> Vertex:
-        if feed.nout == size:
-            return feed
-        a = vertex(_adapter_layer(feed, size), feed, name=name)
-        adapters.append((a, feed))
-        if value is not None:
-            values[a] = value
-        return a
-
-    try:
-        if s.op != "layer" and len(ins) == len(seg.ins):
-            # A merge start keeps its arity: input k of the place feeds slot k.
-            s._inputs = [adapt(u, n, val, f"{s.name}.adapter{k}") for k, (u, n, val)
-                         in enumerate(zip(ins, seg.in_sizes, seg.in_values))]
-        else:
-            feed = ins[0] if len(ins) == 1 else concat(*ins, name=f"{s.name}.merge")
-            if s.op == "layer":
-                size, value = seg.in_sizes[0], seg.in_values[0]
-            else:                                    # a merge start with one (merged) input
-                size, value = seg.start_nout, None
-            s._inputs = [adapt(feed, size, value, f"{s.name}.adapter")]
-        for u in dict.fromkeys(s._inputs):
-            u._outputs.append(s)
-        out = adapt(e, place.out_size, place.out_value, f"{e.name}.adapter")
-        for o, slots in place.outs:
-            for k in slots:
-                o._inputs[k] = out
-            if o not in out._outputs:
-                out._outputs.append(o)
-        touch()
-        if adapters and not _align(host, adapters, out, values, rng):
-            logger.info("crossover: sizes around %r..%r cannot be aligned", s.name, e.name)
-            return False
-        for a, feed in adapters:
-            _bypass(a, feed)
-    except ValueError as err:                        # a structural misfit: keep the parent
-        logger.info("crossover: %r..%r does not fit: %s", s.name, e.name, err)
-        return False
-    return True
-
-
-def _align(host: CompGraph, adapters: list[tuple[Vertex, Vertex]], out: Vertex,
-           values: dict[Vertex, Any], rng: np.random.Generator) -> bool:
-    """Make every adapter's nout equal its nin so that it can be removed.
-
-    First the segment adapts to what feeds it and the readers to what it gives (the seed's
-    AlignNinToNout), each solved as a size change; where sizes are tied around the segment
-    (a residual connection over it) one joint solve makes them equal.
-    """
-    def value_fn(v: Vertex) -> Any:
-        val = values.get(v)
-        if val is not None and len(val) == v.nout_org:
-            return val
-        return neuron_value(v)
-
-    ins = [(a, f) for a, f in adapters if a is not out]
-    if ins:
-        change_nout(host, {a: f.nout - a.nout for a, f in ins}, value_fn=value_fn, rng=rng)
-    if any(a is out for a, _ in adapters):
-        feed = out._inputs[0]
-        if out.nout != feed.nout:
-            change_nout(host, {out: feed.nout - out.nout}, value_fn=value_fn, rng=rng)
-    if all(a.nout == f.nout for a, f in adapters):
-        return True
-    sel = solve_selection({}, value_fn, equal=[(f, a) for a, f in adapters])
-    if sel is None:
-        return False
-    apply_selection(sel, rng)
-    return all(a.nout == f.nout for a, f in adapters)
-
-
-def _bypass(a: Vertex, feed: Vertex) -> None:
-    """Take the aligned adapter ``a`` (nin == nout) out: its readers read ``feed`` instead."""
-    for o in a._outputs:
-        o._inputs = [feed if x is a else x for x in o._inputs]
-        if o not in feed._outputs:
-            feed._outputs.append(o)
-    feed._outputs.remove(a)
-    a._inputs, a._outputs = [], []
-    touch()
-
-
-def _finish(g: CompGraph) -> CompGraph | None:
-    try:
-        child = CompGraph(g.inputs, g.outputs)      # checks order and every size
-    except ValueError as err:
-        logger.info("crossover: child does not validate: %s", err)
-        return None
-    return child
-
-
-def _working(g: CompGraph, order: list[Vertex], own: bool):
-    """The graph to work on and the map from ``g``'s vertices to it: ``g`` itself when this
-    crossover made it, else a copy."""
-    if own:
-        return g, {v: v for v in order}
-    c = g.copy()
-    return c, dict(zip(order, c.vertices))
-
-
-def _adapter_layer(feed: Vertex, size: int):
-    """A zero-initialised size-changing layer for ``feed``'s kind of data (removed again)."""
-    dtype = _dtype_near(feed)
-    if feed.kind == "dense":
-        return Dense(feed.nout, size, init="zeros", bias=False, dtype=dtype)
-    nd = 1 if feed.kind == "conv1d" else 2
-    return Conv(feed.nout, size, 1, ndim=nd, init="zeros", bias=False, dtype=dtype)
-
-
-def _dtype_near(v: Vertex) -> Any:
-    for u in connected(v):
-        if u.layer is not None and u.layer.params:
-            return next(iter(u.layer.params.values())).dtype.type
-    return None
-
-
-def _value(v: Vertex) -> Any:
-    try:
-        return neuron_value(v)
-    except Exception:  # noqa: BLE001 - a value is a hint; a layer without one gives none
-        return None
-
-
 # ====================================================================== pairing helpers
 
 def _nearest(vs1: Sequence[Vertex], vs2: Sequence[Vertex], i: int,
@@ -673,7 +422,9 @@ def _nearest(vs1: Sequence[Vertex], vs2: Sequence[Vertex], i: int,
 
 
 def _kinds(v: Vertex) -> tuple[str, str | None]:
-    return v.kind, (v._inputs[0].kind if v._inputs else None)
+    """The kind of data ``v`` reads (first input) and gives."""
+    ins = v.inputs
+    return v.kind, (ins[0].kind if ins else None)
 
 
 def _by_kinds(vs: Sequence[Vertex]) -> dict[tuple, list[int]]:
@@ -688,45 +439,10 @@ def _same_kinds(v1: Vertex, v2: Vertex) -> bool:
     return _kinds(v1) == _kinds(v2)
 
 
-def _shape_change(start: Vertex, end: Vertex) -> tuple | None:
-    """How the segment start..end maps feature-map kind and spatial shape, at probe sizes."""
-    path = [end]
-    v = end
-    while v is not start:
-        if not v._inputs:
-            return None
-        v = v._inputs[0]
-        path.append(v)
-    kind = start._inputs[0].kind if start._inputs else None
-    if kind is None:
-        return None
-    out = []
-    for probe in _PROBES[kind]:
-        sp = probe
-        for u in reversed(path):
-            sp = _spatial(u, sp)
-        out.append(sp)
-    return kind, end.kind, tuple(out)
-
-
-def _spatial(v: Vertex, sp: tuple) -> tuple:
-    layer = v.layer
-    if isinstance(layer, (Conv, MaxPool, MeanPool)):
-        return tuple(int(n) for n in layer.output_shape(sp))
-    if isinstance(layer, GlobalPool):
-        return ()
-    return sp
-
-
-def _allowed(v: Vertex, selection: Selection | None) -> bool:
+def _allowed(v: Vertex, selection: VertexFilter | None) -> bool:
     if v.is_input or v.is_output or v.shielded:
         return False
     return selection is None or bool(selection(v))
-
-
-def _order_like(vs: list[Vertex], names: list[str]) -> list[Vertex]:
-    rank = {name: k for k, name in enumerate(names)}
-    return sorted(vs, key=lambda u: rank.get(u.name, len(names)))
 
 
 def _pair_of(pair: Any, who: str) -> tuple[Any, Any]:

@@ -21,6 +21,15 @@ from tinyevo.graph.edit import (
     select_neurons,
     set_activation,
 )
+from tinyevo.graph.segment import (
+    Segment,
+    bypass,
+    implant,
+    regraph,
+    separable_starts,
+    shape_change,
+    swap_segments,
+)
 from tinyevo.graph.selection import Pin, Selection, component, solve_selection
 from tinyevo.graph.surgery import Snapshot, apply_selection, connected
 from tinyevo.graph.value import neuron_value, track_values, value_cache
@@ -44,3 +53,5 @@ __all__ = [
     "value_cache",
     "solve_selection", "Selection", "Pin", "component", "apply_selection", "connected", "Snapshot",
 ]
+__all__ += ["Segment", "separable_starts", "implant", "bypass", "swap_segments", "regraph",
+            "shape_change"]
