@@ -8,7 +8,7 @@ Every evaluator here implements the evaluator contract of :mod:`tinyevo.evolutio
     >>> with make_evaluator(workers=2) as evaluator:                     # doctest: +SKIP
     ...     population = te.evolve(strategy, fitness, population, evaluator=evaluator)
 
-Every evaluator made here gives the same fitness values and the same trained weights as
+Every evaluator defined here gives the same fitness values and the same trained weights as
 :class:`SerialEvaluator` for the same library seed (see docs/parallel.md and
 :class:`SeededEvaluator`): candidates are evaluated under seeds of their own, and each
 generation's data is started (``fitness.start_generation``) under a seed of its own, in this
