@@ -55,10 +55,10 @@ def problem(batches: int):
     return fitness, te.Population(conv_candidates())
 
 
-def timed(mapper, batches: int) -> tuple[float, list]:
+def timed(evaluator, batches: int) -> tuple[float, list]:
     fitness, population = problem(batches)
     t0 = time.perf_counter()
-    evaluated = population.evaluate(fitness, mapper=mapper)
+    evaluated = population.evaluate(fitness, evaluator)
     return time.perf_counter() - t0, evaluated.fitnesses()
 
 
@@ -82,10 +82,10 @@ def main() -> None:
             one.append(timed(SerialEvaluator(), args.batches)[0])
         finally:
             te.backend.set_num_threads(own_threads)
-        with ProcessEvaluator(workers=args.workers) as mapper:
-            t, fits = timed(mapper, args.batches)  # the pool starts inside this call
+        with ProcessEvaluator(workers=args.workers) as evaluator:
+            t, fits = timed(evaluator, args.batches)  # the pool starts inside this call
             cold.append(t)
-            t, fits_warm = timed(mapper, args.batches)
+            t, fits_warm = timed(evaluator, args.batches)
             parallel.append(t)
         if not fits == fits_warm == serial_fits:
             raise SystemExit(f"results differ: serial {serial_fits}, parallel {fits_warm}")

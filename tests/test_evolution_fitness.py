@@ -24,6 +24,7 @@ from tinyevo.evolution import (
     GpuFitness,
     GpuIterator,
     LossFitness,
+    MapEvaluator,
     MapFitness,
     Population,
     RepeatPartitionIterator,
@@ -362,6 +363,7 @@ def test_the_prior_travels_with_a_candidate_to_a_worker_process():
     elite = FittedCandidate(CandidateModel(Sequential(Dense(2, 2))), 0.4, 1)
     ctx = multiprocessing.get_context("forkserver")
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
-        pop = Population([child, elite], 2).evaluate(EwmaFitness(_six_tenths), mapper=pool.map)
+        pop = Population([child, elite], 2).evaluate(EwmaFitness(_six_tenths),
+                                                      MapEvaluator(pool.map))
     assert pop.fitnesses() == [pytest.approx(0.7), pytest.approx(0.5)]
     assert [prior_fitness(c.candidate) for c in pop] == [0.8, 0.4]  # came back with it

@@ -17,12 +17,14 @@ from tinyevo.evolution import (
     EvolveCandidates,
     EwmaFitness,
     FittedCandidate,
+    MapEvaluator,
     PairCandidates,
     Population,
     ShuffleCandidates,
     SizeFitness,
     SusSelection,
     TournamentSelection,
+    evaluate_candidate,
     evolve,
     evolve_model,
     prior_fitness,
@@ -157,16 +159,40 @@ def test_population_evaluates_every_member_each_generation_unless_told_otherwise
     assert [c.generation for c in kept] == [1, 1, 1, 2]
 
 
-def test_population_mapper_hook():
+class _Recording:
+    """An evaluator of the contract that records what it was asked, and evaluates in reverse."""
+
+    def __init__(self):
+        self.calls = []
+
+    def evaluate(self, fitness, generation, members):
+        self.calls.append((generation, len(members)))
+        return [evaluate_candidate(fitness, generation, c) for c in members[::-1]][::-1]
+
+
+def test_population_evaluator_hook():
+    recording = _Recording()
+    pop = Population([CandidateModel(Dense(2, 2)), CandidateModel(Dense(2, 3))])
+    new = evolve(EliteSelection(1), SizeFitness(), pop, evaluator=recording)
+    assert recording.calls == [(1, 2)]
+    assert new.previous.fitnesses() == [6, 9]
     used = []
 
     def mapper(fn, items):
         used.append(len(items))
         return [fn(c) for c in items]
 
-    pop = Population([CandidateModel(Dense(2, 2))])
-    evolve(EliteSelection(1), SizeFitness(), pop, mapper=mapper)
-    assert used == [1]
+    assert pop.evaluate(SizeFitness(), MapEvaluator(mapper)).fitnesses() == [6, 9]
+    assert used == [2]
+
+
+def test_an_evaluator_that_loses_members_is_caught():
+    class Lossy:
+        def evaluate(self, fitness, generation, members):
+            return []
+
+    with pytest.raises(ValueError, match="returned 0 results for 1 members"):
+        Population([CandidateModel(Dense(2, 2))]).evaluate(SizeFitness(), Lossy())
 
 
 def test_evolve_argument_errors():

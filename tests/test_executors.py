@@ -1,5 +1,5 @@
-"""Parallel evaluation: serial, process pool and Dask agree; dead and stuck workers cost no
-candidate."""
+"""Parallel evaluation: the evaluator contract; serial, process pool and Dask agree; dead and
+stuck workers cost no candidate."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from tinyevo.app.executors import (
     SerialEvaluator,
     make_evaluator,
 )
+from tinyevo.evolution import MapEvaluator, evaluate_candidate
 from tinyevo.evolution.iterators import BatchIterator
 from tinyevo.layers import Dense, Dropout
 
@@ -73,12 +74,12 @@ def make_problem(shuffle=True, candidate=te.CandidateModel, **kw):
     return fitness, te.Population([candidate(g, **kw) for g in make_graphs()])
 
 
-def run_generations(mapper, ngen=2, **kw):
+def run_generations(evaluator, ngen=2, **kw):
     """Fitness values and weights after evaluating the same population ``ngen`` times."""
     fitness, population = make_problem(**kw)
     out = []
     for g in range(1, ngen + 1):
-        population = te.Population(population.members, g).evaluate(fitness, mapper=mapper)
+        population = te.Population(population.members, g).evaluate(fitness, evaluator)
         weights = [a.copy() for c in population for layer in c.graph().layers()
                    for a in layer.params.values()]
         out.append((population.fitnesses(), weights))
@@ -121,15 +122,59 @@ def test_make_evaluator_picks_by_argument():
     assert isinstance(make_evaluator(3), ProcessEvaluator)
     with cf.ThreadPoolExecutor(2) as pool:
         assert isinstance(make_evaluator(pool), ExecutorEvaluator)
-    assert make_evaluator(ev) is ev and make_evaluator(map) is map
+        assert make_evaluator(pool.map).map_fn == pool.map
+    custom = Reversed()
+    assert make_evaluator(ev) is ev and make_evaluator(custom) is custom
+    assert isinstance(make_evaluator(map), MapEvaluator)
     with pytest.raises(ValueError, match="workers"):
         make_evaluator(workers=0)
     with pytest.raises(ValueError, match="exclude"):
         make_evaluator(workers=2, dask_scheduler="tcp://h:1")
-    with pytest.raises(ValueError, match="unknown executor"):
+    with pytest.raises(ValueError, match="not both"):
+        make_evaluator(2, workers=2)
+    with pytest.raises(ValueError, match="address such as 'tcp://host:8786', got 'threads'"):
         make_evaluator("threads")
-    with pytest.raises(TypeError, match="Executor"):
+    with pytest.raises(TypeError, match=r"concurrent.futures.Executor, .* got float 3.5"):
         make_evaluator(3.5)
+
+
+class Reversed:
+    """A custom evaluator: evaluates the members last to first, in this process."""
+
+    def evaluate(self, fitness, generation, members):
+        done = [evaluate_candidate(fitness, generation, c) for c in members[::-1]]
+        return done[::-1]
+
+
+def test_a_custom_evaluator_and_a_plain_map_plug_in():
+    # Without shuffling and dropout evaluation draws nothing: the order does not matter.
+    plain = run_generations(None, shuffle=False, candidate=_no_dropout)
+    assert_same(run_generations(Reversed(), shuffle=False, candidate=_no_dropout), plain)
+    assert_same(run_generations(MapEvaluator(map), shuffle=False, candidate=_no_dropout), plain)
+
+
+class GenerationLog(te.AbstractFitness):
+    """Records the generation starts and the evaluations it sees, in order."""
+
+    def __init__(self):
+        self.log = []
+        self.data = te.StatefulGenerationIter([[1], [2]])  # not searched for: no hook for it
+
+    def start_generation(self, generation):
+        self.log.append(("start", generation))
+
+    def __call__(self, candidate, generation=None):
+        self.log.append(("evaluate", generation))
+        return 0.0
+
+
+def test_an_evaluator_starts_each_generation_through_the_hook_only():
+    fitness, evaluator = GenerationLog(), SerialEvaluator()
+    for g in (1, 2):
+        te.Population([te.CandidateModel(None)] * 2, g).evaluate(fitness, evaluator)
+    assert fitness.log == [("start", 1), ("evaluate", 1), ("evaluate", 1),
+                           ("start", 2), ("evaluate", 2), ("evaluate", 2)]
+    assert fitness.data._current is None  # the evaluator asks the fitness, never its attributes
 
 
 def test_serial_evaluator_is_plain_map_when_evaluation_draws_nothing():
@@ -150,7 +195,7 @@ def test_serial_evaluation_leaves_the_library_generator_alone():
     te.seed(11)
     expected = te.backend.rng().random()
     te.seed(11)
-    population.evaluate(fitness, mapper=SerialEvaluator())
+    population.evaluate(fitness, SerialEvaluator())
     assert te.backend.rng().random() == expected  # evaluation drew from its own seeds
 
 
@@ -164,7 +209,7 @@ def blas_threads(candidate):
 def test_serial_evaluator_uses_one_blas_thread_like_the_workers():
     # multi-threaded OpenBLAS products differ in the last bits from single-threaded ones
     pytest.importorskip("threadpoolctl")
-    assert SerialEvaluator()(blas_threads, [None]) == [1]
+    assert SerialEvaluator().evaluate(blas_threads, 1, [None])[0].fitness == 1
 
 
 def test_thread_pool_matches_serial_and_ships_the_fitness_on_request(serial_result):
@@ -179,14 +224,14 @@ def broken_fitness(candidate):
 def test_a_fitness_that_raises_raises_as_in_a_serial_run():
     broken = broken_fitness
     with cf.ThreadPoolExecutor(1) as pool, pytest.raises(ValueError, match="bad candidate"):
-        te.Population([te.CandidateModel(None)]).evaluate(broken, mapper=ExecutorEvaluator(pool))
+        te.Population([te.CandidateModel(None)]).evaluate(broken, ExecutorEvaluator(pool))
 
 
 # --------------------------------------------------------------------- process pool
 @pytest.mark.slow
 def test_process_pool_matches_serial(serial_result):
-    with ProcessEvaluator(workers=2) as mapper:
-        assert_same(run_generations(mapper), serial_result)
+    with ProcessEvaluator(workers=2) as evaluator:
+        assert_same(run_generations(evaluator), serial_result)
 
 
 @pytest.mark.slow
@@ -197,8 +242,8 @@ def test_process_pool_survives_killed_and_stuck_workers(tmp_path, caplog):
     population.members[3].action = "hang"
     t0 = time.monotonic()
     with caplog.at_level(logging.WARNING, "tinyevo"), \
-            ProcessEvaluator(workers=2, retries=1, timeout=3) as mapper:
-        evaluated = population.evaluate(fitness, mapper=mapper)
+            ProcessEvaluator(workers=2, retries=1, timeout=3) as evaluator:
+        evaluated = population.evaluate(fitness, evaluator)
     assert time.monotonic() - t0 < 40
     fits = evaluated.fitnesses()
     assert len(fits) == 4 and evaluated.fitted
@@ -219,18 +264,18 @@ def first_weight(candidate):
 # --------------------------------------------------------------------- dask
 @pytest.mark.slow
 def test_dask_matches_serial(serial_result, dask_client):
-    with DaskEvaluator(dask_client) as mapper:
-        assert_same(run_generations(mapper), serial_result)
-    with make_evaluator(dask_client.get_executor()) as mapper:
-        assert isinstance(mapper, DaskEvaluator)
+    with DaskEvaluator(dask_client) as evaluator:
+        assert_same(run_generations(evaluator), serial_result)
+    with make_evaluator(dask_client.get_executor()) as evaluator:
+        assert isinstance(evaluator, DaskEvaluator)
 
 
 @pytest.mark.slow
 def test_dask_survives_a_killed_worker(tmp_path, dask_client, serial_result):
     fitness, population = make_problem(candidate=Saboteur)
     population.members[1].action, population.members[1].marker = "kill-once", str(tmp_path / "k")
-    with DaskEvaluator(dask_client) as mapper:
-        evaluated = population.evaluate(fitness, mapper=mapper)
+    with DaskEvaluator(dask_client) as evaluator:
+        evaluated = population.evaluate(fitness, evaluator)
     assert os.path.exists(tmp_path / "k")  # a worker did die
     assert evaluated.fitted and len(evaluated) == 4
     assert evaluated.fitnesses() == serial_result[0][0]  # nothing lost, nothing changed

@@ -391,7 +391,7 @@ def test_optimiser_state_survives_transport_with_shared_arrays():
     optimiser: the state still finds its parameters, and training goes on as at home."""
     import pickle
 
-    from tinyevo.app.executors import _dumps
+    from tinyevo.app._workers import dumps as _dumps
 
     g, opt, x, step = _graph_and_steps()
     keep = g.copy()                                          # g's arrays are shared now
@@ -411,7 +411,7 @@ def test_a_model_back_from_a_worker_still_passes_its_state_to_copies():
     the children of a model that came back from a worker inherit its optimiser state."""
     import pickle
 
-    from tinyevo.app.executors import _dumps
+    from tinyevo.app._workers import dumps as _dumps
     from tinyevo.layers.base import share
 
     big = pickle.loads(pickle.dumps(np.zeros(1024, np.float32), protocol=4))

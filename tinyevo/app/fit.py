@@ -32,7 +32,7 @@ import numpy as np
 from tinyevo import backend as B
 from tinyevo.app import defaults
 from tinyevo.app.checkpoint import load_checkpoint, save_checkpoint
-from tinyevo.app.executors import Evaluator, make_evaluator
+from tinyevo.app.executors import SeededEvaluator, make_evaluator
 from tinyevo.app.runlock import run_lock
 from tinyevo.evolution.candidate import CandidateOptModel, FittedCandidate, nparams
 from tinyevo.evolution.fitness import (
@@ -425,7 +425,7 @@ def fit(x: Any, y: Any = None, *, valid: tuple | None = None, generations: int |
         finally:
             if mapper is not executor:          # ours to close; a user's evaluator stays open
                 mapper.close()
-            elif isinstance(mapper, Evaluator):
+            elif isinstance(mapper, SeededEvaluator):
                 mapper.on_result = None
         fitted.hall_of_fame = hof
         fitted.final = getattr(fitted, "final", None)
@@ -828,12 +828,12 @@ def _evaluator(mapper: Any, fitness: Any, progress: Callable | None,
                       "fitness": getattr(result, "fitness", None),
                       "seconds": getattr(result, "eval_time", None), "elapsed": elapsed()})
 
-        if isinstance(mapper, Evaluator):
+        if isinstance(mapper, SeededEvaluator):
             mapper.on_result = report if progress is not None else None
         members = [snapshot(c) if isinstance(c, FittedCandidate) else c
                    for c in population.members]
-        fitted = Population(members, population.generation).evaluate(fitness, mapper=mapper)
-        if not isinstance(mapper, Evaluator) and progress is not None:
+        fitted = Population(members, population.generation).evaluate(fitness, mapper)
+        if not isinstance(mapper, SeededEvaluator) and progress is not None:
             for i, c in enumerate(fitted.members):
                 report(i, c)
         return fitted

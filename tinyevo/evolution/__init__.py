@@ -88,7 +88,7 @@ from tinyevo.evolution.mutation import (
     WeightedMutationProbability,
     neuronselect,
 )
-from tinyevo.evolution.population import Population, evaluate_candidate
+from tinyevo.evolution.population import Evaluator, MapEvaluator, Population, evaluate_candidate
 from tinyevo.evolution.strategies import (
     AbstractEvolution,
     AfterEvolution,
@@ -138,3 +138,4 @@ __all__ = [
     "learning_rate_swap",
 ]
 __all__ += ["HallOfFame"]
+__all__ += ["Evaluator", "MapEvaluator"]

@@ -9,7 +9,8 @@ the candidate's model, then asks another fitness (typically AccuracyFitness on h
     >>> fitness(acc, CandidateModel(lambda x: np.array([[3.0, 2.0, 1.0]])))
     0.0
 
-A new fitness is a subclass with ``__call__(self, candidate, generation=None)``; accessors with
+A new fitness is a subclass with ``__call__(self, candidate, generation=None)`` (and, where its
+data changes with the generation, ``start_generation(self, generation)``); accessors with
 defaults let it work on any candidate type:
 
     >>> class ExampleFitness(AbstractFitness):
@@ -45,7 +46,7 @@ from tinyevo.losses import mse
 __all__ = [
     "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
     "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",
-    "EwmaFitness", "GpuFitness", "predict", "cosine_schedule",
+    "EwmaFitness", "GpuFitness", "predict", "cosine_schedule", "start_generation",
 ]
 
 log = logging.getLogger("tinyevo.evolution")
@@ -69,6 +70,16 @@ def fitness(f: Any, candidate: Any, generation: int | None = None) -> Any:
                     f"{type(f).__name__}")
 
 
+def start_generation(f: Any, generation: int) -> None:
+    """Move the generation-aware data of ``f`` to ``generation`` (see
+    :meth:`AbstractFitness.start_generation`); a plain callable has none.
+
+        >>> start_generation(lambda c: 1.0, 2)
+    """
+    if isinstance(f, AbstractFitness):
+        f.start_generation(generation)
+
+
 class DeadlineExceeded(Exception):
     """Raised by a fitness whose ``deadline`` (a ``time.time()`` value) passed while it trained
     or measured: the caller ends the round (``fit`` drops the generation it cut). Unlike other
@@ -87,6 +98,14 @@ class AbstractFitness:
     def __call__(self, candidate: Any, generation: int | None = None) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement "
                                   "__call__(self, candidate, generation=None)")
+
+    def start_generation(self, generation: int) -> None:
+        """The hook for per-generation data: move it to ``generation`` before any candidate.
+
+        A fitness whose data depends on the generation (a StatefulGenerationIter, or a fitness
+        that holds one) implements it; the default has no such data. Evaluators that evaluate on
+        copies of the fitness (worker processes) call it on every copy, once per generation and
+        under the same seed, so that every copy hands out the same partition."""
 
 
 def predict(model: Any, x: Any) -> Any:
@@ -129,6 +148,9 @@ class AccuracyFitness(AbstractFitness):
             raise ValueError("AccuracyFitness: the dataset yielded no samples")
         return float(correct) / total
 
+    def start_generation(self, generation: int) -> None:
+        itergeneration(self.dataset, generation)
+
     def __repr__(self) -> str:
         return f"AccuracyFitness({self.dataset!r})"
 
@@ -158,6 +180,9 @@ class LossFitness(AbstractFitness):
             raise ValueError("LossFitness: the dataset yielded no samples")
         mean = float(total_loss) / total
         return 1.0 / (1.0 + mean) if math.isfinite(mean) and mean >= 0 else 0.0
+
+    def start_generation(self, generation: int) -> None:
+        itergeneration(self.dataset, generation)
 
     def __repr__(self) -> str:
         return f"LossFitness({self.dataset!r}, {getattr(self.lossfun, '__name__', '?')})"
@@ -234,6 +259,10 @@ class TrainThenFitness(AbstractFitness):
             raise
         except Exception as e:  # noqa: BLE001 - the guard: one broken candidate must not end a run
             return self._invalid(candidate, f"{type(e).__name__}: {e}")
+
+    def start_generation(self, generation: int) -> None:
+        itergeneration(self.dataiter, generation)
+        start_generation(self.fitstrat, generation)
 
     def _measure(self, candidate: Any, generation: int | None, trained: Any) -> Any:
         return fitness(self.fitstrat, candidate, generation)
@@ -343,6 +372,9 @@ class TimeFitness(AbstractFitness):
         value = fitness(self.f, candidate, generation)
         return time.perf_counter() - t0, value
 
+    def start_generation(self, generation: int) -> None:
+        start_generation(self.f, generation)
+
     def __repr__(self) -> str:
         return f"TimeFitness({self.f!r})"
 
@@ -370,6 +402,9 @@ class MapFitness(AbstractFitness):
     def __call__(self, candidate: Any, generation: int | None = None) -> Any:
         return self.fun(fitness(self.f, candidate, generation))
 
+    def start_generation(self, generation: int) -> None:
+        start_generation(self.f, generation)
+
     def __repr__(self) -> str:
         return f"MapFitness({getattr(self.fun, '__name__', self.fun)!r}, {self.f!r})"
 
@@ -391,6 +426,10 @@ class AggFitness(AbstractFitness):
         for v in values[1:]:
             result = self.op(result, v)
         return result
+
+    def start_generation(self, generation: int) -> None:
+        for f in self.fs:
+            start_generation(f, generation)
 
     def __repr__(self) -> str:
         return f"AggFitness({getattr(self.op, '__name__', self.op)!r}, {len(self.fs)} fitnesses)"
@@ -434,6 +473,9 @@ class EwmaFitness(AbstractFitness):
             return current
         return (1 - self.alpha) * current + self.alpha * prior
 
+    def start_generation(self, generation: int) -> None:
+        start_generation(self.base, generation)
+
     def __repr__(self) -> str:
         return f"EwmaFitness({self.base!r}, alpha={self.alpha})"
 
@@ -467,6 +509,9 @@ class GpuFitness(AbstractFitness):
                 for layer, host in zip(layers, on_host):
                     if host:
                         _to_host(layer)
+
+    def start_generation(self, generation: int) -> None:
+        start_generation(self.f, generation)
 
     def __repr__(self) -> str:
         return f"GpuFitness({self.f!r})"

@@ -1,4 +1,10 @@
-"""Population: the candidates of one generation, and their evaluation.
+"""Population: the candidates of one generation, and their evaluation through an evaluator.
+
+The evaluator contract: ``evaluator.evaluate(fitness, generation, members)`` returns one
+:class:`FittedCandidate` per member, in order, each as :func:`evaluate_candidate` makes it (the
+trained candidate, its fitness by ``fitness`` at ``generation``). The default evaluates in this
+process with the built-in ``map``; :class:`MapEvaluator` turns any ``map(fn, items)`` into an
+evaluator; ``tinyevo.app.make_evaluator`` gives seeded ones on processes or a Dask cluster.
 
     >>> from tinyevo.evolution import CandidateModel
     >>> from tinyevo.layers import Dense
@@ -10,13 +16,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from tinyevo.evolution.candidate import FittedCandidate, _set_prior
 from tinyevo.evolution.fitness import fitness as compute_fitness
 
-__all__ = ["Population"]
+__all__ = ["Population", "Evaluator", "MapEvaluator", "evaluate_candidate"]
 
 
 class Population:
@@ -37,21 +43,25 @@ class Population:
             previous = Population(previous.members, previous.generation)  # cut the chain
         self.previous = previous
 
-    def evaluate(self, fitness: Any, mapper: Callable | None = None,
+    def evaluate(self, fitness: Any, evaluator: Evaluator | None = None,
                  reevaluate: bool = True) -> Population:
         """This generation with each member a FittedCandidate of its fitness by ``fitness``.
 
         As in the seed every member is evaluated each generation: training continues, so an elite
         kept from the last generation is trained and measured again. ``reevaluate=False`` keeps the
         fitness of members that already have one (for fitness functions that do not train).
-        ``mapper(fn, members)`` replaces the built-in ``map``: the hook for parallel evaluation
-        (``fn`` is picklable; it returns the FittedCandidate, trained model included).
+        ``evaluator`` (an :class:`Evaluator`; default: the built-in ``map`` in this process) is
+        the hook for parallel evaluation.
         """
         todo = self.members if reevaluate else [c for c in self.members
                                                 if not isinstance(c, FittedCandidate)]
-        fn = functools.partial(evaluate_candidate, fitness, self.generation)
-        fitted = iter(list((mapper or map)(fn, todo)))
-        members = [next(fitted) if reevaluate or not isinstance(c, FittedCandidate) else c
+        evaluator = evaluator if evaluator is not None else _IN_PROCESS
+        fitted = list(evaluator.evaluate(fitness, self.generation, todo))
+        if len(fitted) != len(todo):
+            raise ValueError(f"the evaluator {evaluator!r} returned {len(fitted)} results for "
+                             f"{len(todo)} members")
+        results = iter(fitted)
+        members = [next(results) if reevaluate or not isinstance(c, FittedCandidate) else c
                    for c in self.members]
         return Population(members, self.generation, self.previous)
 
@@ -103,3 +113,67 @@ def evaluate_candidate(fitness: Any, generation: int, candidate: Any) -> FittedC
         if candidate.fitness is not None:
             _set_prior(inner, candidate.fitness)
     return FittedCandidate(inner, compute_fitness(fitness, inner, generation), generation)
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """What evaluates a generation's members: the contract behind ``Population.evaluate``.
+
+    ``evaluate(fitness, generation, members)`` returns one :class:`FittedCandidate` per member,
+    in order, as ``evaluate_candidate(fitness, generation, member)`` returns it (the candidate
+    trained, if the fitness trains). Where the members are evaluated (this process, a pool, a
+    cluster) and in which order is the evaluator's business. An evaluator that evaluates on
+    copies of ``fitness`` calls ``start_generation(fitness, generation)``
+    (:mod:`tinyevo.evolution.fitness`) on each copy before its candidates, so that
+    generation-aware data is the same on every copy.
+
+        >>> class Reversed:  # evaluates the members last to first
+        ...     def evaluate(self, fitness, generation, members):
+        ...         done = [evaluate_candidate(fitness, generation, c) for c in members[::-1]]
+        ...         return done[::-1]
+        >>> isinstance(Reversed(), Evaluator)
+        True
+    """
+
+    def evaluate(self, fitness: Any, generation: int,
+                 members: Sequence[Any]) -> list[FittedCandidate]: ...
+
+
+class MapEvaluator:
+    """MapEvaluator(map_fn=map): the evaluator of a ``map`` function.
+
+    ``map_fn(fn, members)`` runs ``fn = partial(evaluate_candidate, fitness, generation)`` (which
+    pickles) on each member: the built-in ``map``, ``pool.map`` of a ``multiprocessing`` pool or
+    of any ``concurrent.futures.Executor``. Nothing else is done: the fitness is sent with every
+    task as it is in this process, and generation-aware data advances where a candidate first
+    uses it (``tinyevo.app``'s evaluators keep copies in step and seed each candidate).
+
+        >>> MapEvaluator().evaluate(lambda c: c * 2, 1, [1, 2])[1].fitness
+        4
+    """
+
+    def __init__(self, map_fn: Callable = map) -> None:
+        if not callable(map_fn):
+            raise TypeError(f"MapEvaluator: expected a map function map_fn(fn, items), got "
+                            f"{type(map_fn).__name__}")
+        self.map_fn = map_fn
+
+    def evaluate(self, fitness: Any, generation: int,
+                 members: Sequence[Any]) -> list[FittedCandidate]:
+        return list(self.map_fn(functools.partial(evaluate_candidate, fitness, generation),
+                                members))
+
+    def close(self) -> None:
+        """Nothing to release (the map function's owner shuts its pool down)."""
+
+    def __enter__(self) -> MapEvaluator:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MapEvaluator({getattr(self.map_fn, '__qualname__', self.map_fn)})"
+
+
+_IN_PROCESS = MapEvaluator()

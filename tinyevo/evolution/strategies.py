@@ -32,7 +32,7 @@ import numpy as np
 from tinyevo import backend as B
 from tinyevo.evolution.candidate import copy_model, inherit_optimizer_state, is_model, new_candidate
 from tinyevo.evolution.candidate import graph as graph_of
-from tinyevo.evolution.population import Population
+from tinyevo.evolution.population import Evaluator, Population
 
 __all__ = [
     "evolve", "AbstractEvolution", "NoOpEvolution", "EliteSelection", "SusSelection",
@@ -42,12 +42,13 @@ __all__ = [
 ]
 
 
-def evolve(strategy: Any, *args: Any, mapper: Callable | None = None) -> Any:
+def evolve(strategy: Any, *args: Any, evaluator: Evaluator | None = None) -> Any:
     """``evolve(strategy, population)`` or ``evolve(strategy, fitness, population)``.
 
     With a fitness, the population is evaluated first (every member, each generation, as in the
-    seed). A Population gives a Population of generation + 1 (its ``previous`` is the evaluated
-    one); a list of candidates gives a list.
+    seed), by ``evaluator`` where given (see ``Population.evaluate``). A Population gives a
+    Population of generation + 1 (its ``previous`` is the evaluated one); a list of candidates
+    gives a list.
 
         >>> from tinyevo.evolution import FittedCandidate
         >>> evolve(EliteSelection(1), [FittedCandidate("a", 1), FittedCandidate("b", 3)])[0].fitness
@@ -63,7 +64,7 @@ def evolve(strategy: Any, *args: Any, mapper: Callable | None = None) -> Any:
         fitness, population = args
         if not isinstance(population, Population):
             population = Population(population)
-        fitted = population.evaluate(fitness, mapper=mapper)
+        fitted = population.evaluate(fitness, evaluator)
         return Population(_apply(strategy, fitted.members), fitted.generation + 1,
                           previous=fitted)
     raise TypeError(f"evolve takes (strategy, population) or (strategy, fitness, population), "
