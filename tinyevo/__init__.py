@@ -1,8 +1,7 @@
 """tinyevo: evolve neural networks with a genetic algorithm while training them."""
 
-__version__ = "0.1.0"  # before the imports: submodules read it
-
 from tinyevo import backend, layers, losses, optimizers
+from tinyevo._version import __version__
 from tinyevo.app.datasets import load_dataset, load_digits  # numpy only at import
 from tinyevo.app.export_onnx import export_onnx  # imports onnx only when called
 from tinyevo.app.fit import fit
