@@ -17,9 +17,8 @@ defaults let it work on any candidate type:
     ...         return getattr(c, "a", 10) - getattr(c, "b", 5)
 
 Metrics accumulate on the device and are read back once per evaluation (no per-batch sync).
-
-Note: ``tinyevo.evolution.fitness`` is this function once the package is imported; import the
-classes with ``from tinyevo.evolution.fitness import ...`` or from ``tinyevo.evolution``.
+A model is measured through the model contract: ``model(x)`` is its inference output (any
+callable of the input will do), ``model.forward(x, train=True)`` its output and backprop.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ from tinyevo.losses import mse
 __all__ = [
     "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
     "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",
-    "EwmaFitness", "GpuFitness", "predict", "cosine_schedule",
+    "EwmaFitness", "GpuFitness", "cosine_schedule",
 ]
 
 log = logging.getLogger("tinyevo.evolution")
@@ -89,18 +88,6 @@ class AbstractFitness:
                                   "__call__(self, candidate, generation=None)")
 
 
-def predict(model: Any, x: Any) -> Any:
-    """Inference output of ``model`` on ``x``: handles models returning ``y`` (CompGraph, plain
-    functions) and ``(y, backprop)`` (layers, Sequential)."""
-    out = model(x)
-    if isinstance(out, tuple) and len(out) == 2 and callable(out[1]):
-        return out[0]
-    return out
-
-
-_predict = predict
-
-
 def _model(c: Any, who: str) -> Any:
     model = graph(c)
     if model is None:
@@ -123,7 +110,7 @@ class AccuracyFitness(AbstractFitness):
         model = _model(candidate, "AccuracyFitness")
         correct, total = 0, 0
         for x, y in itergeneration(self.dataset, generation):
-            correct = correct + _ncorrect(predict(model, x), y)
+            correct = correct + _ncorrect(model(x), y)
             total += int(y.shape[0]) if hasattr(y, "shape") else len(y)
         if total == 0:
             raise ValueError("AccuracyFitness: the dataset yielded no samples")
@@ -150,7 +137,7 @@ class LossFitness(AbstractFitness):
         model = _model(candidate, "LossFitness")
         total_loss, total = 0.0, 0
         for x, y in itergeneration(self.dataset, generation):
-            loss, _ = self.lossfun(predict(model, x), y)
+            loss, _ = self.lossfun(model(x), y)
             n = int(x.shape[0])
             total_loss = total_loss + loss * n
             total += n
@@ -262,9 +249,9 @@ class TrainThenFitness(AbstractFitness):
         for x, y in data:
             if lr_at is not None:
                 optimizer.learning_rate = lr_at(nbatches)
-            out, backprop = model(x, train=True)
+            out, backprop = model.forward(x, train=True)
             loss, dout = lossf(out, y)
-            backprop(dout)
+            backprop(dout, need_dx=False)
             optimizer.update(model)
             if self._count_hits:
                 correct = correct + _ncorrect(out, y)
