@@ -14,7 +14,7 @@ from tinyevo.evolution import (
     TimeFitness,
     copy_model,
     evolve_model,
-    fitness,
+    fitness_of,
     graph,
     lossfun,
     new_candidate,
@@ -47,8 +47,8 @@ class ExampleFitness(AbstractFitness):
 
 
 def test_example_candidate_and_fitness():
-    assert fitness(ExampleFitness(), ExampleCandidate(4, 3)) == 1
-    ctime, metric = fitness(TimeFitness(ExampleFitness()), ExampleCandidate(3, 1))
+    assert fitness_of(ExampleFitness(), ExampleCandidate(4, 3)) == 1
+    ctime, metric = fitness_of(TimeFitness(ExampleFitness()), ExampleCandidate(3, 1))
     assert metric == 2
     assert ctime > 0
 
@@ -74,7 +74,7 @@ def test_a_candidate_runs_any_model_by_calling_it(make):
 
 
 def test_example_fitness_uses_defaults_for_other_candidates():
-    assert fitness(ExampleFitness(), CandidateModel(None)) == 10 - 5
+    assert fitness_of(ExampleFitness(), CandidateModel(None)) == 10 - 5
 
 
 def test_new_candidate_maps_every_dataclass_field():

@@ -73,7 +73,7 @@ from tinyevo.evolution import (  # also binds tinyevo.evolution; graph/opt/lossf
     evolve,
     evolve_crossover,
     evolve_model,
-    fitness,
+    fitness_of,
     itergeneration,
     neuronselect,
     new_candidate,
@@ -137,7 +137,7 @@ __all__ += ["load_dataset", "load_digits"]
 __all__ += ["save_model", "load_model", "export_onnx"]
 __all__ += [
     "evolution", "AbstractCandidate", "CandidateModel", "CandidateOptModel", "FittedCandidate",
-    "new_candidate", "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness",
+    "new_candidate", "fitness_of", "AbstractFitness", "AccuracyFitness", "LossFitness",
     "TrainThenFitness", "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness",
     "AggFitness", "EwmaFitness", "GpuFitness", "Population", "evolve", "AbstractEvolution",
     "NoOpEvolution", "EliteSelection", "SusSelection", "TournamentSelection", "EvolveCandidates",

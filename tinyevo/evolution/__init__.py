@@ -49,7 +49,7 @@ from tinyevo.evolution.fitness import (
     TrainAccuracyFitness,
     TrainThenFitness,
     cosine_schedule,
-    fitness,
+    fitness_of,
 )
 from tinyevo.evolution.halloffame import HallOfFame
 from tinyevo.evolution.iterators import (
@@ -112,7 +112,7 @@ __all__ = [
     "new_candidate", "graph", "opt", "lossfun", "prior_fitness", "copy_model", "nparams",
     "is_model", "inherit_optimizer_state",
     # fitness
-    "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
+    "fitness_of", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
     "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",
     "EwmaFitness", "GpuFitness", "cosine_schedule",
     # population and strategies

@@ -1,12 +1,12 @@
 """Fitness functions: how good a candidate is; higher is better.
 
-``fitness(f, candidate, generation=None)`` computes it. ``f`` is an :class:`AbstractFitness` or
+``fitness_of(f, candidate, generation=None)`` computes it. ``f`` is an :class:`AbstractFitness` or
 any callable of the candidate. Training is just another fitness strategy: TrainThenFitness trains
 the candidate's model, then asks another fitness (typically AccuracyFitness on held-out data).
 
     >>> from tinyevo.evolution import CandidateModel
     >>> acc = AccuracyFitness([(np.ones((1, 3), np.float32), np.array([2]))])
-    >>> fitness(acc, CandidateModel(lambda x: np.array([[3.0, 2.0, 1.0]])))
+    >>> fitness_of(acc, CandidateModel(lambda x: np.array([[3.0, 2.0, 1.0]])))
     0.0
 
 A new fitness is a subclass with ``__call__(self, candidate, generation=None)``; accessors with
@@ -42,7 +42,7 @@ from tinyevo.evolution.iterators import (
 from tinyevo.losses import mse
 
 __all__ = [
-    "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
+    "fitness_of", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
     "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",
     "EwmaFitness", "GpuFitness", "cosine_schedule",
 ]
@@ -53,11 +53,11 @@ log = logging.getLogger("tinyevo.evolution")
 LOSS_BLOWUP = 1e3
 
 
-def fitness(f: Any, candidate: Any, generation: int | None = None) -> Any:
+def fitness_of(f: Any, candidate: Any, generation: int | None = None) -> Any:
     """The fitness of ``candidate`` by ``f``; ``generation`` is passed on to fitness objects
     (TrainThenFitness uses it to pick the generation's data), plain callables get the candidate.
 
-        >>> fitness(lambda c: 1.0, None)
+        >>> fitness_of(lambda c: 1.0, None)
         1.0
     """
     if isinstance(f, AbstractFitness):
@@ -223,7 +223,7 @@ class TrainThenFitness(AbstractFitness):
             return self._invalid(candidate, f"{type(e).__name__}: {e}")
 
     def _measure(self, candidate: Any, generation: int | None, trained: Any) -> Any:
-        return fitness(self.fitstrat, candidate, generation)
+        return fitness_of(self.fitstrat, candidate, generation)
 
     _count_hits = False  # TrainAccuracyFitness counts correct predictions while training
 
@@ -319,7 +319,7 @@ class TrainAccuracyFitness(TrainThenFitness):
 class TimeFitness(AbstractFitness):
     """``(seconds, value)``: the wall time to compute fitness ``f`` and its value.
 
-        >>> seconds, value = fitness(TimeFitness(lambda c: 1), None)
+        >>> seconds, value = fitness_of(TimeFitness(lambda c: 1), None)
     """
 
     def __init__(self, f: Any) -> None:
@@ -327,7 +327,7 @@ class TimeFitness(AbstractFitness):
 
     def __call__(self, candidate: Any, generation: int | None = None) -> tuple[float, Any]:
         t0 = time.perf_counter()
-        value = fitness(self.f, candidate, generation)
+        value = fitness_of(self.f, candidate, generation)
         return time.perf_counter() - t0, value
 
     def __repr__(self) -> str:
@@ -355,7 +355,7 @@ class MapFitness(AbstractFitness):
         self.fun, self.f = fun, f
 
     def __call__(self, candidate: Any, generation: int | None = None) -> Any:
-        return self.fun(fitness(self.f, candidate, generation))
+        return self.fun(fitness_of(self.f, candidate, generation))
 
     def __repr__(self) -> str:
         return f"MapFitness({getattr(self.fun, '__name__', self.fun)!r}, {self.f!r})"
@@ -373,7 +373,7 @@ class AggFitness(AbstractFitness):
         self.op, self.fs = op, fs
 
     def __call__(self, candidate: Any, generation: int | None = None) -> Any:
-        values = [fitness(f, candidate, generation) for f in self.fs]
+        values = [fitness_of(f, candidate, generation) for f in self.fs]
         result = values[0]
         for v in values[1:]:
             result = self.op(result, v)
@@ -395,7 +395,7 @@ class EwmaFitness(AbstractFitness):
     blend with.
 
         >>> child = new_candidate(FittedCandidate(CandidateModel(None), 0.8), lambda v: v)
-        >>> fitness(EwmaFitness(lambda c: 0.6), child)  # the parent's 0.8 and the child's 0.6
+        >>> fitness_of(EwmaFitness(lambda c: 0.6), child)  # the parent's 0.8 and the child's 0.6
         0.7
     """
 
@@ -412,7 +412,7 @@ class EwmaFitness(AbstractFitness):
         return self.base.invalidfitness
 
     def __call__(self, candidate: Any, generation: int | None = None) -> Any:
-        current = fitness(self.base, candidate, generation)
+        current = fitness_of(self.base, candidate, generation)
         prior = prior_fitness(candidate)
         if not (_blendable(current) and _blendable(prior)):
             return current
@@ -442,13 +442,13 @@ class GpuFitness(AbstractFitness):
 
     def __call__(self, candidate: Any, generation: int | None = None) -> Any:
         if B.name() == "numpy":
-            return fitness(self.f, candidate, generation)
+            return fitness_of(self.f, candidate, generation)
         layers = list(_layers(graph(candidate)))
         on_host = [not _on_device(layer) for layer in layers]
         for layer in layers:
             layer.to()
         try:
-            return fitness(self.f, candidate, generation)
+            return fitness_of(self.f, candidate, generation)
         finally:
             if self.move_back:
                 for layer, host in zip(layers, on_host):
