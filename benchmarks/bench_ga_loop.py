@@ -33,7 +33,7 @@ from tinyevo.evolution import (
     TrainThenFitness,
     evolve,
     evolve_model,
-    fitness,
+    fitness_of,
 )
 from tinyevo.layers import Dense, Sequential
 from tinyevo.losses import logit_cross_entropy
@@ -52,7 +52,7 @@ class Timed(AbstractFitness):
     def __call__(self, candidate, generation=None):
         t0 = time.perf_counter()
         try:
-            return fitness(self.f, candidate, generation)
+            return fitness_of(self.f, candidate, generation)
         finally:
             self.seconds += time.perf_counter() - t0
             self.calls += 1

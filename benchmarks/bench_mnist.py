@@ -143,15 +143,15 @@ def run_tinyevo_cnn(data, seconds: float, seed: int) -> dict:
     opt = Adam(LEARNING_RATE)
 
     def step(xb, yb):
-        logits, backprop = model(xb, train=True)
+        logits, backprop = model.forward(xb, train=True)
         loss, dlogits = logit_cross_entropy(logits, yb)
-        backprop(dlogits)
+        backprop(dlogits, need_dx=False)
         opt.update(model)
         return loss
 
     row = {"nparams": model.parameter_count()}
     row.update(train_for(step, x, y, seconds, seed))
-    row["test_accuracy"] = accuracy(lambda xb: model(xb, train=False)[0], x_test, y_test)
+    row["test_accuracy"] = accuracy(model, x_test, y_test)
     return row
 
 

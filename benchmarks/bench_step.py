@@ -43,9 +43,9 @@ def data(cin: int, hw: int, seed: int = 0):
 
 def tinyevo_step(model: Sequential, opt: Adam, x, y):
     def step():
-        out, back = model(x, train=True)
+        out, back = model.forward(x, train=True)
         _, dlogits = logit_cross_entropy(out, y)
-        back(dlogits)
+        back(dlogits, need_dx=False)
         opt.update(model)
     return step
 

@@ -20,7 +20,6 @@ from threadpoolctl import threadpool_limits
 
 from tinyevo.app import defaults
 from tinyevo.app.fit import initial_population
-from tinyevo.evolution.fitness import predict
 from tinyevo.losses import logit_cross_entropy
 
 
@@ -39,13 +38,13 @@ def main() -> None:
             model, opt = c.graph(), c.opt()
             t = time.perf_counter()
             for _ in range(50):
-                out, backprop = model(x, train=True)
-                backprop(logit_cross_entropy(out, y)[1])
+                out, backprop = model.forward(x, train=True)
+                backprop(logit_cross_entropy(out, y)[1], need_dx=False)
                 opt.update(model)
             train = time.perf_counter() - t
             t = time.perf_counter()
             for i in range(0, len(xv), 256):
-                predict(model, xv[i:i + 256])
+                model(xv[i:i + 256])
             valid = time.perf_counter() - t
             shares.append(valid / (train + valid))
             print(f"train {train:.2f} s  validate {valid:.2f} s  share {100 * shares[-1]:.0f} %")

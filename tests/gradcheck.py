@@ -30,7 +30,7 @@ def check_layer(layer: Any, x: Any, train: bool = False, *, eps: float = 1e-6,
     xp = B.get_array_module(x)
     rng = np.random.default_rng(seed)
     assert x.dtype == np.float64, "gradient checks run in float64"
-    y, back = layer(x, train=train)
+    y, back = layer.forward(x, train=train)
     assert y.dtype == np.float64, f"{layer!r} returned {y.dtype} for float64 input"
     dy = xp.asarray(rng.standard_normal(y.shape))
     layer.zero_grads()
@@ -43,7 +43,7 @@ def check_layer(layer: Any, x: Any, train: bool = False, *, eps: float = 1e-6,
     inputs = {"x": x}
 
     def objective() -> float:
-        out, _ = layer(inputs["x"], train=train)
+        out, _ = layer.forward(inputs["x"], train=train)
         return float(B.to_numpy((out * dy).sum()))
 
     def targets() -> dict[str, Callable[[], Any]]:

@@ -327,6 +327,6 @@ def test_graphs_from_the_complex_search_space(seed):
         np.testing.assert_array_equal(g(x), yy)
     for c in (c1, c2):
         c.validate()
-        out, back = c(x, train=True)
+        out, back = c.forward(x, train=True)
         assert out.shape == (2, 4)
         back(np.ones_like(out))

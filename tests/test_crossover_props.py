@@ -122,7 +122,7 @@ def check_child(g: CompGraph, kind: str) -> None:
     y = g(x)
     assert y.shape == (2, CLASSES)
     assert np.isfinite(y).all()
-    y, back = g(x, train=True)
+    y, back = g.forward(x, train=True)
     dx = back(np.ones_like(y), need_dx=True)
     assert dx.shape == x.shape
     for layer in g.layers():

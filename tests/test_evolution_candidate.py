@@ -14,13 +14,14 @@ from tinyevo.evolution import (
     TimeFitness,
     copy_model,
     evolve_model,
-    fitness,
+    fitness_of,
     graph,
     lossfun,
     new_candidate,
     nparams,
     opt,
 )
+from tinyevo.graph import CompGraph, input_vertex, vertex
 from tinyevo.layers import Dense, Sequential
 from tinyevo.optimizers import SGD, Adam
 
@@ -46,14 +47,34 @@ class ExampleFitness(AbstractFitness):
 
 
 def test_example_candidate_and_fitness():
-    assert fitness(ExampleFitness(), ExampleCandidate(4, 3)) == 1
-    ctime, metric = fitness(TimeFitness(ExampleFitness()), ExampleCandidate(3, 1))
+    assert fitness_of(ExampleFitness(), ExampleCandidate(4, 3)) == 1
+    ctime, metric = fitness_of(TimeFitness(ExampleFitness()), ExampleCandidate(3, 1))
     assert metric == 2
     assert ctime > 0
 
 
+def _graph():
+    inp = input_vertex("in", 3)
+    return CompGraph(inp, vertex(Dense(4, 2), vertex(Dense(3, 4, "relu"), inp)))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Dense(3, 2), lambda: Sequential(Dense(3, 4, "relu"), Dense(4, 2)), _graph,
+    lambda: lambda x: x[:, :2] * 2,
+], ids=["layer", "sequential", "graph", "function"])
+def test_a_candidate_runs_any_model_by_calling_it(make):
+    """A candidate's output is its model's ``model(x)``: a layer, a Sequential, a CompGraph or
+    any function of the input."""
+    model = make()
+    x = np.ones((4, 3), np.float32)
+    out = CandidateModel(model)(x)
+    assert out.shape == (4, 2)
+    np.testing.assert_array_equal(out, model(x))
+    assert CandidateModel(model).predict(x).shape == (4,)
+
+
 def test_example_fitness_uses_defaults_for_other_candidates():
-    assert fitness(ExampleFitness(), CandidateModel(None)) == 10 - 5
+    assert fitness_of(ExampleFitness(), CandidateModel(None)) == 10 - 5
 
 
 def test_new_candidate_maps_every_dataclass_field():

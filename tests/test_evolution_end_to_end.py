@@ -22,7 +22,7 @@ from tinyevo.evolution import (
     TrainThenFitness,
     evolve,
     evolve_model,
-    fitness,
+    fitness_of,
     onehot,
 )
 from tinyevo.layers import Dense, Sequential
@@ -139,7 +139,7 @@ def test_guard_in_a_population_invalidates_only_the_broken(caplog):
     f = TrainThenFitness(train, logit_cross_entropy, Adam(0.01), AccuracyFitness([(x, y)]),
                          invalidfitness=0.0, time_limit=0.25)
     good = [random_model() for _ in range(2)]
-    alone = [fitness(f, CandidateModel(copy.deepcopy(m))) for m in good]
+    alone = [fitness_of(f, CandidateModel(copy.deepcopy(m))) for m in good]
     diverging = CandidateOptModel(SGD(1e30), Sequential(Dense(5, 8, "relu"), Dense(8, 3)))
     raising = CandidateModel(Sequential(Dense(4, 3)))  # expects 4 features, gets 5
     slow = CandidateModel(Slow(Sequential(Dense(5, 3)), 0.3))  # over budget at once

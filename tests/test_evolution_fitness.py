@@ -33,9 +33,8 @@ from tinyevo.evolution import (
     TrainAccuracyFitness,
     TrainThenFitness,
     copy_model,
-    fitness,
+    fitness_of,
     new_candidate,
-    predict,
     prior_fitness,
 )
 from tinyevo.layers import Dense, Sequential
@@ -59,44 +58,37 @@ ACC_DATA = [(np.ones((1, 3), np.float32), np.array([[1.0, 2.0, 3.0]], np.float32
 def test_seed_fitness_examples():
     candidate1, candidate2 = _seed_candidates()
     accfitness = AccuracyFitness(ACC_DATA)
-    assert fitness(accfitness, candidate1) == 0
-    assert fitness(accfitness, candidate2) == 1
+    assert fitness_of(accfitness, candidate1) == 0
+    assert fitness_of(accfitness, candidate2) == 1
 
     timedfitness = TimeFitness(accfitness)
-    c1time, c1acc = fitness(timedfitness, candidate1)
-    c2time, c2acc = fitness(timedfitness, candidate2)
+    c1time, c1acc = fitness_of(timedfitness, candidate1)
+    c2time, c2acc = fitness_of(timedfitness, candidate2)
     assert (c1acc, c2acc) == (0, 1) and c1time > 0 and c2time > 0
 
     bigmodelfitness = SizeFitness()
-    assert fitness(bigmodelfitness, candidate1) == 0
-    assert fitness(bigmodelfitness, candidate2) == 12
+    assert fitness_of(bigmodelfitness, candidate1) == 0
+    assert fitness_of(bigmodelfitness, candidate2) == 12
 
     smallmodelfitness = MapFitness(lambda n: min(1, 1 / n) if n else 1, bigmodelfitness)
-    assert fitness(smallmodelfitness, candidate1) == 1
-    assert fitness(smallmodelfitness, candidate2) == 1 / 12
+    assert fitness_of(smallmodelfitness, candidate1) == 1
+    assert fitness_of(smallmodelfitness, candidate2) == 1 / 12
 
     combined = AggFitness(operator.add, accfitness, smallmodelfitness, bigmodelfitness)
-    assert fitness(combined, candidate1) == 1
-    assert fitness(combined, candidate2) == 13 + 1 / 12
+    assert fitness_of(combined, candidate1) == 1
+    assert fitness_of(combined, candidate2) == 13 + 1 / 12
 
     gpuaccfitness = GpuFitness(AccuracyFitness(GpuIterator(accfitness.dataset)))
-    assert fitness(gpuaccfitness, candidate1) == 0
-    assert fitness(gpuaccfitness, candidate2) == 1
+    assert fitness_of(gpuaccfitness, candidate1) == 0
+    assert fitness_of(gpuaccfitness, candidate2) == 1
 
 
 def test_fitness_objects_are_callable_and_plain_callables_are_fitnesses():
     _, c2 = _seed_candidates()
     assert SizeFitness()(c2) == 12
-    assert fitness(lambda c: 0.25, c2) == 0.25
+    assert fitness_of(lambda c: 0.25, c2) == 0.25
     with pytest.raises(TypeError):
-        fitness(3, c2)
-
-
-def test_predict_handles_both_model_conventions():
-    x = np.ones((2, 3), np.float32)
-    layer = Dense(3, 2)
-    assert predict(layer, x).shape == (2, 2)
-    assert predict(lambda v: v * 2, x).shape == (2, 3)
+        fitness_of(3, c2)
 
 
 def test_accuracy_with_integer_labels_over_batches():
@@ -105,7 +97,7 @@ def test_accuracy_with_integer_labels_over_batches():
     x = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], np.float32)
     y = np.array([0, 1, 1, 1])
     data = [(x[:2], y[:2]), (x[2:], y[2:])]
-    assert fitness(AccuracyFitness(data), CandidateModel(model)) == 0.75
+    assert fitness_of(AccuracyFitness(data), CandidateModel(model)) == 0.75
 
 
 def _regression(n=64, rng=None):
@@ -120,11 +112,11 @@ def test_loss_fitness_maps_mse_so_that_higher_is_better():
     data = [(x[:32], y[:32]), (x[32:], y[32:])]
     perfect = Dense(3, 1)
     perfect.params["weight"][...] = np.array([[1.0, -2.0, 0.5]])
-    assert fitness(LossFitness(data), CandidateModel(perfect)) == pytest.approx(1.0)
+    assert fitness_of(LossFitness(data), CandidateModel(perfect)) == pytest.approx(1.0)
     zero = Dense(3, 1)
     zero.params["weight"][...] = 0.0
     expected = 1.0 / (1.0 + float(np.mean(y ** 2)))
-    assert fitness(LossFitness(data, mse), CandidateModel(zero)) == pytest.approx(expected,
+    assert fitness_of(LossFitness(data, mse), CandidateModel(zero)) == pytest.approx(expected,
                                                                                  rel=1e-5)
 
 
@@ -132,9 +124,9 @@ def test_train_then_fitness_trains_regression_and_improves_loss_fitness():
     x, y = _regression(128)
     data = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 128, 16)]
     cand = CandidateModel(Sequential(Dense(3, 1)))
-    before = fitness(LossFitness(data), cand)
+    before = fitness_of(LossFitness(data), cand)
     f = TrainThenFitness(data * 5, mse, SGD(0.05), LossFitness(data))
-    after = fitness(f, cand)
+    after = fitness_of(f, cand)
     assert after > before and after > 0.9
 
 
@@ -152,7 +144,7 @@ def test_train_then_fitness_uses_the_candidate_opt_and_wipes_its_state():
     cand = CandidateOptModel(own, Sequential(Dense(4, 2)))
     w0 = cand.model[0].params["weight"].copy()
     f = TrainThenFitness(data, logit_cross_entropy, SGD(0.0), AccuracyFitness(data))
-    value = fitness(f, cand)
+    value = fitness_of(f, cand)
     assert 0 <= value <= 1
     assert not np.array_equal(w0, cand.model[0].params["weight"])  # own Adam, not SGD(0)
     assert len(own._state) == 0  # state wiped after training
@@ -166,21 +158,21 @@ def test_train_then_fitness_can_keep_the_candidate_opt_state_between_evaluations
     b = CandidateOptModel(wiped, copy_model(a.model))
     keep = TrainThenFitness(data, logit_cross_entropy, SGD(0.0), AccuracyFitness(data),
                             keep_optimizer_state=True)
-    fitness(keep, a)
+    fitness_of(keep, a)
     layer = a.model[0]
     assert kept._state[layer]["weight"]["t"] == 2          # two batches
-    fitness(keep, a)
+    fitness_of(keep, a)
     assert kept._state[layer]["weight"]["t"] == 4          # carried on, not restarted
     wipe = TrainThenFitness(data, logit_cross_entropy, SGD(0.0), AccuracyFitness(data))
-    fitness(wipe, b)
-    fitness(wipe, b)
+    fitness_of(wipe, b)
+    fitness_of(wipe, b)
     assert len(wiped._state) == 0
     assert not np.allclose(a.model[0].params["weight"], b.model[0].params["weight"])
     # A pass that diverges leaves no state behind to poison the next one.
     bad = [(np.full((4, 4), np.inf, np.float32), np.zeros(4, np.int64))]
     f = TrainThenFitness(bad, logit_cross_entropy, SGD(0.0), AccuracyFitness(data),
                          keep_optimizer_state=True)
-    assert fitness(f, a) == 0.0 and len(kept._state) == 0
+    assert fitness_of(f, a) == 0.0 and len(kept._state) == 0
 
 
 def test_train_then_fitness_lr_schedule_scales_each_step_and_restores_the_rate():
@@ -200,7 +192,7 @@ def test_train_then_fitness_lr_schedule_scales_each_step_and_restores_the_rate()
     cand = CandidateOptModel(own, Sequential(Dense(4, 2)))
     f = TrainThenFitness(data, logit_cross_entropy, SGD(0.0), AccuracyFitness(data),
                          lr_schedule=cosine_schedule)
-    fitness(f, cand)
+    fitness_of(f, cand)
     np.testing.assert_allclose(Spy.seen, [0.2 * cosine_schedule(i, 4) for i in range(4)])
     assert Spy.seen[0] == pytest.approx(0.2) and Spy.seen[-1] < 0.05
     assert own.learning_rate == 0.2                  # the searched rate is the candidate's
@@ -213,7 +205,7 @@ def test_train_then_fitness_default_opt_is_copied_not_shared():
     x, y = _classification()
     default = Adam(0.01)
     f = TrainThenFitness([(x, y)], logit_cross_entropy, default, AccuracyFitness([(x, y)]))
-    fitness(f, CandidateModel(Sequential(Dense(4, 2))))
+    fitness_of(f, CandidateModel(Sequential(Dense(4, 2))))
     assert len(default._state) == 0
 
 
@@ -226,9 +218,13 @@ def test_train_then_fitness_picks_the_generation_partition():
         def __init__(self, model):
             self.model = model
 
-        def __call__(self, xb, train=False):
+        def __call__(self, xb):
             seen.append(float(xb[0, 0]))
-            return self.model(xb, train=train)
+            return self.model(xb)
+
+        def forward(self, xb, train=False):
+            seen.append(float(xb[0, 0]))
+            return self.model.forward(xb, train=train)
 
         def layers(self):
             return self.model.layers()
@@ -236,7 +232,7 @@ def test_train_then_fitness_picks_the_generation_partition():
     f = TrainThenFitness(RepeatPartitionIterator(batches, 2), logit_cross_entropy, SGD(0.01),
                          AccuracyFitness(batches[:1]))
     for gen in (1, 1, 2):
-        fitness(f, CandidateModel(Recorder(Sequential(Dense(4, 2)))), gen)
+        fitness_of(f, CandidateModel(Recorder(Sequential(Dense(4, 2)))), gen)
     first, second = [float(b[0][0, 0]) for b in batches[:2]], [float(b[0][0, 0]) for b in
                                                                  batches[2:4]]
     # each call: 2 training batches + 1 validation batch
@@ -247,10 +243,10 @@ def test_train_accuracy_fitness_counts_training_hits():
     x, y = _classification(256)
     data = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
     cand = CandidateModel(Sequential(Dense(4, 2)))
-    frozen = fitness(TrainAccuracyFitness(data, logit_cross_entropy, SGD(0.0)), cand)
-    assert frozen == fitness(AccuracyFitness(data), cand)  # nothing learnt: same hits
+    frozen = fitness_of(TrainAccuracyFitness(data, logit_cross_entropy, SGD(0.0)), cand)
+    assert frozen == fitness_of(AccuracyFitness(data), cand)  # nothing learnt: same hits
     learning = TrainAccuracyFitness(data, logit_cross_entropy, Adam(0.05))
-    values = [fitness(learning, cand) for _ in range(6)]  # the initial weights vary
+    values = [fitness_of(learning, cand) for _ in range(6)]  # the initial weights vary
     assert values[-1] > max(frozen, 0.8)
 
 
@@ -263,12 +259,12 @@ def test_guard_nan_raise_and_timeout_give_invalid_fitness_and_log(caplog):
     raising = CandidateModel(Sequential(Dense(7, 2)))  # wrong input size: the layer raises
     slow = CandidateModel(Slow(Sequential(Dense(4, 2)), 0.3))
     with caplog.at_level(logging.WARNING, logger="tinyevo"):
-        assert fitness(f, diverging) == -1.0
-        assert fitness(f, raising) == -1.0
-        assert fitness(f, slow) == -1.0
+        assert fitness_of(f, diverging) == -1.0
+        assert fitness_of(f, raising) == -1.0
+        assert fitness_of(f, slow) == -1.0
     text = caplog.text
     assert "NaN/Inf" in text and "ValueError" in text and "time budget" in text
-    assert 0 <= fitness(f, CandidateModel(Sequential(Dense(4, 2)))) <= 1
+    assert 0 <= fitness_of(f, CandidateModel(Sequential(Dense(4, 2)))) <= 1
 
 
 @pytest.mark.parametrize("xp", ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)],
@@ -281,7 +277,7 @@ def test_accuracy_and_training_on_the_backend(xp):
         layer.to()
     f = GpuFitness(TrainThenFitness(data, logit_cross_entropy, Adam(0.01),
                                     AccuracyFitness(data)))
-    value = fitness(f, CandidateModel(model))
+    value = fitness_of(f, CandidateModel(model))
     assert isinstance(value, float) and 0 <= value <= 1
     assert B.get_array_module(model[0].params["weight"]) is xp
 
@@ -308,13 +304,13 @@ def _child_of(value):
 def test_ewma_fitness_blends_a_child_with_its_parent_as_the_seed_does():
     child = _child_of(0.8)
     assert child.fitness is None and prior_fitness(child) == 0.8  # unevaluated, with a prior
-    assert fitness(EwmaFitness(_six_tenths), child) == pytest.approx(0.7)
-    assert fitness(EwmaFitness(_six_tenths, alpha=0.25), child) == pytest.approx(0.65)
-    assert fitness(EwmaFitness(_six_tenths, alpha=0), child) == 0.6
+    assert fitness_of(EwmaFitness(_six_tenths), child) == pytest.approx(0.7)
+    assert fitness_of(EwmaFitness(_six_tenths, alpha=0.25), child) == pytest.approx(0.65)
+    assert fitness_of(EwmaFitness(_six_tenths, alpha=0), child) == 0.6
     assert prior_fitness(_child_of(0.8).new_candidate(copy_model)) == 0.8  # a child's child
     fresh = CandidateModel(Sequential(Dense(2, 2)))
     assert prior_fitness(fresh) is None and prior_fitness(fresh, -1) == -1
-    assert fitness(EwmaFitness(_six_tenths), fresh) == 0.6
+    assert fitness_of(EwmaFitness(_six_tenths), fresh) == 0.6
 
 
 def test_ewma_fitness_blends_an_elite_with_its_own_last_fitness():
@@ -338,19 +334,19 @@ def test_ewma_fitness_keeps_an_invalid_candidate_invalid():
     parent = FittedCandidate(CandidateOptModel(SGD(1e30), Sequential(Dense(4, 8, "relu"),
                                                                      Dense(8, 2))), 0.8, 1)
     diverging = new_candidate(parent, copy.deepcopy)
-    assert fitness(f, diverging) == -1.0                  # not 0.5 * -1 + 0.5 * 0.8
+    assert fitness_of(f, diverging) == -1.0                  # not 0.5 * -1 + 0.5 * 0.8
     assert f.invalidfitness == -1.0                       # what evaluators give a lost task
     assert not hasattr(EwmaFitness(_six_tenths), "invalidfitness")
     # A failed evaluation is no measurement: a child of an invalid parent is not pulled down.
     f = EwmaFitness(_Constant(0.6, invalidfitness=-1.0))
-    assert fitness(f, _child_of(-1.0)) == 0.6
-    assert fitness(f, _child_of(0.8)) == pytest.approx(0.7)
+    assert fitness_of(f, _child_of(-1.0)) == 0.6
+    assert fitness_of(f, _child_of(0.8)) == pytest.approx(0.7)
 
 
 def test_ewma_fitness_passes_non_numbers_through_and_checks_alpha():
-    assert fitness(EwmaFitness(lambda c: (1, 2)), _child_of(0.8)) == (1, 2)
-    assert fitness(EwmaFitness(_six_tenths), _child_of((1, 2))) == 0.6
-    assert fitness(EwmaFitness(_six_tenths), _child_of(math.nan)) == 0.6
+    assert fitness_of(EwmaFitness(lambda c: (1, 2)), _child_of(0.8)) == (1, 2)
+    assert fitness_of(EwmaFitness(_six_tenths), _child_of((1, 2))) == 0.6
+    assert fitness_of(EwmaFitness(_six_tenths), _child_of(math.nan)) == 0.6
     for bad in (1, 1.5, -0.1, math.nan, True, "0.5", None):
         with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\)"):
             EwmaFitness(_six_tenths, bad)

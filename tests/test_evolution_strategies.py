@@ -301,7 +301,7 @@ def _trained_candidate(seed, nout=3):
                                                               inp, name="h"), name="out"))
     opt = Adam(0.01)
     for _ in range(2):
-        y, back = g(rng.standard_normal((4, 2)).astype(np.float32), train=True)
+        y, back = g.forward(rng.standard_normal((4, 2)).astype(np.float32), train=True)
         back(np.ones_like(y))
         opt.update(g)
     return CandidateOptModel(opt, g)

@@ -126,7 +126,7 @@ def check_runs(g, x):
     g.validate()
     y_eval = g(x)
     stats = [(lay, {k: a.copy() for k, a in lay.state.items()}) for lay in g.layers()]
-    y, back = g(x, train=True)
+    y, back = g.forward(x, train=True)
     assert y.shape == y_eval.shape == (len(x), 3)
     assert back(np.ones_like(y), need_dx=True).shape == x.shape
     for lay, saved in stats:

@@ -143,7 +143,7 @@ def test_growing_any_vertex_keeps_the_function(f64, build, kind):
         assert target.nout == v.nout + 1 + i % 3
         g.validate()
         np.testing.assert_allclose(g(x), y0, atol=1e-5, rtol=0)
-        y, back = g(x, train=True)                        # and still trains
+        y, back = g.forward(x, train=True)                        # and still trains
         back(np.ones_like(y))
 
 
@@ -151,9 +151,9 @@ def test_growing_keeps_the_function_in_training_mode_too(f64):
     g = residual("conv2d")
     randomise(g)
     x = data(g)
-    y0, _ = g.copy()(x, train=True)
+    y0, _ = g.copy().forward(x, train=True)
     assert change_nout(g, {g["c3"]: 2, g["c2"]: 3})
-    np.testing.assert_allclose(g(x, train=True)[0], y0, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(g.forward(x, train=True)[0], y0, atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------------- selection
@@ -292,7 +292,7 @@ def test_tracked_values_drive_selection():
     g = chain("dense", (6,))
     track_values(g)
     x = data(g).astype(np.float32)
-    y, back = g(x, train=True)
+    y, back = g.forward(x, train=True)
     back(np.ones_like(y))
     value = g["l1"].layer.neuron_value
     assert value is not None and value.shape == (6,)

@@ -36,9 +36,9 @@ def train(candidate, steps=3, seed=0):
     y = B.to_device(rng.integers(0, 2, 8))
     model, opt = candidate.graph(), candidate.opt()
     for _ in range(steps):
-        out, backprop = model(x, train=True)
+        out, backprop = model.forward(x, train=True)
         _, dout = logit_cross_entropy(out, y)
-        backprop(dout)
+        backprop(dout, need_dx=False)
         opt.update(model)
 
 

@@ -166,7 +166,7 @@ def test_layers_refuse_complex_input(layer, shape, train):
     with warnings.catch_warnings():
         warnings.simplefilter("error")          # no ComplexWarning: refused before any cast
         with pytest.raises(ValueError, match=r"complex input: expected real numbers.*x\.real"):
-            layer(_complex(shape), train=train)
+            layer.forward(_complex(shape), train=train)
 
 
 def test_a_graph_refuses_complex_input():
@@ -190,7 +190,7 @@ def test_a_graph_refuses_complex_input():
 ])
 def test_layer_backprop_refuses_a_gradient_not_shaped_like_the_output(layer, shape):
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    y, backprop = layer(x, train=True)
+    y, backprop = layer.forward(x, train=True)
     wrong = np.ones((y.shape[0] - 1, *y.shape[1:]), np.float32)
     expected = re.escape(f"wrong gradient shape in backprop: expected dy shaped like the "
                          f"layer's output {tuple(y.shape)}")
@@ -202,7 +202,7 @@ def test_layer_backprop_refuses_a_gradient_not_shaped_like_the_output(layer, sha
 
 
 def test_sequential_backprop_refuses_a_wrong_gradient_shape():
-    y, backprop = _mlp()(np.ones((5, 4), np.float32), train=True)
+    y, backprop = _mlp().forward(np.ones((5, 4), np.float32), train=True)
     with pytest.raises(ValueError, match=r"expected dy shaped like the layer's output \(5, 3\)"):
         backprop(np.ones((5, 16), np.float32))
 
@@ -210,7 +210,7 @@ def test_sequential_backprop_refuses_a_wrong_gradient_shape():
 def test_graph_backprop_refuses_a_wrong_gradient_shape():
     inp = input_vertex("in", 3)
     graph = CompGraph(inp, vertex(Dense(4, 2), vertex(Dense(3, 4, "relu"), inp)))
-    y, backprop = graph(np.ones((5, 3), np.float32), train=True)
+    y, backprop = graph.forward(np.ones((5, 3), np.float32), train=True)
     with pytest.raises(ValueError, match=r"expected the output's shape \(5, 2\), got shape "
                                          r"\(4, 2\)"):
         backprop(np.ones((4, 2), np.float32))

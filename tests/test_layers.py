@@ -182,7 +182,7 @@ def test_batchnorm_float32_matches_float64(xp, offset):
         B.set_floatx(dt)
         layer = BatchNorm(4, "relu")
         layer.params["weight"][:] = xp.asarray([0.5, 1.0, 1.5, 2.0])
-        y, back = layer(xp.asarray(x.astype(dt)), train=True)
+        y, back = layer.forward(xp.asarray(x.astype(dt)), train=True)
         dx = back(xp.asarray(dy.astype(dt)))
         results[dt] = [_np(a) for a in (y, dx, layer.grads["weight"], layer.grads["bias"],
                                         layer.state["running_var"])]
@@ -193,9 +193,9 @@ def test_batchnorm_float32_matches_float64(xp, offset):
 def test_dropout_train_p0_and_backprop_matches_mask(xp):
     B.set_floatx(np.float64)
     x = _data(xp, (4, 5))
-    y, back = Dropout(0.0)(x, train=True)
+    y, back = Dropout(0.0).forward(x, train=True)
     np.testing.assert_array_equal(_np(y), _np(x))
-    y, back = Dropout(0.5)(x, train=True, rng=np.random.default_rng(0))
+    y, back = Dropout(0.5).forward(x, train=True, rng=np.random.default_rng(0))
     dx = _np(back(xp.ones_like(y)))
     kept = _np(y) != 0
     assert 0 < kept.sum() < kept.size
@@ -207,7 +207,7 @@ def test_dropout_train_p0_and_backprop_matches_mask(xp):
 def test_backprop_accumulates_into_grads(xp):
     layer = Conv(2, 3, (3,), padding=1)
     x = xp.asarray(np.random.default_rng(0).standard_normal((2, 2, 5)), dtype=np.float32)
-    y, back = layer(x, train=True)
+    y, back = layer.forward(x, train=True)
     back(xp.ones_like(y))
     once = {k: _np(g).copy() for k, g in layer.grads.items()}
     assert all(np.abs(g).sum() > 0 for g in once.values())
@@ -225,7 +225,7 @@ def test_float32_stays_float32(xp, name):
     rng = np.random.default_rng(0)
     for layer, shape in zip(layers, [(2, 3), (2, 2, 4, 4), (4, 3)]):
         x = xp.asarray(rng.standard_normal(shape), dtype=np.float32)
-        y, back = layer(x, train=True)
+        y, back = layer.forward(x, train=True)
         dx = back(xp.ones_like(y))
         assert y.dtype == np.float32 and dx.dtype == np.float32, (layer, y.dtype, dx.dtype)
         assert all(g.dtype == np.float32 for g in layer.grads.values())
@@ -233,19 +233,19 @@ def test_float32_stays_float32(xp, name):
 
 def test_float64_input_is_cast_to_layer_dtype(xp):
     layer = Dense(3, 2)
-    y, _ = layer(xp.ones((2, 3), dtype=np.float64))
+    y = layer(xp.ones((2, 3), dtype=np.float64))
     assert y.dtype == np.float32
 
 
 def test_activation_settable_after_construction(xp):
     layer = Dense(2, 3)
     x = xp.asarray(np.array([[1.0, -2.0], [-0.5, 0.3]]), dtype=np.float32)
-    z = _np(layer(x)[0])
+    z = _np(layer(x))
     layer.activation = "relu"
     assert layer.activation == "relu"
-    np.testing.assert_allclose(_np(layer(x)[0]), np.maximum(z, 0), rtol=1e-6)
+    np.testing.assert_allclose(_np(layer(x)), np.maximum(z, 0), rtol=1e-6)
     layer.activation = "elu"
-    np.testing.assert_allclose(_np(layer(x)[0]), np.where(z > 0, z, np.expm1(z)), rtol=1e-5,
+    np.testing.assert_allclose(_np(layer(x)), np.where(z > 0, z, np.expm1(z)), rtol=1e-5,
                                atol=1e-7)
     with pytest.raises(ValueError, match="unknown activation"):
         layer.activation = "nope"
@@ -301,7 +301,7 @@ def test_conv_matches_torch(kernel, stride, padding, dilation, layout):
     # Conv unfolds C-contiguous input channels-first, and a layer's output (channels-last
     # memory behind a channels-first view) channels-last: both paths must agree with PyTorch.
     x_in = x if layout == "channels_first" else _channels_last(x)
-    y, back = layer(x_in)
+    y, back = layer.forward(x_in)
     dy = np.random.default_rng(1).standard_normal(y.shape)
     dx = back(dy)
 
@@ -325,7 +325,7 @@ def test_conv_matches_torch(kernel, stride, padding, dilation, layout):
 def test_conv_same_stride2_output_size():
     layer = Conv(1, 1, (3, 3), stride=2, padding="same")
     assert layer.output_shape((7, 8)) == (4, 4)
-    y, _ = layer(np.zeros((1, 1, 7, 8), np.float32))
+    y = layer(np.zeros((1, 1, 7, 8), np.float32))
     assert y.shape == (1, 1, 4, 4)
 
 
@@ -334,7 +334,7 @@ def test_dense_matches_torch():
     B.set_floatx(np.float64)
     layer = _randomise(Dense(5, 3))
     x = np.random.default_rng(0).standard_normal((4, 5))
-    y, back = layer(x)
+    y, back = layer.forward(x)
     dy = np.random.default_rng(1).standard_normal(y.shape)
     dx = back(dy)
     lin = torch.nn.Linear(5, 3).double()
@@ -386,7 +386,7 @@ def test_batchnorm_matches_torch(shape, offset):
     tbn.train()
     for step in range(3):
         x = rng.standard_normal(shape) * (step + 1) + step + offset
-        y, back = layer(x, train=True)
+        y, back = layer.forward(x, train=True)
         dy = rng.standard_normal(y.shape)
         tx = torch.from_numpy(x).requires_grad_(True)
         ty = tbn(tx)
@@ -402,7 +402,7 @@ def test_batchnorm_matches_torch(shape, offset):
     np.testing.assert_allclose(layer.grads["bias"], tbn.bias.grad.numpy(), rtol=1e-8)
     tbn.eval()
     x = rng.standard_normal(shape)
-    np.testing.assert_allclose(layer(x)[0], tbn(torch.from_numpy(x)).detach().numpy(),
+    np.testing.assert_allclose(layer(x), tbn(torch.from_numpy(x)).detach().numpy(),
                                rtol=1e-10, atol=1e-12)
 
 
@@ -430,10 +430,10 @@ def test_pool_matches_torch(mode, window, stride, padding, shape, ties):
     rng = np.random.default_rng(0)
     # With ties (small integers) max-pooling must route the gradient to the first maximum.
     x = rng.integers(-2, 3, shape).astype(np.float64) if ties else rng.standard_normal(shape)
-    y, back = layer(x, train=True)
+    y, back = layer.forward(x, train=True)
     dy = rng.standard_normal(y.shape)
     dx = back(dy)
-    np.testing.assert_array_equal(layer(x)[0], y)
+    np.testing.assert_array_equal(layer(x), y)
     nd = len(window)
     tx = torch.from_numpy(x).requires_grad_(True)
     tstride = stride if stride is not None else window
@@ -452,7 +452,7 @@ def test_pool_matches_torch(mode, window, stride, padding, shape, ties):
 def test_globalpool_matches_torch(mode):
     torch = _torch()
     x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))
-    y, back = GlobalPool(mode)(x)
+    y, back = GlobalPool(mode).forward(x)
     dy = np.random.default_rng(1).standard_normal(y.shape)
     dx = back(dy)
     tx = torch.from_numpy(x).requires_grad_(True)
@@ -466,25 +466,25 @@ def test_globalpool_matches_torch(mode):
 def test_flatten_matches_torch_order():
     torch = _torch()
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
-    y, _ = Flatten()(x)
+    y = Flatten()(x)
     np.testing.assert_array_equal(y, torch.flatten(torch.from_numpy(x), 1).numpy())
     # Also after a channels-first view handed out by a conv layer.
     conv = Conv(3, 2, (1, 1))
-    out, _ = conv(x)
+    out = conv(x)
     ref = torch.flatten(torch.from_numpy(np.ascontiguousarray(out)), 1).numpy()
-    np.testing.assert_array_equal(Flatten()(out)[0], ref)
+    np.testing.assert_array_equal(Flatten()(out), ref)
 
 
 # ----------------------------------------------------------------------------- init
 
 def test_identity_init_dense(xp):
     x = xp.asarray(np.random.default_rng(0).standard_normal((3, 4)), dtype=np.float32)
-    y, _ = Dense(4, 4, init="identity")(x)
+    y = Dense(4, 4, init="identity")(x)
     np.testing.assert_array_equal(_np(y), _np(x))
-    y, _ = Dense(4, 6, init="identity")(x)
+    y = Dense(4, 6, init="identity")(x)
     np.testing.assert_array_equal(_np(y)[:, :4], _np(x))
     np.testing.assert_array_equal(_np(y)[:, 4:], 0)
-    y, _ = Dense(4, 2, init="identity")(x)
+    y = Dense(4, 2, init="identity")(x)
     np.testing.assert_array_equal(_np(y), _np(x)[:, :2])
 
 
@@ -493,7 +493,7 @@ def test_identity_init_conv_same_is_identity_map(xp, kernel):
     shape = (2, 3, 7) if len(kernel) == 1 else (2, 3, 6, 5)
     x = xp.asarray(np.random.default_rng(0).standard_normal(shape), dtype=np.float32)
     layer = Conv(3, 3, kernel, padding="same", init="identity")
-    y, _ = layer(x)
+    y = layer(x)
     np.testing.assert_allclose(_np(y), _np(x), err_msg=f"kernel {kernel}")
 
 
@@ -545,7 +545,7 @@ def test_spec_round_trip_identical_outputs(xp, index):
     layer, shape = _all_layers()[index]
     _randomise(layer, seed=index)
     x = xp.asarray(np.random.default_rng(index).standard_normal(shape), dtype=np.float32)
-    layer(x, train=True)                           # moves running statistics where there are any
+    layer.forward(x, train=True)                   # moves running statistics where there are any
     spec = layer.to_spec()
     text = json.dumps(spec)
     rebuilt = layer_from_spec(json.loads(text), layer.arrays())
@@ -558,8 +558,8 @@ def test_spec_round_trip_identical_outputs(xp, index):
                 if k not in ("params", "_grads", "state") and not hasattr(v, "shape")}
 
     assert settings(rebuilt) == settings(layer)
-    y1, _ = layer(x)
-    y2, _ = rebuilt(x)
+    y1 = layer(x)
+    y2 = rebuilt(x)
     np.testing.assert_array_equal(_np(y1), _np(y2))
     for k, a in layer.arrays().items():
         b = rebuilt.arrays()[k]
@@ -574,7 +574,7 @@ def test_spec_from_npz_arrays(tmp_path):
     with np.load(path) as f:
         rebuilt = layer_from_spec(layer.to_spec(), dict(f))
     x = np.ones((1, 2, 4), np.float32)
-    np.testing.assert_array_equal(layer(x)[0], rebuilt(x)[0])
+    np.testing.assert_array_equal(layer(x), rebuilt(x))
 
 
 def test_sequential_spec_round_trip():
@@ -585,7 +585,7 @@ def test_sequential_spec_round_trip():
     x = np.random.default_rng(0).standard_normal((2, 1, 4, 4)).astype(np.float32)
     spec = json.loads(json.dumps(model.to_spec()))
     rebuilt = Sequential.from_spec(spec, [layer.arrays() for layer in model.layers()])
-    np.testing.assert_array_equal(model(x)[0], rebuilt(x)[0])
+    np.testing.assert_array_equal(model(x), rebuilt(x))
     assert model.parameter_count() == rebuilt.parameter_count() == 18 + 2 + 4 + 9
 
 
@@ -615,12 +615,12 @@ def test_equal_seeds_equal_weights_and_outputs(xp):
         np.testing.assert_array_equal(_np(a.params["weight"]), _np(b.params["weight"]))
         assert not np.array_equal(_np(a.params["weight"]), _np(c.params["weight"]))
     x = xp.asarray(np.ones((2, 4)), dtype=np.float32)
-    np.testing.assert_array_equal(_np(first[0](x)[0]), _np(second[0](x)[0]))
+    np.testing.assert_array_equal(_np(first[0](x)), _np(second[0](x)))
     # Dropout draws from the library generator too.
     tinyevo.seed(3)
-    d1 = _np(Dropout(0.5)(xp.ones((4, 8), dtype=np.float32), train=True)[0])
+    d1 = _np(Dropout(0.5).forward(xp.ones((4, 8), dtype=np.float32), train=True)[0])
     tinyevo.seed(3)
-    d2 = _np(Dropout(0.5)(xp.ones((4, 8), dtype=np.float32), train=True)[0])
+    d2 = _np(Dropout(0.5).forward(xp.ones((4, 8), dtype=np.float32), train=True)[0])
     np.testing.assert_array_equal(d1, d2)
 
 
@@ -680,14 +680,14 @@ def test_grow_dense_dense_preserves_function(xp):
     B.set_floatx(np.float64)
     a, b = _randomise(Dense(4, 5, "relu")), _randomise(Dense(5, 3), seed=2)
     x = _data(xp, (6, 4))
-    before = _np(b(a(x)[0])[0])
+    before = _np(b(a(x)))
     _grow(a, b, 3)
     assert (a.nout, b.nin) == (8, 8)
     assert a.grads["weight"].shape == a.params["weight"].shape == (8, 4)
     assert a.params["bias"].shape == (8,)
     assert float(np.abs(_np(a.params["weight"])[5:]).sum()) > 0, "new neurons need weights"
     np.testing.assert_array_equal(_np(b.params["weight"])[:, 5:], 0)
-    np.testing.assert_allclose(_np(b(a(x)[0])[0]), before, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(_np(b(a(x))), before, rtol=0, atol=1e-12)
 
 
 def test_new_neurons_get_the_seeds_spread():
@@ -713,9 +713,9 @@ def test_grow_conv_bn_conv_preserves_function(xp, nd):
     x = _data(xp, (2, 2, 6) if nd == 1 else (2, 2, 5, 6))
 
     def forward():
-        h = a(x)[0]
-        h = bn(h)[0]
-        return _np(c(h)[0])
+        h = a(x)
+        h = bn(h)
+        return _np(c(h))
 
     before = forward()
     idx = [0, 1, 2, -1, -1]
@@ -727,7 +727,7 @@ def test_grow_conv_bn_conv_preserves_function(xp, nd):
     np.testing.assert_array_equal(_np(bn.params["weight"])[3:], 1)
     np.testing.assert_allclose(forward(), before, rtol=0, atol=1e-12)
     # ...and the grown layers still train: gradients have the new shapes.
-    y, back = c(bn(a(x)[0], train=True)[0], train=True)
+    y, back = c.forward(bn.forward(a(x), train=True)[0], train=True)
     back(xp.ones_like(y))
     assert c.grads["weight"].shape == c.params["weight"].shape
 
@@ -745,7 +745,7 @@ def test_shrink_selects_neurons_in_order(xp):
     np.testing.assert_array_equal(_np(b.params["weight"]), wb[:, keep])
     x = _np(_data(xp, (5, 3)))
     expected = np.tanh(x @ wa[keep].T + ba[keep]) @ wb[:, keep].T + _np(b.params["bias"])
-    np.testing.assert_allclose(_np(b(a(xp.asarray(x))[0])[0]), expected, rtol=1e-12)
+    np.testing.assert_allclose(_np(b(a(xp.asarray(x)))), expected, rtol=1e-12)
 
 
 def test_select_rejects_bad_indices():
@@ -831,10 +831,10 @@ def test_non_finite_input_does_not_crash(xp, index, bad):
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     x.flat[1] = bad
     with np.errstate(all="ignore"):
-        y, back = layer(xp.asarray(x), train=True)
+        y, back = layer.forward(xp.asarray(x), train=True)
         dx = back(xp.ones_like(y))
         assert dx.shape == x.shape
-        y, _ = layer(xp.asarray(x), train=False)
+        y, _ = layer.forward(xp.asarray(x), train=False)
     assert y.shape[0] == shape[0]
     assert np.isfinite(_np(y)).any(), "one bad element must not poison the whole batch output"
 
@@ -846,11 +846,11 @@ def test_backprop_after_eval_forward(xp, index):
     layers that behave the same in both modes."""
     layer, shape = _all_layers()[index]
     x = xp.asarray(np.random.default_rng(0).standard_normal(shape), dtype=np.float32)
-    y, back = layer(x, train=False)
+    y, back = layer.forward(x, train=False)
     dx = back(xp.ones_like(y))
     assert dx.shape == x.shape
     if not isinstance(layer, (BatchNorm, Dropout)):
-        y2, back2 = layer(x, train=True)
+        y2, back2 = layer.forward(x, train=True)
         np.testing.assert_allclose(_np(dx), _np(back2(xp.ones_like(y2))), rtol=1e-6)
 
 
@@ -898,8 +898,8 @@ class _WrongDense(Dense):
         super().__init__(*args, **kwargs)
         self.flaw = flaw
 
-    def __call__(self, x, train=False):
-        y, back = super().__call__(x, train)
+    def forward(self, x, train=False):
+        y, back = super().forward(x, train)
 
         def wrong(dy, need_dx=True):
             dx = back(dy)
@@ -941,10 +941,10 @@ def test_conv_random_geometry_matches_torch():
         kernel = (k,) * nd if nd == 1 else (k, max(1, k - 1))
         layer = _randomise(Conv(cin, cout, kernel, stride=s, padding=p, dilation=d))
         x = np.random.default_rng(n).standard_normal((2, cin) + (n,) * nd)
-        y, back = layer(x)
+        y, back = layer.forward(x)
         dy = np.ones(y.shape)
         dx = back(dy)
-        y_cl, back_cl = layer(_channels_last(x))               # the channels-last unfolding
+        y_cl, back_cl = layer.forward(_channels_last(x))               # the channels-last unfolding
         np.testing.assert_allclose(y_cl, y, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(back_cl(dy), dx, rtol=1e-12, atol=1e-12)
         fn = torch.nn.functional.conv1d if nd == 1 else torch.nn.functional.conv2d
@@ -975,7 +975,7 @@ def test_pool_random_geometry_matches_torch():
         B.set_floatx(np.float64)
         layer = (MaxPool if mode == "max" else MeanPool)((k,) * nd, stride=s, padding=p)
         x = np.random.default_rng(n).integers(-3, 4, (2, 2) + (n,) * nd).astype(np.float64)
-        y, back = layer(x, train=True)
+        y, back = layer.forward(x, train=True)
         dy = np.random.default_rng(0).standard_normal(y.shape)
         dx = back(dy)
         tx = torch.from_numpy(x).requires_grad_(True)
@@ -997,7 +997,7 @@ def test_to_changes_dtype_of_arrays_and_grads():
     layer.to(np.float64)
     assert all(a.dtype == np.float64 for a in layer.arrays().values())
     assert all(g.dtype == np.float64 for g in layer.grads.values())
-    y, _ = layer(np.ones((2, 3), np.float32))
+    y = layer(np.ones((2, 3), np.float32))
     assert y.dtype == np.float64
 
 
@@ -1007,15 +1007,15 @@ def test_sequential_backprop_matches_manual_chain(xp):
               Flatten(), _randomise(Dense(6, 2), seed=4)]
     model = Sequential(*layers)
     x = _data(xp, (2, 2, 4))
-    y, back = model(x, train=True)
-    assert back(xp.ones_like(y)) is None, "the first layer's input gradient is skipped"
+    y, back = model.forward(x, train=True)
+    assert back(xp.ones_like(y), need_dx=False) is None, "need_dx=False skips the input gradient"
     model_grads = {i: {k: _np(g).copy() for k, g in layer.grads.items()}
                    for i, layer in enumerate(layers)}
     for layer in layers:
         layer.zero_grads()
     h, backs = x, []
     for layer in layers:
-        h, b = layer(h, train=True)
+        h, b = layer.forward(h, train=True)
         backs.append(b)
     np.testing.assert_array_equal(_np(h), _np(y))
     dy = xp.ones_like(h)
@@ -1024,17 +1024,35 @@ def test_sequential_backprop_matches_manual_chain(xp):
     for i, layer in enumerate(layers):
         for k, g in layer.grads.items():
             np.testing.assert_allclose(_np(g), model_grads[i][k], rtol=1e-12)
-    y, back = model(x, train=True)
-    np.testing.assert_allclose(_np(back(xp.ones_like(y), need_dx=True)), _np(dy), rtol=1e-12)
+    y, back = model.forward(x, train=True)
+    np.testing.assert_allclose(_np(back(xp.ones_like(y))), _np(dy), rtol=1e-12)
     with pytest.raises(TypeError, match="position 1"):
         Sequential(Dense(2, 2), "relu")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Dense(3, 2, "relu"), lambda: BatchNorm(3, "tanh"), lambda: Dropout(0.5),
+    lambda: Sequential(Dense(3, 4, "relu"), BatchNorm(4), Dense(4, 2)),
+], ids=["dense", "batchnorm", "dropout", "sequential"])
+def test_call_is_inference_and_forward_returns_backprop(make):
+    """One contract for every model: ``model(x)`` is the inference output, ``model.forward``
+    returns ``(y, backprop)``, and ``backprop`` returns the input gradient unless told not to."""
+    model = make()
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    y = model(x)
+    y_eval, back = model.forward(x)
+    np.testing.assert_array_equal(y, y_eval)
+    assert back(np.ones_like(y)).shape == x.shape
+    assert back(np.ones_like(y), need_dx=False) is None
+    with pytest.raises(TypeError):
+        model(x, train=True)        # training goes through forward
 
 
 def test_neuron_value_tracking_follows_surgery(xp):
     layer = Dense(3, 4, "relu")
     layer.track_value(every=1, momentum=0.5)
     x = xp.asarray(np.random.default_rng(0).standard_normal((8, 3)), dtype=np.float32)
-    y, back = layer(x, train=True)
+    y, back = layer.forward(x, train=True)
     back(xp.ones_like(y))
     value = _np(layer.neuron_value).copy()
     assert value.shape == (4,) and (value > 0).any()
@@ -1062,7 +1080,7 @@ def test_threads_do_not_change_results(make, train, monkeypatch):
             B.set_num_threads(threads)
             tinyevo.seed(0)
             layer = make()
-            y, back = layer(x, train=train)
+            y, back = layer.forward(x, train=train)
             if dy is None:
                 dy = from_cl(np.random.default_rng(1).standard_normal(
                     np.moveaxis(y, 1, -1).shape, dtype=np.float32))

@@ -308,7 +308,7 @@ def residual_graph():
 def runs(graph, shape=(2, 3, 8, 8), classes=3):
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     graph.validate()
-    y, back = graph(x, train=True)
+    y, back = graph.forward(x, train=True)
     assert y.shape == (shape[0], classes)
     back(np.ones_like(y))
 

@@ -115,7 +115,7 @@ def check_trains(graph: CompGraph, kind: str, nin: int) -> None:
     graph.validate()
     assert not graph.pending()
     x = np.random.default_rng(0).standard_normal((2, nin, *SPATIAL[kind])).astype(np.float32)
-    y, back = graph(x, train=True)
+    y, back = graph.forward(x, train=True)
     assert y.shape == (2, CLASSES)
     assert np.isfinite(y).all()
     back(np.ones_like(y))

@@ -123,8 +123,8 @@ def test_update_moves_params_and_zeroes_grads(xp, name):
     before = [{k: B.to_numpy(p).copy() for k, p in layer.params.items()}
               for layer in model.layers()]
     x = xp.asarray(np.random.default_rng(0).standard_normal((4, 2, 5)), dtype=np.float32)
-    h, back1 = Sequential(model[0], model[1])(x, train=True)
-    y, back2 = model[2](h.mean(axis=2), train=True)
+    h, back1 = Sequential(model[0], model[1]).forward(x, train=True)
+    y, back2 = model[2].forward(h.mean(axis=2), train=True)
     dh = back2(xp.ones_like(y))
     back1(xp.broadcast_to(dh[:, :, None] / 5, h.shape).copy())
     opt.update(model)
@@ -189,8 +189,8 @@ def test_changed_shape_gets_fresh_state(xp, name):
     x = xp.asarray(np.random.default_rng(0).standard_normal((5, 3)), dtype=np.float32)
 
     def step():
-        y, back = model(x, train=True)
-        back(xp.ones_like(y))
+        y, back = model.forward(x, train=True)
+        back(xp.ones_like(y), need_dx=False)
         opt.update(model)
 
     step()
@@ -295,8 +295,8 @@ def _graph_and_steps(seed=0):
     x = data(g, seed=seed)
 
     def step(model, opt):
-        y, back = model(x, train=True)
-        back(np.cos(y))
+        y, back = model.forward(x, train=True)
+        back(np.cos(y), need_dx=False)
         opt.update(model)
 
     opt = O.Adam(0.01)

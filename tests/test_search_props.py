@@ -64,7 +64,7 @@ def test_random_spaces_give_runnable_graphs(case, identity):
     graph = te.CompGraph(inp, space(inp, np.random.default_rng(seed), weightinit=wi))
     graph.validate()
     x = np.random.default_rng(seed).standard_normal((2, nin, *spatial)).astype(np.float32)
-    y, backprop = graph(x, train=True)
+    y, backprop = graph.forward(x, train=True)
     assert y.shape == (2, 3) and np.all(np.isfinite(y))
     dx = backprop(np.ones_like(y), need_dx=True)
     assert dx.shape == x.shape

@@ -41,7 +41,7 @@ def test_convspace_example():
     assert convlayer.nin == 16 and 4 <= convlayer.nout <= 32
     assert convlayer.activation in ("relu", "elu", "selu")
     assert len(convlayer.kernel_size) == 2 and all(3 <= k <= 9 for k in convlayer.kernel_size)
-    y, _ = convlayer(np.ones((1, 16, 11, 7), np.float32))
+    y = convlayer(np.ones((1, 16, 11, 7), np.float32))
     assert y.shape == (1, convlayer.nout, 11, 7)                  # "same" padding
     kernels = {cs(16).kernel_size for _ in range(30)}
     assert any(k[0] != k[1] for k in kernels)                     # dimensions drawn independently
@@ -105,7 +105,7 @@ def test_complex_example_runs_forward_and_backward(complex_graphs):
     g = min(complex_graphs, key=lambda g: g.nparams())            # the cheapest to run
     assert len(g) >= 10
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
-    y, backprop = g(x, train=True)
+    y, backprop = g.forward(x, train=True)
     assert y.shape == (2, 10) and np.all(np.isfinite(y))
     dx = backprop(np.ones_like(y), need_dx=True)
     assert dx.shape == x.shape

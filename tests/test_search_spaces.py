@@ -15,7 +15,7 @@ def _conv(outsizes=range(2, 7), ks=3, strides=1, acts=("relu", "identity"), ndim
 
 def _run(graph, shape, need_dx=True):
     x = np.random.default_rng(0).standard_normal(shape).astype(B.floatx())
-    y, back = graph(x, train=True)
+    y, back = graph.forward(x, train=True)
     dx = back(np.ones_like(y), need_dx=need_dx)
     return y, dx
 
@@ -60,7 +60,7 @@ def test_pool_space_same_padding_fits_every_size():
     for _ in range(10):
         layer = space(3)
         for n in (1, 2, 3, 7):
-            y, back = layer(np.ones((1, 3, n, n + 1), np.float32), train=True)
+            y, back = layer.forward(np.ones((1, 3, n, n + 1), np.float32), train=True)
             assert y.shape[2:] == tuple(-(-m // s) for m, s in zip((n, n + 1), layer.stride))
             back(np.ones_like(y))
 
@@ -238,7 +238,7 @@ def test_identity_init_keeps_the_function(kind, f64):
 
 def test_partial_identity_selects_a_slice():
     layer = te.DenseSpace(2)(5, weightinit=te.PartialIdentityWeightInit(offset=3))
-    y, _ = layer(np.arange(5.0, dtype=np.float32)[None])
+    y = layer(np.arange(5.0, dtype=np.float32)[None])
     np.testing.assert_array_equal(y, [[3.0, 4.0]])
     assert te.PartialIdentityWeightInit(3).after_absorb() == te.IdentityWeightInit()
 

@@ -1,8 +1,7 @@
 """tinyevo: evolve neural networks with a genetic algorithm while training them."""
 
-__version__ = "0.1.0"  # before the imports: submodules read it
-
 from tinyevo import backend, layers, losses, optimizers
+from tinyevo._version import __version__
 from tinyevo.app.datasets import load_dataset, load_digits  # numpy only at import
 from tinyevo.app.export_onnx import export_onnx  # imports onnx only when called
 from tinyevo.app.fit import fit
@@ -74,7 +73,7 @@ from tinyevo.evolution import (  # also binds tinyevo.evolution; graph/opt/lossf
     evolve,
     evolve_crossover,
     evolve_model,
-    fitness,
+    fitness_of,
     itergeneration,
     neuronselect,
     new_candidate,
@@ -138,7 +137,7 @@ __all__ += ["load_dataset", "load_digits"]
 __all__ += ["save_model", "load_model", "export_onnx"]
 __all__ += [
     "evolution", "AbstractCandidate", "CandidateModel", "CandidateOptModel", "FittedCandidate",
-    "new_candidate", "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness",
+    "new_candidate", "fitness_of", "AbstractFitness", "AccuracyFitness", "LossFitness",
     "TrainThenFitness", "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness",
     "AggFitness", "EwmaFitness", "GpuFitness", "Population", "evolve", "AbstractEvolution",
     "NoOpEvolution", "EliteSelection", "SusSelection", "TournamentSelection", "EvolveCandidates",

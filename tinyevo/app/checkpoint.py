@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tinyevo import __version__
+from tinyevo._version import __version__
 from tinyevo.app._validate import (
     Field,
     Stored,

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from tinyevo import backend as B
+from tinyevo._version import __version__
 from tinyevo.app.io import atomic_open
 from tinyevo.app.model_io import as_model
 from tinyevo.graph import CompGraph
@@ -101,8 +102,6 @@ def export_onnx(model: Any, path: str | os.PathLike | None,
     else:
         _emit_sequential(b, model, input_shape)
         name = "tinyevo_Sequential"
-    from tinyevo import __version__
-
     h = onnx.helper
     graph = h.make_graph(b.nodes, name, b.inputs, b.outputs, initializer=b.inits)
     opsets = [h.make_opsetid("", opset)]

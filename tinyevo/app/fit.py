@@ -42,7 +42,6 @@ from tinyevo.evolution.fitness import (
     TrainThenFitness,
     check_deadline,
     cosine_schedule,
-    predict,
 )
 from tinyevo.evolution.halloffame import HallOfFame, snapshot
 from tinyevo.evolution.population import Population
@@ -659,7 +658,7 @@ class ClassifierFitness(AbstractFitness):
         correct, loss, total = 0, 0.0, 0
         for x, y in self._valid_batches():
             check_deadline(self.deadline, "a candidate was validated")
-            out = predict(model, x)
+            out = model(x)
             correct = correct + (out.argmax(axis=1) == y).sum()
             loss = loss + logit_cross_entropy(out, y)[0] * len(y)
             total += len(y)
@@ -789,9 +788,9 @@ def _train_final(candidate: Any, best: Any, scorer: ClassifierFitness, generatio
         for x, y in batches():
             optimizer.learning_rate = peak * cosine_schedule(
                 min(time.monotonic() - start, train_seconds), train_seconds)
-            out, backprop = model(x, train=True)
+            out, backprop = model.forward(x, train=True)
             loss, dout = logit_cross_entropy(out, y)
-            backprop(dout)
+            backprop(dout, need_dx=False)
             optimizer.update(model)
             if steps[0] % 50 == 0 and not math.isfinite(float(loss)):
                 diverged = True

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyevo._version import __version__
 from tinyevo.app._validate import Field, Stored, check_depth, check_graph, check_sequential
 from tinyevo.app.io import (
     atomic_dir,
@@ -77,8 +78,6 @@ def save_model(model: Any, path: str | os.PathLike) -> Path:
             dtypes.append(np.dtype(layer.dtype).name)
             for name, a in layer.arrays().items():
                 arrays[f"{i}/{name}"] = a
-    from tinyevo import __version__
-
     header = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "tinyevo": __version__,
               "type": type(model).__name__, "spec": spec}
     if dtypes is not None:

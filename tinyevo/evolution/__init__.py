@@ -5,9 +5,8 @@ data iterators (mutation and crossover operators join later).
     >>> population = te.Population([te.CandidateModel(model) for model in models])  # doctest: +SKIP
     >>> population = te.evolve(strategy, fitness, population)  # doctest: +SKIP
 
-Note: the names ``fitness`` (the function) and ``graph``/``opt``/``lossfun``/``prior_fitness``
-(candidate accessors) live here; ``tinyevo.graph`` at the top level is the graph package, so the
-accessors are not exported there.
+Note: the candidate accessors ``graph``/``opt``/``lossfun``/``prior_fitness`` live here;
+``tinyevo.graph`` at the top level is the graph package, so the accessors are not exported there.
 """
 
 from tinyevo.evolution.candidate import (
@@ -35,7 +34,7 @@ from tinyevo.evolution.crossover import (
     learning_rate_swap,
     optimizer_swap,
 )
-from tinyevo.evolution.fitness import (  # binds `fitness` the function over the module name
+from tinyevo.evolution.fitness import (
     AbstractFitness,
     AccuracyFitness,
     AggFitness,
@@ -48,8 +47,7 @@ from tinyevo.evolution.fitness import (  # binds `fitness` the function over the
     TrainAccuracyFitness,
     TrainThenFitness,
     cosine_schedule,
-    fitness,
-    predict,
+    fitness_of,
 )
 from tinyevo.evolution.halloffame import HallOfFame
 from tinyevo.evolution.iterators import (
@@ -113,9 +111,9 @@ __all__ = [
     "new_candidate", "graph", "opt", "lossfun", "prior_fitness", "copy_model", "nparams",
     "is_model", "inherit_optimizer_state",
     # fitness
-    "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
+    "fitness_of", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
     "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",
-    "EwmaFitness", "GpuFitness", "predict", "cosine_schedule",
+    "EwmaFitness", "GpuFitness", "cosine_schedule",
     # population and strategies
     "Population", "evaluate_candidate", "evolve", "AbstractEvolution", "NoOpEvolution",
     "EliteSelection", "SusSelection", "TournamentSelection", "EvolveCandidates",

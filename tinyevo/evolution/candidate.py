@@ -73,8 +73,7 @@ class AbstractCandidate:
         model = self.graph()
         if model is None:
             raise TypeError(f"{type(self).__name__} has no model to run")
-        from tinyevo.evolution.fitness import predict as _run
-        return _run(model, x)
+        return model(x)
 
     def predict(self, x: Any, batch_size: int = 256) -> Any:
         """Class labels (argmax of the output) for the samples of ``x``, in batches.

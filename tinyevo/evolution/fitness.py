@@ -1,12 +1,12 @@
 """Fitness functions: how good a candidate is; higher is better.
 
-``fitness(f, candidate, generation=None)`` computes it. ``f`` is an :class:`AbstractFitness` or
+``fitness_of(f, candidate, generation=None)`` computes it. ``f`` is an :class:`AbstractFitness` or
 any callable of the candidate. Training is just another fitness strategy: TrainThenFitness trains
 the candidate's model, then asks another fitness (typically AccuracyFitness on held-out data).
 
     >>> from tinyevo.evolution import CandidateModel
     >>> acc = AccuracyFitness([(np.ones((1, 3), np.float32), np.array([2]))])
-    >>> fitness(acc, CandidateModel(lambda x: np.array([[3.0, 2.0, 1.0]])))
+    >>> fitness_of(acc, CandidateModel(lambda x: np.array([[3.0, 2.0, 1.0]])))
     0.0
 
 A new fitness is a subclass with ``__call__(self, candidate, generation=None)`` (and, where its
@@ -18,9 +18,8 @@ defaults let it work on any candidate type:
     ...         return getattr(c, "a", 10) - getattr(c, "b", 5)
 
 Metrics accumulate on the device and are read back once per evaluation (no per-batch sync).
-
-Note: ``tinyevo.evolution.fitness`` is this function once the package is imported; import the
-classes with ``from tinyevo.evolution.fitness import ...`` or from ``tinyevo.evolution``.
+A model is measured through the model contract: ``model(x)`` is its inference output (any
+callable of the input will do), ``model.forward(x, train=True)`` its output and backprop.
 """
 
 from __future__ import annotations
@@ -44,9 +43,9 @@ from tinyevo.evolution.iterators import (
 from tinyevo.losses import mse
 
 __all__ = [
-    "fitness", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
+    "fitness_of", "AbstractFitness", "AccuracyFitness", "LossFitness", "TrainThenFitness",
     "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",
-    "EwmaFitness", "GpuFitness", "predict", "cosine_schedule", "start_generation",
+    "EwmaFitness", "GpuFitness", "cosine_schedule", "start_generation",
 ]
 
 log = logging.getLogger("tinyevo.evolution")
@@ -55,11 +54,11 @@ log = logging.getLogger("tinyevo.evolution")
 LOSS_BLOWUP = 1e3
 
 
-def fitness(f: Any, candidate: Any, generation: int | None = None) -> Any:
+def fitness_of(f: Any, candidate: Any, generation: int | None = None) -> Any:
     """The fitness of ``candidate`` by ``f``; ``generation`` is passed on to fitness objects
     (TrainThenFitness uses it to pick the generation's data), plain callables get the candidate.
 
-        >>> fitness(lambda c: 1.0, None)
+        >>> fitness_of(lambda c: 1.0, None)
         1.0
     """
     if isinstance(f, AbstractFitness):
@@ -108,18 +107,6 @@ class AbstractFitness:
         under the same seed, so that every copy hands out the same partition."""
 
 
-def predict(model: Any, x: Any) -> Any:
-    """Inference output of ``model`` on ``x``: handles models returning ``y`` (CompGraph, plain
-    functions) and ``(y, backprop)`` (layers, Sequential)."""
-    out = model(x)
-    if isinstance(out, tuple) and len(out) == 2 and callable(out[1]):
-        return out[0]
-    return out
-
-
-_predict = predict
-
-
 def _model(c: Any, who: str) -> Any:
     model = graph(c)
     if model is None:
@@ -142,7 +129,7 @@ class AccuracyFitness(AbstractFitness):
         model = _model(candidate, "AccuracyFitness")
         correct, total = 0, 0
         for x, y in itergeneration(self.dataset, generation):
-            correct = correct + _ncorrect(predict(model, x), y)
+            correct = correct + _ncorrect(model(x), y)
             total += int(y.shape[0]) if hasattr(y, "shape") else len(y)
         if total == 0:
             raise ValueError("AccuracyFitness: the dataset yielded no samples")
@@ -172,7 +159,7 @@ class LossFitness(AbstractFitness):
         model = _model(candidate, "LossFitness")
         total_loss, total = 0.0, 0
         for x, y in itergeneration(self.dataset, generation):
-            loss, _ = self.lossfun(predict(model, x), y)
+            loss, _ = self.lossfun(model(x), y)
             n = int(x.shape[0])
             total_loss = total_loss + loss * n
             total += n
@@ -265,7 +252,7 @@ class TrainThenFitness(AbstractFitness):
         start_generation(self.fitstrat, generation)
 
     def _measure(self, candidate: Any, generation: int | None, trained: Any) -> Any:
-        return fitness(self.fitstrat, candidate, generation)
+        return fitness_of(self.fitstrat, candidate, generation)
 
     _count_hits = False  # TrainAccuracyFitness counts correct predictions while training
 
@@ -291,9 +278,9 @@ class TrainThenFitness(AbstractFitness):
         for x, y in data:
             if lr_at is not None:
                 optimizer.learning_rate = lr_at(nbatches)
-            out, backprop = model(x, train=True)
+            out, backprop = model.forward(x, train=True)
             loss, dout = lossf(out, y)
-            backprop(dout)
+            backprop(dout, need_dx=False)
             optimizer.update(model)
             if self._count_hits:
                 correct = correct + _ncorrect(out, y)
@@ -361,7 +348,7 @@ class TrainAccuracyFitness(TrainThenFitness):
 class TimeFitness(AbstractFitness):
     """``(seconds, value)``: the wall time to compute fitness ``f`` and its value.
 
-        >>> seconds, value = fitness(TimeFitness(lambda c: 1), None)
+        >>> seconds, value = fitness_of(TimeFitness(lambda c: 1), None)
     """
 
     def __init__(self, f: Any) -> None:
@@ -369,7 +356,7 @@ class TimeFitness(AbstractFitness):
 
     def __call__(self, candidate: Any, generation: int | None = None) -> tuple[float, Any]:
         t0 = time.perf_counter()
-        value = fitness(self.f, candidate, generation)
+        value = fitness_of(self.f, candidate, generation)
         return time.perf_counter() - t0, value
 
     def start_generation(self, generation: int) -> None:
@@ -400,7 +387,7 @@ class MapFitness(AbstractFitness):
         self.fun, self.f = fun, f
 
     def __call__(self, candidate: Any, generation: int | None = None) -> Any:
-        return self.fun(fitness(self.f, candidate, generation))
+        return self.fun(fitness_of(self.f, candidate, generation))
 
     def start_generation(self, generation: int) -> None:
         start_generation(self.f, generation)
@@ -421,7 +408,7 @@ class AggFitness(AbstractFitness):
         self.op, self.fs = op, fs
 
     def __call__(self, candidate: Any, generation: int | None = None) -> Any:
-        values = [fitness(f, candidate, generation) for f in self.fs]
+        values = [fitness_of(f, candidate, generation) for f in self.fs]
         result = values[0]
         for v in values[1:]:
             result = self.op(result, v)
@@ -447,7 +434,7 @@ class EwmaFitness(AbstractFitness):
     blend with.
 
         >>> child = new_candidate(FittedCandidate(CandidateModel(None), 0.8), lambda v: v)
-        >>> fitness(EwmaFitness(lambda c: 0.6), child)  # the parent's 0.8 and the child's 0.6
+        >>> fitness_of(EwmaFitness(lambda c: 0.6), child)  # the parent's 0.8 and the child's 0.6
         0.7
     """
 
@@ -464,7 +451,7 @@ class EwmaFitness(AbstractFitness):
         return self.base.invalidfitness
 
     def __call__(self, candidate: Any, generation: int | None = None) -> Any:
-        current = fitness(self.base, candidate, generation)
+        current = fitness_of(self.base, candidate, generation)
         prior = prior_fitness(candidate)
         if not (_blendable(current) and _blendable(prior)):
             return current
@@ -497,13 +484,13 @@ class GpuFitness(AbstractFitness):
 
     def __call__(self, candidate: Any, generation: int | None = None) -> Any:
         if B.name() == "numpy":
-            return fitness(self.f, candidate, generation)
+            return fitness_of(self.f, candidate, generation)
         layers = list(_layers(graph(candidate)))
         on_host = [not _on_device(layer) for layer in layers]
         for layer in layers:
             layer.to()
         try:
-            return fitness(self.f, candidate, generation)
+            return fitness_of(self.f, candidate, generation)
         finally:
             if self.move_back:
                 for layer, host in zip(layers, on_host):

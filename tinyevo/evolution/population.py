@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from tinyevo.evolution.candidate import FittedCandidate, _set_prior
-from tinyevo.evolution.fitness import fitness as compute_fitness
+from tinyevo.evolution.fitness import fitness_of
 
 __all__ = ["Population", "Evaluator", "MapEvaluator", "evaluate_candidate"]
 
@@ -112,7 +112,7 @@ def evaluate_candidate(fitness: Any, generation: int, candidate: Any) -> FittedC
         inner = candidate.candidate
         if candidate.fitness is not None:
             _set_prior(inner, candidate.fitness)
-    return FittedCandidate(inner, compute_fitness(fitness, inner, generation), generation)
+    return FittedCandidate(inner, fitness_of(fitness, inner, generation), generation)
 
 
 @runtime_checkable

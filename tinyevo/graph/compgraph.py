@@ -1,9 +1,9 @@
 """CompGraph: a computation graph of vertices with the layer contract.
 
-``y = graph(x)`` for inference, ``y, backprop = graph(x, train=True)`` for training (``backprop``
-adds every layer's parameter gradients into its ``grads``), ``graph.vertices`` in topological order,
-``graph.layers()`` for the optimisers, :func:`copy` for children, ``to_spec``/``from_spec`` for
-persistence as JSON + arrays.
+``y = graph(x)`` for inference, ``y, backprop = graph.forward(x, train=True)`` for training
+(``backprop`` adds every layer's parameter gradients into its ``grads``), ``graph.vertices`` in
+topological order, ``graph.layers()`` for the optimisers, :func:`copy` for children,
+``to_spec``/``from_spec`` for persistence as JSON + arrays.
 
     >>> inp = input_vertex("in", 3)
     >>> graph = CompGraph(inp, vertex(Dense(3, 2), vertex(Dense(3, 4, "relu"), inp)))
@@ -103,9 +103,18 @@ class CompGraph:
         raise KeyError(f"no vertex named {name!r}; names: {[v.name for v in self.vertices]}")
 
     # ------------------------------------------------------------------ compute
-    def __call__(self, *xs: Any, train: bool = False):
-        """``graph(x)`` -> y (a tuple for several outputs); ``graph(x, train=True)`` -> (y,
-        backprop) where ``backprop(dy, need_dx=False)`` returns the input gradients if asked."""
+    def __call__(self, *xs: Any) -> Any:
+        """The inference output on ``xs`` (one array per input vertex; a tuple for several
+        outputs); each intermediate output is dropped once its last reader has run."""
+        return self._run(xs, train=False, backward=False)
+
+    def forward(self, *xs: Any, train: bool = False) -> tuple[Any, Callable]:
+        """``(y, backprop)``: ``backprop(dy)`` (one gradient per output) adds every layer's
+        parameter gradients into its ``grads`` and returns the input gradients;
+        ``backprop(dy, need_dx=False)`` follows only the paths to parameters and returns None."""
+        return self._run(xs, train, backward=True)
+
+    def _run(self, xs: tuple, train: bool, backward: bool) -> Any:
         order, pos, in_pos, trainable, last_use = self._plan()
         if self.pending():
             raise RuntimeError("graph has pending size changes (change_nout(..., select=False));"
@@ -123,7 +132,7 @@ class CompGraph:
                 continue
             y, back = v.forward([vals[j] for j in in_pos[i]], train)
             vals[i] = y
-            if train:
+            if backward:
                 backs[i] = back
             else:
                 for j in in_pos[i]:
@@ -131,12 +140,12 @@ class CompGraph:
                         vals[j] = None
         outs = [vals[pos[o]] for o in self.outputs]
         y = outs[0] if len(outs) == 1 else tuple(outs)
-        if not train:
+        if not backward:
             return y
         input_pos = [pos[v] for v in self._inputs]
         shapes = [x.shape for x in xs]
 
-        def backprop(dy: Any, need_dx: bool = False) -> Any:
+        def backprop(dy: Any, need_dx: bool = True) -> Any:
             if len(outs) > 1 and not isinstance(dy, (tuple, list)):
                 raise ValueError(f"backprop: expected a tuple of {len(outs)} output gradients "
                                  f"(one per output), got {type(dy).__name__}")

@@ -190,7 +190,7 @@ class Vertex:
         per input (``None`` where ``need`` says it is not wanted)."""
         op = self.op
         if op == "layer":
-            y, back = self.layer(xs[0], train=train)
+            y, back = self.layer.forward(xs[0], train=train)
             return y, lambda dy, need: [back(dy, need_dx=need[0])]
         if op == "concat":
             return _concat_forward(self, xs)

@@ -1,4 +1,5 @@
-"""Layers with hand-written forward and backward: ``y, backprop = layer(x, train=...)``."""
+"""Layers with hand-written forward and backward: ``y = layer(x)`` for inference,
+``y, backprop = layer.forward(x, train=...)`` for training."""
 
 from tinyevo.layers import activations
 from tinyevo.layers.base import LAYER_TYPES, Layer, layer_from_spec, own, register

@@ -1,8 +1,10 @@
 """The layer contract shared by every layer.
 
-``y, backprop = layer(x, train=...)`` returns the output and a closure; ``dx = backprop(dy)``
-returns the input gradient and adds the parameter gradients into ``layer.grads``. The closure
-may read ``x`` and ``y``: leave them unchanged until it has run. Parameters
+``y = layer(x)`` is the inference output. ``y, backprop = layer.forward(x, train=...)`` returns
+the output and a closure; ``dx = backprop(dy)`` returns the input gradient and adds the parameter
+gradients into ``layer.grads`` (``backprop(dy, need_dx=False)`` skips the input gradient where
+nothing upstream needs it, and returns None). The closure may read ``x`` and ``y``: leave them
+unchanged until it has run. Parameters
 live in ``layer.params`` (trained) and ``layer.state`` (running statistics), both dicts of arrays;
 ``layer.grads`` maps every parameter to its gradient, a zero array made when first used.
 
@@ -450,7 +452,12 @@ class Layer:
         self._after_resize()
         return self
 
-    def __call__(self, x: Any, train: bool = False) -> tuple[Any, Callable]:
+    def __call__(self, x: Any) -> Any:
+        """The inference output on ``x``."""
+        return self.forward(x, train=False)[0]
+
+    def forward(self, x: Any, train: bool = False) -> tuple[Any, Callable]:
+        """``(y, backprop)``: the output on ``x`` and the closure that goes back through it."""
         raise NotImplementedError
 
     def _fail(self, what: str, expected: Any, got: Any, fix: str = "") -> ValueError:

@@ -32,7 +32,7 @@ class Conv(Layer):
     ``kernel_size`` of length 1 or 2 (or an int with ``ndim``) selects 1-D or 2-D; input is
     (N, nin, L) or (N, nin, H, W); ``weight`` is (nout, nin, *kernel) as in PyTorch.
 
-        >>> c = Conv(3, 8, (3, 3), padding="same"); c(np.ones((2, 3, 5, 5), np.float32))[0].shape
+        >>> c = Conv(3, 8, (3, 3), padding="same"); c(np.ones((2, 3, 5, 5), np.float32)).shape
         (2, 8, 5, 5)
     """
 
@@ -76,7 +76,7 @@ class Conv(Layer):
                      for n, k, s, d, p in zip(spatial, self.kernel_size, self.stride,
                                               self.dilation, pads))
 
-    def __call__(self, x: Any, train: bool = False):
+    def forward(self, x: Any, train: bool = False):
         nd = self.ndim
         kind = "(N, C, L)" if nd == 1 else "(N, C, H, W)"
         x = self._check_channels(x, nd + 2, kind)

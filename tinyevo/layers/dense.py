@@ -18,7 +18,7 @@ __all__ = ["Dense"]
 class Dense(Layer):
     """Dense(nin, nout, activation="identity", init="glorot_uniform").
 
-        >>> layer = Dense(3, 2, "relu"); y, back = layer(np.ones((4, 3), np.float32)); y.shape
+        >>> layer = Dense(3, 2, "relu"); layer(np.ones((4, 3), np.float32)).shape
         (4, 2)
     """
 
@@ -45,7 +45,7 @@ class Dense(Layer):
     def nout(self) -> int:
         return int(self.params["weight"].shape[0])
 
-    def __call__(self, x: Any, train: bool = False):
+    def forward(self, x: Any, train: bool = False):
         x = self._check_channels(x, 2, "(N, features)")
         w = self.params["weight"]
         z = x @ w.T

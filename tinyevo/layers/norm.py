@@ -25,7 +25,7 @@ class BatchNorm(Layer):
     Training normalises with the batch statistics and updates ``running_mean``/``running_var``
     (unbiased variance, as PyTorch); evaluation uses the running statistics.
 
-        >>> bn = BatchNorm(4); bn(np.ones((8, 4), np.float32), train=True)[0].shape
+        >>> bn = BatchNorm(4); bn.forward(np.ones((8, 4), np.float32), train=True)[0].shape
         (8, 4)
     """
 
@@ -52,7 +52,7 @@ class BatchNorm(Layer):
     def nin(self) -> int:
         return int(self.params["weight"].shape[0])
 
-    def __call__(self, x: Any, train: bool = False):
+    def forward(self, x: Any, train: bool = False):
         if getattr(x, "ndim", 0) < 2:
             raise self._fail("wrong input rank", "(N, C) or (N, C, *spatial)",
                              f"shape {getattr(x, 'shape', type(x).__name__)}")

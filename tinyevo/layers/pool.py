@@ -61,7 +61,7 @@ class _Pool(Layer):
         pad = self.padding_for(spatial)
         return tuple(conv_output_size(n, k, s, 1, p) for n, k, s, p in zip(spatial, win, st, pad))
 
-    def __call__(self, x: Any, train: bool = False):
+    def forward(self, x: Any, train: bool = False):
         ranks = (self.ndim + 2,) if self.ndim else (3, 4)
         if getattr(x, "ndim", None) not in ranks:
             raise self._fail("wrong input rank",
@@ -88,7 +88,7 @@ class _Pool(Layer):
         code = np.uint8 if len(slices) < 256 else np.int32
         argmax = xp.empty(y.shape, dtype=code) if self.MODE == "max" and train else None
 
-        def forward(a: int, b: int) -> None:
+        def pool(a: int, b: int) -> None:
             src, yb = xpad[a:b], y[a:b]
             yb[...] = src[slices[0]]
             if argmax is not None:
@@ -102,7 +102,7 @@ class _Pool(Layer):
                 yb *= 1.0 / len(slices)
 
         per_image = xpad[:1].nbytes
-        B.parallel_chunks(forward, n, item_bytes=per_image)     # image blocks in threads
+        B.parallel_chunks(pool, n, item_bytes=per_image)     # image blocks in threads
         # Windows that tile the padded input exactly can assign gradients instead of adding.
         tiling = all(s == k and o * s == n + lo + hi
                      for s, k, o, n, (lo, hi) in zip(st, win, out, x.shape[2:], pad))
@@ -168,7 +168,7 @@ def _first_argmax(xpad: Any, slices: list, y: Any, argmax: Any) -> None:
 class MaxPool(_Pool):
     """MaxPool(window=2, stride=window, padding=0): maximum over each window.
 
-        >>> MaxPool(2)(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))[0][0, 0]
+        >>> MaxPool(2)(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))[0, 0]
         array([[ 5.,  7.],
                [13., 15.]], dtype=float32)
     """
@@ -193,7 +193,7 @@ class GlobalPool(Layer):
             raise ValueError(f"GlobalPool mode must be 'mean' or 'max', got {mode!r}")
         self.mode = mode
 
-    def __call__(self, x: Any, train: bool = False):
+    def forward(self, x: Any, train: bool = False):
         if getattr(x, "ndim", 0) < 3:
             raise self._fail("wrong input rank", "(N, C, *spatial)",
                              f"shape {getattr(x, 'shape', type(x).__name__)}")
@@ -233,7 +233,7 @@ class GlobalPool(Layer):
 class Flatten(Layer):
     """Flatten(): (N, *rest) -> (N, prod(rest)) in channels-first order, as PyTorch."""
 
-    def __call__(self, x: Any, train: bool = False):
+    def forward(self, x: Any, train: bool = False):
         if getattr(x, "ndim", 0) < 2:
             raise self._fail("wrong input rank", "(N, ...) with N the batch",
                              f"shape {getattr(x, 'shape', type(x).__name__)}")
@@ -264,7 +264,7 @@ class Dropout(Layer):
             raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
         self.p = float(p)
 
-    def __call__(self, x: Any, train: bool = False, rng: np.random.Generator | None = None):
+    def forward(self, x: Any, train: bool = False, rng: np.random.Generator | None = None):
         if not hasattr(x, "shape"):
             raise TypeError(f"{self!r}: expected an array, got {type(x).__name__}")
         self._check_real(x)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tinyevo.layers.base import Layer, layer_from_spec
@@ -11,8 +11,9 @@ __all__ = ["Sequential"]
 
 
 class Sequential:
-    """Sequential(*layers): ``y, backprop = model(x, train=True)``; ``model.layers()`` for the
-    optimisers. The first layer's input gradient is skipped (nothing upstream needs it).
+    """Sequential(*layers): ``y = model(x)``, ``y, backprop = model.forward(x, train=True)``;
+    ``model.layers()`` for the optimisers. ``backprop(dy, need_dx=False)`` skips the first
+    layer's input gradient (training: nothing upstream needs it).
 
         >>> from tinyevo.layers import Dense
         >>> model = Sequential(Dense(3, 4, "relu"), Dense(4, 2)); len(model)
@@ -26,13 +27,18 @@ class Sequential:
                                 f"position {i}")
         self._layers = list(layers)
 
-    def __call__(self, x: Any, train: bool = False):
+    def __call__(self, x: Any) -> Any:
+        """The inference output on ``x``."""
+        return self.forward(x, train=False)[0]
+
+    def forward(self, x: Any, train: bool = False) -> tuple[Any, Callable]:
+        """``(y, backprop)``: each layer's forward in turn, and their closures in reverse."""
         backs = []
         for layer in self._layers:
-            x, back = layer(x, train=train)
+            x, back = layer.forward(x, train=train)
             backs.append(back)
 
-        def backprop(dy: Any, need_dx: bool = False) -> Any:
+        def backprop(dy: Any, need_dx: bool = True) -> Any:
             for i, back in enumerate(reversed(backs)):
                 dy = back(dy, need_dx=need_dx or i < len(backs) - 1)
             return dy
