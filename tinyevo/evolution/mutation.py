@@ -28,29 +28,33 @@ import numpy as np
 
 from tinyevo import backend as B
 from tinyevo.graph import (
+    PROBES,
     CompGraph,
-    Selection,
+    Snapshot,
     Vertex,
     add_edge,
-    apply_selection,
+    apply_pending,
     change_kernel_size,
     component,
     connected,
+    flush_pending,
     insert_after,
+    insert_merge_before,
+    insertion_keeps_shapes,
+    mean_values,
     neuron_value,
+    removal_keeps_shapes,
     remove_edge,
     remove_vertex,
+    resize,
+    resize_fresh,
     set_activation,
-    solve_selection,
+    toposort,
+    trace,
     value_cache,
 )
-from tinyevo.graph import add as add_vertex
-from tinyevo.graph import concat as concat_vertex
 from tinyevo.graph import vertex as layer_vertex
-from tinyevo.graph.surgery import Snapshot
-from tinyevo.graph.value import mean_value
-from tinyevo.graph.vertex import structure_version, touch
-from tinyevo.layers import Conv, GlobalPool, Layer, MaxPool, MeanPool
+from tinyevo.layers import Conv, Layer
 from tinyevo.optimizers import OPTIMIZERS, Optimizer
 
 try:                                    # the search package's shields and inits, when present
@@ -75,10 +79,6 @@ logger = logging.getLogger("tinyevo.mutation")
 
 Rng = np.random.Generator | None
 ValueFn = Callable[[Vertex], Any]
-
-# Spatial sizes the shape guard traces a graph with (two, so that floor/ceil differences between
-# pooling and strided "same" convolutions show up).
-_PROBES = (64, 45)
 
 
 # ====================================================================== base and utilities
@@ -235,7 +235,7 @@ class HighUtilityMutationProbability(MutationProbability):
         if self._means is not None and v in self._means:
             means, mean = self._means, self._mean
         else:
-            means, mean = _graph_means(v, self.value_fn)
+            means, mean = mean_values(v, self.value_fn)
         value = means[v]
         if value is None or mean is None or mean <= 0:
             return self.p
@@ -247,7 +247,7 @@ class HighUtilityMutationProbability(MutationProbability):
         # computed once, for itself and for the graph's mean.
         vs = [x for x in xs if isinstance(x, Vertex)]
         if vs:
-            self._means, self._mean = _graph_means(vs[0], self.value_fn)
+            self._means, self._mean = mean_values(vs[0], self.value_fn)
         try:
             return super().mutate_all(xs)
         finally:
@@ -432,30 +432,6 @@ def neuronselect(m: Any, graph: Any = None) -> None:
         nsm.select(graph if isinstance(graph, CompGraph) else None)
 
 
-def apply_pending(vertices: Iterable[Vertex], value_fn: ValueFn | None = None,
-                  rng: Rng = None) -> bool:
-    """Cut and pad the parameters for the pending sizes of ``vertices``, one solve per set of
-    tied vertices (the seed's ``Δoutputs``). A set that cannot be solved keeps its old sizes."""
-    ok = True
-    cached = _DEFERRED["sels"] if (_DEFERRED["version"] == structure_version()
-                                   and _DEFERRED["value_fn"] is value_fn) else []
-    _DEFERRED.update(version=None, value_fn=None, sels=[])
-    for group in _groups([v for v in vertices if v.pending]):
-        sel = next((c for c in cached if all(len(c.outputs.get(v, ())) == v.nout
-                                             for v in group)), None)
-        if sel is None:
-            sel = _solve({v: v.nout for v in group}, value_fn)
-        if sel is None:
-            logger.info("neuron selection failed for %s; sizes restored",
-                        [v.name for v in group])
-            apply_selection(Selection({v: np.arange(v.nout_org) for v in group}),
-                            sizes_only=True)
-            ok = False
-        else:
-            apply_selection(sel, rng)
-    return ok
-
-
 # ====================================================================== graph mutations
 
 class _VertexLeaf(AbstractMutation):
@@ -518,41 +494,11 @@ class NoutMutation(_VertexLeaf):
             if d:
                 deltas[v] = d
         if deltas:
-            resize({v: v.nout + d for v, d in deltas.items()}, self.value_fn, gen, deferred=True)
+            resize({v: v.nout + d for v, d in deltas.items()}, self.value_fn, gen, select=False)
         return xs
 
     def __repr__(self) -> str:
         return f"NoutMutation({self.lo}, {self.hi})"
-
-
-# Selections solved for deferred size changes, reused by apply_pending when no graph changed in
-# between (the graph bumps a global structure version on every change): halves the solver time
-# of NoutMutation + neuron selection.
-_DEFERRED: dict[str, Any] = {"version": None, "value_fn": None, "sels": []}
-
-
-def resize(requests: dict[Vertex, int], value_fn: ValueFn | None = None, rng: Rng = None,
-           deferred: bool = True) -> list[Vertex]:
-    """Set the output sizes of ``requests`` ({vertex: nout}), solved per set of tied vertices.
-
-    Exact sizes first, else as close as possible (each requested vertex changed by at least
-    one); graph outputs keep their size. With ``deferred`` only the sizes are recorded (pending).
-    Returns the requested vertices whose set could not be solved (they are left unchanged).
-    """
-    failed: list[Vertex] = []
-    solved = []
-    for group in _groups(list(requests)):
-        sel = _solve({v: requests[v] for v in group}, value_fn)
-        if sel is None:
-            logger.info("resize: no solution for %s; unchanged",
-                        {v.name: requests[v] for v in group})
-            failed.extend(group)
-            continue
-        apply_selection(sel, rng, sizes_only=deferred)
-        solved.append(sel)
-    if deferred:
-        _DEFERRED.update(version=structure_version(), value_fn=value_fn, sels=solved)
-    return failed
 
 
 class RemoveVertexMutation(_VertexLeaf):
@@ -564,8 +510,8 @@ class RemoveVertexMutation(_VertexLeaf):
         self.value_fn, self.rng = value_fn, rng
 
     def mutate_vertex(self, v: Vertex) -> None:
-        _flush_pending(v, self.value_fn, self._gen())
-        if not _keeps_shape(v) and v.inputs and not _shapes_ok(connected(v), {v: v.inputs[0]}):
+        flush_pending(v, self.value_fn, self._gen())
+        if not removal_keeps_shapes(v):
             logger.info("RemoveVertexMutation(%r): kept, feature-map shapes would not match",
                         v.name)
             return
@@ -594,16 +540,15 @@ class AddVertexMutation(_VertexLeaf):
 
     def mutate_vertex(self, v: Vertex) -> None:
         gen = self._gen()
-        _flush_pending(v, None, gen)
+        flush_pending(v, None, gen)
 
         def factory(u: Vertex) -> Vertex:
             new = self._draw(u, gen)
             if isinstance(new, Vertex) and new is not u:
-                if new.nout != u.nout:
-                    _fit_nout(new, u, gen)
-                if u.kind != "dense" and not _chain_keeps_shape(u, new) and not _shapes_ok(
-                        [w for w in connected(u) if w not in _chain(u, new)], {u: new},
-                        readers=set(u.outputs) - _chain(u, new), chain=(u, new)):
+                if new.nout != u.nout and not resize_fresh(new, u.nout, u, gen):
+                    raise ValueError(f"the drawn vertex has nout {new.nout} and cannot be resized "
+                                     f"to {u.nout} without changing {u.name!r}")
+                if not insertion_keeps_shapes(u, new):
                     raise ValueError("feature-map shapes would not match")
             return new
 
@@ -644,7 +589,7 @@ class RemoveEdgeMutation(_VertexLeaf):
         if v.layer is not None or len(v.inputs) < 2:
             return
         gen = self._gen()
-        _flush_pending(v, self.value_fn, gen)
+        flush_pending(v, self.value_fn, gen)
         ins = list(dict.fromkeys(v.inputs))
         for k in gen.permutation(len(ins)):
             if remove_edge(ins[k], v, value_fn=self.value_fn, rng=gen):
@@ -682,15 +627,13 @@ class AddEdgeMutation(_VertexLeaf):
         if not vs:
             return xs
         gen = self._gen()
-        _flush_pending(vs[0], self.value_fn, gen)
-        order, shapes = _trace(connected(vs[0]))
-        pos = {u: i for i, u in enumerate(order)}
+        flush_pending(vs[0], self.value_fn, gen)
+        order, shapes, pos = _traced(vs[0])
         for v in vs:
             if not _alive(v):
                 continue
             if v not in pos:                     # another graph in the same list
-                order, shapes = _trace(connected(v))
-                pos = {u: i for i, u in enumerate(order)}
+                order, shapes, pos = _traced(v)
             self._add_one(v, order[pos[v] + 1:], shapes, gen)
         return xs
 
@@ -719,7 +662,7 @@ class AddEdgeMutation(_VertexLeaf):
             return
         snap = Snapshot(connected(target))
         try:
-            merge = _insert_merge_before(target, op)
+            merge = insert_merge_before(target, op)
         except ValueError as e:
             snap.restore()
             logger.info("AddEdgeMutation(%r -> %r): not added, %s", v.name, target.name, e)
@@ -878,48 +821,6 @@ def _find(m: Any, cls: type) -> list:
     return out
 
 
-def _flush_pending(v: Vertex, value_fn: ValueFn | None, rng: Rng) -> None:
-    """Apply the pending sizes of ``v``'s graph before a structural edit (which would otherwise
-    apply them itself, in one joint solve, without reusing the deferred selections)."""
-    pending = [u for u in connected(v) if u.pending]
-    if pending:
-        apply_pending(pending, value_fn, rng)
-
-
-def _groups(vs: list[Vertex]) -> list[list[Vertex]]:
-    """``vs`` split into sets whose sizes are tied (solved together)."""
-    assigned: set[Vertex] = set()
-    groups = []
-    for v in vs:
-        if v in assigned:
-            continue
-        comp = set(component([v]))
-        group = [u for u in vs if u in comp and u not in assigned]
-        assigned.update(group)
-        groups.append(group)
-    return groups
-
-
-def _solve(requests: dict[Vertex, int], value_fn: ValueFn | None) -> Selection | None:
-    """Exact then relaxed selection for one tied set; graph outputs keep their size."""
-    value_fn = value_fn or neuron_value
-    held = {o: o.nout for o in component(list(requests)) if o.is_output and o not in requests}
-    sel = solve_selection({**requests, **held}, value_fn)
-    if sel is None:
-        sel = solve_selection(requests, value_fn, relaxed=True)
-        if sel is not None and any(len(sel.outputs[o]) != n for o, n in held.items()
-                                   if o in sel.outputs):
-            sel = None
-    return sel
-
-
-def _graph_means(v: Vertex, value_fn: ValueFn) -> tuple[dict, float | None]:
-    """Each vertex's mean neuron value in ``v``'s graph, and the mean of those that have one."""
-    means = {u: mean_value(u, value_fn) for u in connected(v)}
-    known = [m for m in means.values() if m is not None]
-    return means, (float(np.mean(known)) if known else None)
-
-
 def _weightinit(w: Any) -> Any:
     if w is None:
         w = "identity"
@@ -944,153 +845,8 @@ def _accepted_kwargs(fn: Callable) -> set[str]:
     return {p.name for p in params} & {"rng", "weightinit", "outsize"}
 
 
-def _fit_nout(new: Vertex, u: Vertex, rng: np.random.Generator) -> None:
-    """Cut/pad the freshly drawn ``new`` (not yet read by anything) to ``u.nout`` outputs."""
-    sel = solve_selection({new: u.nout}, neuron_value)
-    if sel is None or u in sel.outputs:
-        raise ValueError(f"the drawn vertex has nout {new.nout} and cannot be resized to "
-                         f"{u.nout} without changing {u.name!r}")
-    apply_selection(sel, rng)
-
-
-def _insert_merge_before(target: Vertex, op: str) -> Vertex:
-    """Put a one-input concat/add vertex between ``target`` and its input, for ``target`` only.
-
-    The graph's insert_after rewires every reader of a vertex; this needs just one (the seed's
-    ``insert!`` with an output selection), so it edits the links directly.
-    """
-    u = target.inputs[0]
-    merge = (concat_vertex if op == "concat" else add_vertex)(u)
-    target._inputs = [merge if x is u else x for x in target._inputs]
-    if u not in target._inputs:
-        u._outputs.remove(target)
-    merge._outputs.append(target)
-    touch()
-    return merge
-
-
-def _keeps_shape(v: Vertex) -> bool:
-    """True when ``v``'s layer cannot change the spatial size (so removing it cannot either)."""
-    layer = v.layer
-    if isinstance(layer, (Conv, MaxPool, MeanPool)):
-        nd = 1 if v.kind == "conv1d" else 2
-        try:
-            return all(tuple(layer.output_shape((p,) * nd)) == (p,) * nd for p in _PROBES)
-        except (ValueError, TypeError):
-            return False
-    return not isinstance(layer, GlobalPool)
-
-
-def _trace(vertices: list[Vertex], replace: dict | None = None,
-           readers: set | None = None, chain: tuple | None = None) -> tuple[list, list[dict]]:
-    """Topological order of ``vertices`` (a whole graph) and, per probe size, each vertex's
-    spatial output shape (``None`` where the shapes stop making sense: a merge of different
-    shapes, a window larger than its input).
-
-    ``replace`` {old: new} traces the graph as if ``readers`` (default: every vertex) read
-    ``new`` in place of ``old``; ``chain`` (u, end) gives the shapes of a new chain built on u.
-    """
-    members = set(vertices)
-    order: list[Vertex] = []
-    state: dict[Vertex, int] = {}
-    for root in vertices:
-        if root in state:
-            continue
-        stack = [(root, iter(root._inputs))]
-        state[root] = 1
-        while stack:
-            v, it = stack[-1]
-            for u in it:
-                if u not in state and u in members:
-                    state[u] = 1
-                    stack.append((u, iter(u._inputs)))
-                    break
-            else:
-                stack.pop()
-                state[v] = 2
-                order.append(v)
-    shapes = []
-    links = None
-    if chain is not None:
-        links = [w for w in _chain_order(*chain)]
-    for p in _PROBES:
-        s: dict[Vertex, Any] = {}
-        for v in order:
-            if replace and (readers is None or v in readers):
-                ins = [replace.get(u, u) for u in v._inputs]
-                if links is not None and any(u is chain[1] for u in ins) and chain[1] not in s:
-                    for w in links:
-                        s[w] = _shape_of(w, w._inputs, s, p)
-                s[v] = _shape_of(v, ins, s, p)
-            else:
-                s[v] = _shape_of(v, v._inputs, s, p)
-        shapes.append(s)
-    return order, shapes
-
-
-def _shape_of(v: Vertex, inputs: Sequence[Vertex], s: dict, p: int) -> Any:
-    if v.op == "input":
-        return {"dense": (), "conv1d": (p,), "conv2d": (p, p)}[v.kind]
-    ins = [s.get(u) for u in inputs]
-    if any(x is None for x in ins) or not ins:
-        return None
-    if v.op != "layer":
-        return ins[0] if all(x == ins[0] for x in ins) else None
-    layer = v.layer
-    if isinstance(layer, GlobalPool):
-        return ()
-    if isinstance(layer, (Conv, MaxPool, MeanPool)):
-        try:
-            out = tuple(layer.output_shape(ins[0]))
-        except (ValueError, TypeError):
-            return None
-        return out if all(n >= 1 for n in out) else None
-    return ins[0]
-
-
-def _shapes_ok(vertices: list[Vertex], replace: dict, readers: set | None = None,
-               chain: tuple | None = None) -> bool:
-    """True when tracing the graph with ``replace`` keeps every merge's inputs of equal shape
-    and the outputs' shapes as they are (probes where the graph is already broken are skipped)."""
-    _, now = _trace(vertices)
-    _, then = _trace(vertices, replace, readers, chain)
-    for a, b in zip(now, then):
-        if any(x is None for x in a.values()):
-            continue
-        if any(x is None for x in b.values()):
-            return False
-        if any(a[o] != b.get(o) for o in vertices if o.is_output):
-            return False
-    return True
-
-
-def _chain_order(u: Vertex, end: Vertex) -> list[Vertex]:
-    """The new vertices between ``u`` and ``end`` (exclusive of u), inputs first."""
-    order: list[Vertex] = []
-    seen: set[Vertex] = {u}
-
-    def visit(w: Vertex) -> None:
-        if w in seen:
-            return
-        seen.add(w)
-        for x in w._inputs:
-            visit(x)
-        order.append(w)
-
-    visit(end)
-    return order
-
-
-def _chain(u: Vertex, end: Vertex) -> set[Vertex]:
-    return set(_chain_order(u, end))
-
-
-def _chain_keeps_shape(u: Vertex, end: Vertex) -> bool:
-    nd = 1 if u.kind == "conv1d" else 2
-    for p in _PROBES:
-        s = {u: (p,) * nd}
-        for w in _chain_order(u, end):
-            s[w] = _shape_of(w, w._inputs, s, p)
-        if s[end] != (p,) * nd:
-            return False
-    return True
+def _traced(v: Vertex) -> tuple[list[Vertex], list[dict], dict[Vertex, int]]:
+    """The topological order of ``v``'s graph, its spatial shapes at each probe size, and each
+    vertex's position in the order."""
+    order = toposort(connected(v))
+    return order, [trace(order, p) for p in PROBES], {u: i for i, u in enumerate(order)}
