@@ -124,6 +124,8 @@ def test_insert_merge_before_serves_only_its_target_and_keeps_the_function(f64, 
     g.validate()
     with pytest.raises(ValueError, match="'concat' or 'add'"):
         insert_merge_before(p1, "mul")
+    with pytest.raises(ValueError, match="not a layer vertex"):
+        insert_merge_before(merge, "add")
 
 
 def test_detach_unhooks_fresh_vertices():

@@ -1,5 +1,10 @@
 """The mutable graph: vertices with consistent sizes, weight-keeping edits, neuron selection.
 
+Every structural operation lives here: building (:mod:`.vertex`), running and copying
+(:mod:`.compgraph`), feature-map shapes (:mod:`.shapes`), the edits (:mod:`.edit`), resizing
+(:mod:`.resizing`: the neuron-selection program of :mod:`.sizes`, applied by the parameter
+surgery of :mod:`.surgery`) and neuron values (:mod:`.value`).
+
     >>> import tinyevo as te
     >>> inp = te.input_vertex("in", 3, "dense")
     >>> h = te.vertex(te.layers.Dense(3, 4, "relu"), inp, name="h")

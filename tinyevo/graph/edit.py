@@ -150,6 +150,9 @@ def insert_merge_before(target: Vertex, op: str = "concat") -> Vertex:
         True
     """
     _check_vertex(target, "insert_merge_before")
+    if target.op != "layer":
+        raise ValueError(f"insert_merge_before: {target.name!r} is not a layer vertex (a merge "
+                         "takes more inputs itself: add_edge)")
     if op not in ("concat", "add"):
         raise ValueError(f"insert_merge_before: op must be 'concat' or 'add', got {op!r}")
     u = target._inputs[0]

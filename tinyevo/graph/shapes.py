@@ -84,7 +84,8 @@ def trace(order: Sequence[Vertex], known: int | Mapping[Vertex, Spatial], *,
     ``known`` gives the spatial sizes to start from: {vertex: size}, or a probe ``p`` that every
     graph input gets in each spatial dimension. ``strict`` gives ``None`` where the shapes stop
     making sense (a merge of different shapes, a window larger than its input, anything after
-    them); otherwise each vertex takes its first input's shape, as a forward pass would try to.
+    them); ``strict=False`` checks nothing (a merge takes its first input's shape), as
+    :meth:`CompGraph.shapes` does.
 
     ``replace`` {old: new} traces the graph as if ``readers`` (default: every vertex) read
     ``new`` in place of ``old``; a ``new`` that ``order`` lacks (a fresh piece built on ``old``)
