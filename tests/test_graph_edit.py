@@ -12,12 +12,17 @@ from tinyevo.graph import (
     change_kernel_size,
     change_nout,
     concat,
+    detach,
     input_vertex,
     insert_after,
+    insert_merge_before,
+    mean_values,
     remove_edge,
     remove_vertex,
     set_activation,
+    value_cache,
     vertex,
+    zero_output,
 )
 from tinyevo.layers import BatchNorm, Conv, Dense, GlobalPool, MaxPool
 
@@ -100,6 +105,66 @@ def test_insert_after_rejects_bad_factories_without_change():
         insert_after(g["l1"], "dense")
     assert same_structure(before, structure(g))
     assert g["l1"].outputs == (g["gpool"],)
+
+
+@pytest.mark.parametrize("op", ["concat", "add"])
+def test_insert_merge_before_serves_only_its_target_and_keeps_the_function(f64, op):
+    g = inception("dense")
+    randomise(g)
+    x = data(g)
+    y0 = g(x)
+    stem, p1 = g["stem"], g["p1"]
+    merge = insert_merge_before(p1, op)
+    assert merge.inputs == (stem,) and p1.inputs == (merge,)
+    assert p1 not in stem.outputs and {"p2a", "p3", "res"} <= {o.name for o in stem.outputs}
+    g.validate()
+    np.testing.assert_allclose(g(x), y0, atol=1e-12, rtol=0)
+    assert add_edge(g["p3"] if op == "concat" else stem, merge)
+    assert not add_edge(g["post"], merge)                 # post reads merge: a cycle
+    g.validate()
+    with pytest.raises(ValueError, match="'concat' or 'add'"):
+        insert_merge_before(p1, "mul")
+    with pytest.raises(ValueError, match="not a layer vertex"):
+        insert_merge_before(merge, "add")
+
+
+def test_detach_unhooks_fresh_vertices():
+    g = chain("dense")
+    l1 = g["l1"]
+    before = structure(g)
+    a = vertex(Dense(4, 3), l1)
+    b = vertex(BatchNorm(3), a)
+    detach([a, b])
+    assert l1.outputs == (g["l2"],) and same_structure(before, structure(g))
+
+
+def test_zero_output_zeroes_the_last_parameter_layers_before_a_vertex(f64):
+    inp = input_vertex("in", 3)
+    h = vertex(Dense(3, 4, "relu"), inp, name="h")
+    a = vertex(Dense(4, 4), h, name="a")
+    b = vertex(BatchNorm(4), h, name="b")
+    cat = concat(vertex(BatchNorm(4), a), b, name="cat")
+    out = vertex(Dense(8, 2), cat)
+    g = CompGraph(inp, out)                    # fresh statistics: a BatchNorm maps 0 to 0
+    assert not zero_output(h, h)
+    assert zero_output(cat, h)                 # a's weights, b's scale and shift: cat gives 0
+    np.testing.assert_allclose(g(data(g)), np.broadcast_to(out.layer.params["bias"], (4, 2)))
+    assert not np.all(h.layer.params["weight"] == 0)
+    pool = vertex(MaxPool(2), input_vertex("x", 2, "conv1d"))
+    assert not zero_output(pool, pool.inputs[0])          # nothing with parameters on the way
+
+
+def test_mean_values_and_the_value_cache():
+    g = residual("dense")
+    means, mean = mean_values(g["c1"])
+    assert set(means) == set(g.vertices) and means[g["res"]] is None
+    known = [m for m in means.values() if m is not None]
+    assert mean == pytest.approx(np.mean(known))
+    with value_cache():
+        with value_cache():                                # nested: one cache
+            first = mean_values(g["c1"])
+        assert mean_values(g["c1"]) == first
+    assert mean_values(g["c1"]) == (means, mean)
 
 
 # ---------------------------------------------------------------------- remove

@@ -7,6 +7,7 @@ import pytest
 from graph_cases import chain, inception, residual
 
 from tinyevo.graph import (
+    SWAP_PROBES,
     CompGraph,
     Segment,
     bypass,
@@ -48,7 +49,7 @@ def test_separable_starts_chain_and_blocks():
     assert [v.name for v in separable_starts(inc["post"])][:2] == ["stem", "res"]
 
 
-def test_shape_change_tells_segments_apart():
+def test_segments_at_the_swap_probes_are_told_apart():
     inp = input_vertex("in", 3, "conv2d")
     a = vertex(Conv(3, 4, 3, padding="same"), inp, name="a")
     p = vertex(MaxPool(2), a, name="p")
@@ -56,12 +57,15 @@ def test_shape_change_tells_segments_apart():
     gp = vertex(GlobalPool(), b, name="gp")
     out = vertex(Dense(4, 2), gp, name="out", shielded=True)
     CompGraph(inp, out)
-    assert shape_change(a, a) == shape_change(b, b)
-    assert shape_change(a, p) != shape_change(b, b)
-    assert shape_change(p, p) == shape_change(a, p)
-    assert shape_change(a, p) == ("conv2d", "conv2d", ((32, 32), (33, 35), (50, 48)))
-    assert shape_change(b, gp) == ("conv2d", "dense", ((), (), ()))
-    assert shape_change(inp, a) is None                 # reads nothing
+    def sc(s, e):
+        return shape_change(s, e, SWAP_PROBES)
+
+    assert sc(a, a) == sc(b, b)
+    assert sc(a, p) != sc(b, b)
+    assert sc(p, p) == sc(a, p)
+    assert sc(a, p) == ("conv2d", "conv2d", ((32, 32), (33, 35), (50, 48)))
+    assert sc(b, gp) == ("conv2d", "dense", ((), (), ()))
+    assert sc(inp, a) is None                 # reads nothing
 
 
 def test_cut_then_implant_back_restores_the_function():

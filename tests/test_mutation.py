@@ -164,6 +164,19 @@ def test_readme_neuron_select_mutation(readme_graph):
     assert graph(np.ones((1, 3), np.float32)).shape == (1, 10)
 
 
+def test_neuron_selection_applies_the_sizes_nout_mutation_solved(readme_graph, monkeypatch):
+    import tinyevo.graph.resizing as R
+    calls = []
+    real = R.solve_selection
+    monkeypatch.setattr(R, "solve_selection", lambda *a, **k: calls.append(1) or real(*a, **k))
+    invertex, _, layer2, graph = readme_graph
+    graph = CompGraph(invertex, vertex(Dense(layer2.nout, 10), layer2, shielded=True))
+    mutation = PostMutation(VertexMutation(NeuronSelectMutation(NoutMutation(0.1, 0.5))),
+                            neuronselect)
+    mutation(graph)
+    assert len(calls) == 2 and not graph.pending()     # layer1 and layer2, each solved once
+
+
 def test_readme_mutation_filter(readme_graph):
     invertex, layer1, layer2, _ = readme_graph
     te.change_nout(CompGraph(invertex, layer2), {layer1: 7, layer2: 3})     # 11 and 8

@@ -35,7 +35,8 @@ from tinyevo.evolution.candidate import copy_model, inherit_optimizer_state, new
 from tinyevo.evolution.candidate import graph as graph_of
 from tinyevo.evolution.candidate import opt as opt_of
 from tinyevo.graph import CompGraph, Vertex, value_cache
-from tinyevo.graph.segment import regraph, separable_starts, shape_change, swap_segments
+from tinyevo.graph.segment import SWAP_PROBES, regraph, separable_starts, swap_segments
+from tinyevo.graph.shapes import shape_change
 from tinyevo.optimizers import Optimizer
 
 __all__ = [
@@ -201,10 +202,10 @@ def crossover_swap(g1: CompGraph, v1: Vertex, g2: CompGraph, v2: Vertex, *,
 
     The start of ``v1``'s segment is drawn uniformly among the allowed separable starts; its
     partner is the allowed start of ``v2``'s with the same shape change and the nearest relative
-    position (:func:`~tinyevo.graph.segment.shape_change`). Returns ``(child1, child2, end1,
-    end2)``: child1 is g1 with g2's segment, ``end1`` the end of that segment in child1 (for the
-    seed's vertex form); a side that cannot be made returns the parent graph and vertex
-    unchanged. Neither parent is modified.
+    position (:func:`~tinyevo.graph.shape_change` at ``SWAP_PROBES``). Returns ``(child1,
+    child2, end1, end2)``: child1 is g1 with g2's segment, ``end1`` the end of that segment in
+    child1 (for the seed's vertex form); a side that cannot be made returns the parent graph and
+    vertex unchanged. Neither parent is modified.
 
         >>> child1, child2, _, _ = crossover_swap(g1, g1["h"], g2, g2["h"])  # doctest: +SKIP
     """
@@ -222,8 +223,9 @@ def _swap(g1: CompGraph, v1: Vertex, g2: CompGraph, v2: Vertex, deviation: float
         logger.debug("crossover_swap(%r, %r): no separable segment", v1.name, v2.name)
         return g1, g2, v1, v2
     i = int(rng.integers(len(starts1)))
-    sig = shape_change(starts1[i], v1)
-    j = _nearest(starts1, starts2, i, lambda _, s: shape_change(s, v2) == sig, deviation, rng)
+    sig = shape_change(starts1[i], v1, SWAP_PROBES)
+    j = _nearest(starts1, starts2, i, lambda _, s: shape_change(s, v2, SWAP_PROBES) == sig,
+                 deviation, rng)
     if j is None:
         logger.debug("crossover_swap(%r, %r): no segment with the same shape change", v1.name,
                      v2.name)

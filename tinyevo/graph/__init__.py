@@ -1,5 +1,10 @@
 """The mutable graph: vertices with consistent sizes, weight-keeping edits, neuron selection.
 
+Every structural operation lives here: building (:mod:`.vertex`), running and copying
+(:mod:`.compgraph`), feature-map shapes (:mod:`.shapes`), the edits (:mod:`.edit`), resizing
+(:mod:`.resizing`: the neuron-selection program of :mod:`.sizes`, applied by the parameter
+surgery of :mod:`.surgery`) and neuron values (:mod:`.value`).
+
     >>> import tinyevo as te
     >>> inp = te.input_vertex("in", 3, "dense")
     >>> h = te.vertex(te.layers.Dense(3, 4, "relu"), inp, name="h")
@@ -16,29 +21,42 @@ from tinyevo.graph.edit import (
     change_kernel_size,
     change_nout,
     insert_after,
+    insert_merge_before,
     remove_edge,
     remove_vertex,
     select_neurons,
     set_activation,
 )
+from tinyevo.graph.resizing import align, apply_pending, flush_pending, resize, resize_fresh
 from tinyevo.graph.segment import (
+    SWAP_PROBES,
     Segment,
     bypass,
     implant,
     regraph,
     separable_starts,
-    shape_change,
     swap_segments,
 )
 from tinyevo.graph.selection import Pin, Selection, component, solve_selection
-from tinyevo.graph.surgery import Snapshot, apply_selection, connected
-from tinyevo.graph.value import neuron_value, track_values, value_cache
+from tinyevo.graph.shapes import (
+    PROBES,
+    insertion_keeps_shapes,
+    layer_spatial,
+    removal_keeps_shapes,
+    shape_change,
+    shapes_kept,
+    toposort,
+    trace,
+)
+from tinyevo.graph.surgery import Snapshot, apply_selection, connected, zero_output
+from tinyevo.graph.value import mean_value, mean_values, neuron_value, track_values, value_cache
 from tinyevo.graph.vertex import (
     KINDS,
     TRAITS,
     Vertex,
     add,
     concat,
+    detach,
     input_vertex,
     layer_output_kind,
     mul,
@@ -46,12 +64,16 @@ from tinyevo.graph.vertex import (
 )
 
 __all__ = [
-    "Vertex", "input_vertex", "vertex", "concat", "add", "mul", "KINDS", "TRAITS",
+    "Vertex", "input_vertex", "vertex", "concat", "add", "mul", "detach", "KINDS", "TRAITS",
     "layer_output_kind", "CompGraph", "copy", "copy_layer", "check_sizes",
-    "change_nout", "select_neurons", "insert_after", "remove_vertex", "add_edge",
-    "remove_edge", "change_kernel_size", "set_activation", "neuron_value", "track_values",
-    "value_cache",
-    "solve_selection", "Selection", "Pin", "component", "apply_selection", "connected", "Snapshot",
+    "change_nout", "select_neurons", "insert_after", "insert_merge_before", "remove_vertex",
+    "add_edge", "remove_edge", "change_kernel_size", "set_activation",
+    "resize", "apply_pending", "flush_pending", "align", "resize_fresh",
+    "toposort", "trace", "layer_spatial", "shapes_kept", "shape_change", "removal_keeps_shapes",
+    "insertion_keeps_shapes", "PROBES",
+    "neuron_value", "mean_value", "mean_values", "track_values", "value_cache",
+    "solve_selection", "Selection", "Pin", "component", "apply_selection", "connected",
+    "zero_output", "Snapshot",
 ]
 __all__ += ["Segment", "separable_starts", "implant", "bypass", "swap_segments", "regraph",
-            "shape_change"]
+            "SWAP_PROBES"]

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from tinyevo import backend as B
+from tinyevo.graph.shapes import toposort, trace
 from tinyevo.graph.vertex import RANK, Vertex, layer_output_kind, structure_version, touch
-from tinyevo.layers import Conv, Dense, GlobalPool, Layer, MaxPool, MeanPool, layer_from_spec
+from tinyevo.layers import Conv, Dense, Layer, layer_from_spec
 from tinyevo.layers.base import share
 
 __all__ = ["CompGraph", "copy", "check_sizes", "SPEC_FORMAT"]
@@ -212,7 +213,8 @@ class CompGraph:
         version = structure_version()
         if self._cache is not None and self._cache[0] == version:
             return self._cache[1]
-        order = _toposort(self.outputs, self._inputs)
+        order = toposort(self.outputs)
+        _check_inputs_listed(order, self._inputs)
         pos = {v: i for i, v in enumerate(order)}
         in_pos = [[pos[u] for u in v._inputs] for v in order]
         trainable = [False] * len(order)
@@ -265,26 +267,15 @@ class CompGraph:
         if len(spatial) != len(self._inputs):
             raise ValueError(f"shapes() takes one spatial size per input ({len(self._inputs)}),"
                              f" got {len(spatial)}")
-        out: dict[Vertex, tuple[int, ...]] = {}
+        known: dict[Vertex, tuple[int, ...]] = {}
         for v, s in zip(self._inputs, spatial):
             s = tuple(int(i) for i in s)
             if len(s) != RANK[v.kind] - 2:
                 raise ValueError(f"input {v.name!r} is {v.kind}: expected {RANK[v.kind] - 2} "
                                  f"spatial sizes, got {s}")
-            out[v] = (v.nout, *s)
-        for v in self._plan()[0]:
-            if v in out:
-                continue
-            ins = [out[u] for u in v._inputs]
-            sp = ins[0][1:]
-            if v.op == "layer":
-                layer = v.layer
-                if isinstance(layer, (Conv, MaxPool, MeanPool)):
-                    sp = tuple(layer.output_shape(sp))
-                elif isinstance(layer, GlobalPool):
-                    sp = ()
-            out[v] = (v.nout, *sp)
-        return out
+            known[v] = s
+        traced = trace(self._plan()[0], known, strict=False)     # the inputs first
+        return {v: (v.nout, *sp) for v, sp in traced.items()}
 
     def macs(self, *spatial: Sequence[int]) -> int:
         """Multiply-adds of one sample's forward pass through the weights (convolutions and
@@ -455,6 +446,7 @@ def copy(graph: CompGraph, rename: Callable[[str], str] | str | None = None) -> 
         nv._outputs = []
         nv._size = v._size
         nv._pending = v._pending
+        nv._deferred = None
         nv._is_output = False
         nv._successor = None
         mapping[v] = nv
@@ -542,35 +534,15 @@ def _as_vertices(vs: Any, what: str) -> list[Vertex]:
     return out
 
 
-def _toposort(outputs: Sequence[Vertex], inputs: Sequence[Vertex]) -> list[Vertex]:
-    """Postorder depth-first from the outputs: every vertex after all of its inputs."""
-    order: list[Vertex] = []
-    state: dict[Vertex, int] = {}                      # 1 on the stack, 2 done
+def _check_inputs_listed(order: Sequence[Vertex], inputs: Sequence[Vertex]) -> None:
+    """Raise unless the input vertices in ``order`` are exactly ``inputs``."""
     listed = set(inputs)
-    for root in outputs:
-        if state.get(root) == 2:
-            continue
-        stack = [(root, iter(root._inputs))]
-        state[root] = 1
-        while stack:
-            v, it = stack[-1]
-            for u in it:
-                s = state.get(u)
-                if s == 1:
-                    raise ValueError(f"the graph has a cycle through {u.name!r}")
-                if s is None:
-                    state[u] = 1
-                    stack.append((u, iter(u._inputs)))
-                    break
-            else:
-                stack.pop()
-                state[v] = 2
-                if v.op == "input" and v not in listed:
-                    raise ValueError(f"input vertex {v.name!r} is reached from the outputs but "
-                                     "is not among the graph's inputs; pass it in inputs")
-                order.append(v)
+    for v in order:
+        if v.op == "input" and v not in listed:
+            raise ValueError(f"input vertex {v.name!r} is reached from the outputs but is not "
+                             "among the graph's inputs; pass it in inputs")
+    reached = set(order)
     for v in inputs:
-        if v not in state:
+        if v not in reached:
             raise ValueError(f"graph input {v.name!r} is not connected to any output; remove it "
                              "from inputs or connect it")
-    return order

@@ -19,14 +19,15 @@ from typing import Any
 import numpy as np
 
 from tinyevo.graph.compgraph import CompGraph, check_sizes
+from tinyevo.graph.resizing import align, apply_pending, resize
 from tinyevo.graph.selection import Pin, ValueFn, solve_selection
 from tinyevo.graph.surgery import Snapshot, apply_selection, connected, resize_kernel
 from tinyevo.graph.value import neuron_value
-from tinyevo.graph.vertex import MERGE_OPS, Vertex, touch
+from tinyevo.graph.vertex import MERGE_OPS, Vertex, add, concat, touch
 from tinyevo.layers import Conv
 
-__all__ = ["change_nout", "select_neurons", "insert_after", "remove_vertex", "add_edge",
-           "remove_edge", "change_kernel_size", "set_activation"]
+__all__ = ["change_nout", "select_neurons", "insert_after", "insert_merge_before",
+           "remove_vertex", "add_edge", "remove_edge", "change_kernel_size", "set_activation"]
 
 logger = logging.getLogger("tinyevo.graph")
 
@@ -73,7 +74,7 @@ def change_nout(graph: CompGraph, deltas: dict[Vertex, int], *, select: bool = T
         requests[v] = v.nout + int(d)
     if not requests:
         return True
-    return _resize(requests, value_fn, rng, sizes_only=not select, what="change_nout")
+    return not resize(requests, value_fn, rng, select=select, jointly=True)
 
 
 def select_neurons(graph: CompGraph, value_fn: ValueFn | None = None, rng: Rng = None) -> bool:
@@ -84,7 +85,7 @@ def select_neurons(graph: CompGraph, value_fn: ValueFn | None = None, rng: Rng =
     """
     if not isinstance(graph, CompGraph):
         raise TypeError(f"select_neurons: expected a CompGraph, got {type(graph).__name__}")
-    return _apply_pending(graph.vertices, value_fn, rng)
+    return apply_pending(graph.vertices, value_fn, rng, jointly=True)
 
 
 def insert_after(v: Vertex, factory: Callable[[Vertex], Vertex]) -> bool:
@@ -102,7 +103,7 @@ def insert_after(v: Vertex, factory: Callable[[Vertex], Vertex]) -> bool:
     if not callable(factory):
         raise TypeError(f"insert_after: factory must be callable (vertex -> new vertex), got "
                         f"{type(factory).__name__}")
-    _apply_pending(connected(v), None, None)
+    apply_pending(connected(v), jointly=True)
     existing = connected(v)
     snap = Snapshot(existing)
     old = list(v._outputs)
@@ -139,6 +140,31 @@ def insert_after(v: Vertex, factory: Callable[[Vertex], Vertex]) -> bool:
     return True
 
 
+def insert_merge_before(target: Vertex, op: str = "concat") -> Vertex:
+    """Put a new one-input ``op`` vertex ("concat" or "add") between the layer vertex ``target``
+    and its input, for ``target`` alone (the input's other readers keep reading it), and return
+    it: a merge that :func:`add_edge` can then connect more vertices into (the seed's
+    ``insert!`` with an output selection). The function is unchanged.
+
+        >>> merge = insert_merge_before(out, "concat"); add_edge(h2, merge)
+        True
+    """
+    _check_vertex(target, "insert_merge_before")
+    if target.op != "layer":
+        raise ValueError(f"insert_merge_before: {target.name!r} is not a layer vertex (a merge "
+                         "takes more inputs itself: add_edge)")
+    if op not in ("concat", "add"):
+        raise ValueError(f"insert_merge_before: op must be 'concat' or 'add', got {op!r}")
+    u = target._inputs[0]
+    merge = (concat if op == "concat" else add)(u)
+    target._inputs = [merge if x is u else x for x in target._inputs]
+    if u not in target._inputs:
+        u._outputs.remove(target)
+    merge._outputs.append(target)
+    touch()
+    return merge
+
+
 def remove_vertex(v: Vertex, *, value_fn: ValueFn | None = None, rng: Rng = None) -> bool:
     """Remove the one-input vertex ``v``; its input takes its place.
 
@@ -162,10 +188,10 @@ def remove_vertex(v: Vertex, *, value_fn: ValueFn | None = None, rng: Rng = None
     if why:
         logger.info("remove_vertex(%r): not removed, %s", v.name, why)
         return False
-    _apply_pending(connected(v), None, None)
+    apply_pending(connected(v), jointly=True)
     snap = Snapshot(connected(v))
     u = v._inputs[0]
-    if u.nout != v.nout and not _align(u, v, value_fn, rng):
+    if u.nout != v.nout and not align(u, v, value_fn, rng):
         snap.restore()
         logger.info("remove_vertex(%r): sizes %d and %d cannot be aligned", v.name, u.nout,
                     v.nout)
@@ -206,9 +232,9 @@ def add_edge(src: Vertex, dst: Vertex, *, value_fn: ValueFn | None = None,
         logger.info("add_edge(%r, %r): %s", src.name, dst.name, why)
         return False
     around = connected(src)
-    _apply_pending(around, None, None)
+    apply_pending(around, jointly=True)
     if dst not in around:                           # two graphs
-        _apply_pending(connected(dst), None, None)
+        apply_pending(connected(dst), jointly=True)
         around = list({**dict.fromkeys(around), **dict.fromkeys(connected(dst))})
     snap = Snapshot(around)
     if dst.op == "concat":
@@ -223,7 +249,7 @@ def add_edge(src: Vertex, dst: Vertex, *, value_fn: ValueFn | None = None,
                         dst.name)
             return False
         apply_selection(sel, rng)
-    elif src.nout != dst.nout and not _align(src, dst, value_fn, rng):
+    elif src.nout != dst.nout and not align(src, dst, value_fn, rng):
         snap.restore()
         logger.info("add_edge(%r, %r): sizes cannot be aligned", src.name, dst.name)
         return False
@@ -256,7 +282,7 @@ def remove_edge(src: Vertex, dst: Vertex, *, value_fn: ValueFn | None = None,
     if why:
         logger.info("remove_edge(%r, %r): %s", src.name, dst.name, why)
         return False
-    _apply_pending(connected(dst), None, None)
+    apply_pending(connected(dst), jointly=True)
     snap = Snapshot(connected(dst))
     k = len(dst._inputs) - 1 - dst._inputs[::-1].index(src)
     if dst.op == "concat":
@@ -313,47 +339,6 @@ def set_activation(v: Vertex, activation: str) -> bool:
 
 
 # ---------------------------------------------------------------------- helpers
-
-def _resize(requests: dict[Vertex, int], value_fn: ValueFn | None, rng: Rng,
-            sizes_only: bool, what: str) -> bool:
-    value_fn = value_fn or neuron_value
-    sel = solve_selection(requests, value_fn)
-    if sel is None:
-        logger.info("%s: no exact solution for %s; relaxing", what,
-                    {v.name: n for v, n in requests.items()})
-        sel = solve_selection(requests, value_fn, relaxed=True)
-    if sel is None:
-        logger.info("%s: no solution; nothing changed", what)
-        return False
-    apply_selection(sel, rng, sizes_only=sizes_only)
-    return True
-
-
-def _apply_pending(vertices: Sequence[Vertex], value_fn: ValueFn | None, rng: Rng) -> bool:
-    pending = {v: v._pending for v in vertices if v._pending is not None}
-    if not pending:
-        return True
-    if _resize(pending, value_fn, rng, sizes_only=False, what="select_neurons"):
-        return True
-    for v in pending:
-        v._pending = None
-    touch()
-    return False
-
-
-def _align(a: Vertex, b: Vertex, value_fn: ValueFn | None, rng: Rng) -> bool:
-    """Make ``a.nout == b.nout``: grow the smaller exactly, else shrink the bigger, else both."""
-    value_fn = value_fn or neuron_value
-    small, big = (a, b) if a.nout < b.nout else (b, a)
-    for req in ({small: big.nout, big: big.nout}, {big: small.nout, small: small.nout}, {}):
-        if any(v.is_input and n != v.nout for v, n in req.items()):
-            continue
-        sel = solve_selection(req, value_fn, equal=[(a, b)])
-        if sel is not None:
-            apply_selection(sel, rng)
-            return True
-    return False
-
 
 def _commit(snap: Snapshot, anchor: Vertex, what: str) -> bool:
     """Keep the edit if every size around ``anchor`` agrees, else roll back."""

@@ -37,16 +37,17 @@ from tinyevo.graph.selection import solve_selection
 from tinyevo.graph.surgery import Snapshot, apply_selection, connected
 from tinyevo.graph.value import neuron_value
 from tinyevo.graph.vertex import Vertex, concat, touch, vertex
-from tinyevo.layers import Conv, Dense, GlobalPool, MaxPool, MeanPool
+from tinyevo.layers import Conv, Dense
 
 __all__ = ["Segment", "separable_starts", "implant", "bypass", "swap_segments", "regraph",
-           "shape_change"]
+           "SWAP_PROBES"]
 
 logger = logging.getLogger("tinyevo.graph.segment")
 
-# Spatial sizes at which two segments must change the feature-map shape the same way. Odd and
-# even sizes both, so that strided layers with different paddings are told apart.
-_PROBES = {"dense": ((),), "conv1d": ((64,), (67,), (101,)),
+# Spatial sizes at which two segments must change the feature-map shape the same way to take
+# each other's place (tinyevo.graph.shape_change). Odd and even sizes both, so that strided
+# layers with different paddings are told apart.
+SWAP_PROBES = {"dense": ((),), "conv1d": ((64,), (67,), (101,)),
            "conv2d": ((64, 64), (67, 71), (101, 96))}
 
 
@@ -270,48 +271,7 @@ def regraph(v: Vertex, like: CompGraph | None = None) -> CompGraph:
     return CompGraph(ins, outs)
 
 
-def shape_change(start: Vertex, end: Vertex) -> tuple | None:
-    """How the segment ``start..end`` maps its data: ``(kind in, kind out, spatial shapes out)``
-    at probe sizes (odd and even, so strided layers with different paddings differ). Two
-    segments with equal shape changes can take each other's place; None for a segment that is
-    not a chain along first inputs or reads nothing.
-
-        >>> shape_change(graph["conv"], graph["pool"])  # doctest: +SKIP
-        ('conv2d', 'conv2d', ((32, 32), (33, 35), (50, 48)))
-    """
-    path = [end]
-    v = end
-    while v is not start:
-        if not v._inputs:
-            return None
-        v = v._inputs[0]
-        path.append(v)
-    kind = start._inputs[0].kind if start._inputs else None
-    if kind is None:
-        return None
-    return kind, end.kind, _spatial_shapes(path[::-1], kind)
-
-
 # ====================================================================== helpers
-
-def _spatial_shapes(path: list[Vertex], kind: str) -> tuple:
-    """The spatial shape after each probe size of ``kind`` goes through ``path``, in order.
-
-    The seam to the graph's shape inference: this small tracer knows only the layers that
-    change a spatial shape (convolutions and pools).
-    """
-    out = []
-    for probe in _PROBES[kind]:
-        sp = probe
-        for u in path:
-            layer = u.layer
-            if isinstance(layer, (Conv, MaxPool, MeanPool)):
-                sp = tuple(int(n) for n in layer.output_shape(sp))
-            elif isinstance(layer, GlobalPool):
-                sp = ()
-        out.append(sp)
-    return tuple(out)
-
 
 def _align(host: CompGraph, adapters: list[tuple[Vertex, Vertex]], out: Vertex,
            values: dict[Vertex, Any], rng: np.random.Generator) -> bool:

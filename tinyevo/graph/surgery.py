@@ -1,5 +1,6 @@
 """Parameter surgery: apply a neuron selection to every array that produces or reads the neurons,
-change a convolution's kernel size, and snapshot/restore a graph so failed edits change nothing.
+change a convolution's kernel size, zero a vertex's output, and snapshot/restore a graph so
+failed edits change nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from tinyevo.graph.selection import Selection
 from tinyevo.graph.vertex import Vertex, touch
 from tinyevo.layers import Conv
 
-__all__ = ["apply_selection", "Snapshot", "connected", "resize_kernel"]
+__all__ = ["apply_selection", "Snapshot", "connected", "resize_kernel", "zero_output"]
 
 
 def apply_selection(sel: Selection, rng: np.random.Generator | None = None,
@@ -29,10 +30,12 @@ def apply_selection(sel: Selection, rng: np.random.Generator | None = None,
         for v, idx in outputs.items():
             if v.owns_size and v.op != "input":
                 v._pending = None if len(idx) == v.nout_org else len(idx)
+                if v._pending is None:
+                    v._deferred = None
         touch()
         return
     for v, idx in outputs.items():
-        v._pending = None
+        v._pending = v._deferred = None
         if v.op == "layer" and v.layer.nout is not None and not _identity(idx, v.layer.nout):
             v.layer.select_out(idx, rng=rng)
     for w in sel.consumers:
@@ -75,13 +78,14 @@ class Snapshot:
                     if k in d:
                         d[k] = dict(d[k])
                 ls = d
-            self.items.append((v, list(v._inputs), list(v._outputs), v._pending, v._is_output,
-                               v._successor, ls))
+            self.items.append((v, list(v._inputs), list(v._outputs), v._pending, v._deferred,
+                               v._is_output, v._successor, ls))
 
     def restore(self) -> None:
-        for v, ins, outs, pending, is_out, succ, ls in self.items:
+        for v, ins, outs, pending, deferred, is_out, succ, ls in self.items:
             v._inputs, v._outputs = ins, outs
-            v._pending, v._is_output, v._successor = pending, is_out, succ
+            v._pending, v._deferred = pending, deferred
+            v._is_output, v._successor = is_out, succ
             if ls is not None:
                 v.layer.__dict__.clear()
                 v.layer.__dict__.update(ls)
@@ -145,4 +149,47 @@ def resize_kernel(layer: Conv, kernel_size: Sequence[int],
             layer._grads["weight"] = saved_grad
         return False
     layer._after_resize()
+    return True
+
+
+def zero_output(v: Vertex, stop: Vertex) -> bool:
+    """Make ``v`` output zeros by zeroing the last layers with parameters before it, searching
+    back no further than ``stop`` (e.g. so that ``stop + v`` starts as ``stop``: a residual
+    block that is the identity). A Dense or Conv gets zero weights and bias, a BatchNorm zero
+    scale and shift; a product needs one zero factor, anything else all its inputs zero.
+    Returns False, changing nothing, where that is impossible (a path reaches ``stop`` through
+    parameter-free vertices).
+    """
+    return _zero(v, stop, apply=True)
+
+
+def _zero(v: Vertex, stop: Vertex, apply: bool) -> bool:
+    """:func:`zero_output`, or with ``apply=False`` only whether it is possible."""
+    if v is stop or v.is_input:
+        return False
+    if v.op == "layer":
+        layer = v.layer
+        if layer.SIZE_TRAIT == "absorb":
+            if apply:
+                for a in layer.params.values():
+                    a[...] = 0.0
+            return True
+        if _zero(v._inputs[0], stop, apply=False):
+            return _zero(v._inputs[0], stop, apply)
+        if "weight" in layer.params and "bias" in layer.params:   # BatchNorm: gamma = beta = 0
+            if apply:
+                layer.params["weight"][...] = 0.0
+                layer.params["bias"][...] = 0.0
+            return True
+        return False
+    if v.op == "mul":
+        for u in v._inputs:
+            if _zero(u, stop, apply=False):
+                return _zero(u, stop, apply)
+        return False
+    if not all(_zero(u, stop, apply=False) for u in v._inputs):
+        return False
+    if apply:
+        for u in v._inputs:
+            _zero(u, stop, apply=True)
     return True

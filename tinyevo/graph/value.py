@@ -13,6 +13,7 @@ value of their own; tied vertices share neurons, so their values add up in the s
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -20,20 +21,24 @@ from typing import Any
 import numpy as np
 
 from tinyevo import backend as B
+from tinyevo.graph.surgery import connected
 from tinyevo.graph.vertex import Vertex
 from tinyevo.layers.base import is_shared
 
-__all__ = ["mean_value", "neuron_value", "track_values", "value_cache"]
+__all__ = ["mean_value", "mean_values", "neuron_value", "track_values", "value_cache"]
 
-# Weight-norm values computed while a value_cache() is open: {id(layer): (refs, value)}, valid
-# while each ref still points at the layer's current parameter array (resizing replaces arrays).
-_CACHE: dict[int, tuple[tuple, Any]] = {}
-_DEPTH = [0]
+# The open value_cache(): {layer: (refs, value)}, weight-norm values valid while each ref still
+# points at the layer's current parameter array (resizing replaces arrays). Keyed on the layers
+# themselves, held only while the block runs.
+_OPEN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tinyevo_value_cache",
+                                                                   default=None)
 # Weight-norm values of read-only parameter arrays (shared by copies, see CompGraph.copy), kept
 # as long as the arrays live: nothing writes into a read-only array (whoever trains takes its
-# own copy first), so a parent and all its copies compute the value once.
-# {(layer type, ids of the arrays): (refs, value)}
-_SHARED: dict[tuple, tuple[tuple, Any]] = {}
+# own copy first), so a parent and all its copies compute the value once. Arrays cannot be dict
+# keys, so their ids are: an entry goes the moment one of its arrays does (a weak reference's
+# callback), so an id in a key always names a live array, and a hit is checked by identity.
+# {(layer type, ids of the arrays): (refs, value, mean)}
+_SHARED: dict[tuple, tuple[tuple, Any, float | None]] = {}
 
 
 def neuron_value(v: Vertex) -> np.ndarray | None:
@@ -47,14 +52,15 @@ def _layer_value(layer: Any, shared: tuple | None) -> np.ndarray | None:
     """:func:`neuron_value` of a valued layer; ``shared`` is :func:`_shared_params` of it."""
     if shared is not None:
         return _shared_value(layer, shared)
-    if layer.neuron_value is None and _DEPTH[0]:
+    cache = _OPEN.get()
+    if layer.neuron_value is None and cache is not None:
         arrays = tuple(layer.params.values())
-        hit = _CACHE.get(id(layer))
+        hit = cache.get(layer)
         if hit is not None and _alive(hit[0], arrays):
             return None if hit[1] is None else hit[1].copy()
         value = _weight_value(layer)
         try:
-            _CACHE[id(layer)] = (tuple(weakref.ref(a) for a in arrays), value)
+            cache[layer] = (tuple(weakref.ref(a) for a in arrays), value)
         except TypeError:                   # an array type without weak references
             return value
         return None if value is None else value.copy()
@@ -80,8 +86,10 @@ def _shared_entry(layer: Any, arrays: tuple) -> tuple:
     key = (type(layer), *map(id, arrays))
     hit = _SHARED.get(key)
     if hit is None or not _alive(hit[0], arrays):
-        def drop(_ref: Any, key: tuple = key) -> None:
-            _SHARED.pop(key, None)
+        def drop(ref: Any, key: tuple = key) -> None:
+            entry = _SHARED.get(key)
+            if entry is not None and any(r is ref for r in entry[0]):    # not a newer one
+                del _SHARED[key]
         value = _weight_value(layer)
         hit = _SHARED[key] = (tuple(weakref.ref(a, drop) for a in arrays), value, _mean(value))
     return hit
@@ -100,6 +108,15 @@ def mean_value(v: Vertex, value_fn: Any = None) -> float | None:
     if shared is not None:
         return _shared_entry(layer, shared)[2]
     return _mean(_layer_value(layer, None))
+
+
+def mean_values(v: Vertex, value_fn: Any = None) -> tuple[dict[Vertex, float | None],
+                                                          float | None]:
+    """Each vertex's :func:`mean_value` in ``v``'s graph, and the mean of those that have one
+    (what utility-weighted mutation probabilities compare a vertex's value with)."""
+    means = {u: mean_value(u, value_fn) for u in connected(v)}
+    known = [m for m in means.values() if m is not None]
+    return means, (float(np.mean(known)) if known else None)
 
 
 def _valued_layer(v: Vertex) -> Any:
@@ -133,13 +150,14 @@ def value_cache() -> Iterator[None]:
         >>> with value_cache():
         ...     mutation(graph)
     """
-    _DEPTH[0] += 1
+    if _OPEN.get() is not None:              # nested: the outer block's cache serves
+        yield
+        return
+    token = _OPEN.set({})
     try:
         yield
     finally:
-        _DEPTH[0] -= 1
-        if not _DEPTH[0]:
-            _CACHE.clear()
+        _OPEN.reset(token)
 
 
 def track_values(graph: Any, every: int = 1, momentum: float = 0.05) -> None:

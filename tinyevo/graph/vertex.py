@@ -15,7 +15,7 @@ parameters have now (the seed's ``nout_org``).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tinyevo import backend as B
@@ -32,7 +32,8 @@ from tinyevo.layers import (
 )
 from tinyevo.layers._layout import from_cl, to_cl
 
-__all__ = ["Vertex", "input_vertex", "vertex", "concat", "add", "mul", "KINDS", "TRAITS"]
+__all__ = ["Vertex", "input_vertex", "vertex", "concat", "add", "mul", "detach", "KINDS",
+           "TRAITS"]
 
 KINDS = ("dense", "conv1d", "conv2d")
 """Kinds of data a vertex outputs: (N, F), (N, C, L) or (N, C, H, W)."""
@@ -82,7 +83,7 @@ class Vertex:
     """
 
     __slots__ = ("name", "op", "layer", "kind", "shielded", "_inputs", "_outputs", "_size",
-                 "_pending", "_is_output", "_successor", "__weakref__")
+                 "_pending", "_deferred", "_is_output", "_successor", "__weakref__")
 
     def __init__(self, name: str, op: str, layer: Layer | None, inputs: list[Vertex],
                  kind: str, shielded: bool = False, size: int | None = None) -> None:
@@ -95,6 +96,7 @@ class Vertex:
         self._outputs: list[Vertex] = []
         self._size = size
         self._pending: int | None = None
+        self._deferred: Any = None           # the selection a deferred resize solved for it
         self._is_output = False
         self._successor: Vertex | None = None
         for u in self._inputs:
@@ -266,6 +268,21 @@ def add(*vs: Vertex, name: str | None = None, shielded: bool = False) -> Vertex:
 def mul(*vs: Vertex, name: str | None = None, shielded: bool = False) -> Vertex:
     """Elementwise product of vertices with equal sizes (gating)."""
     return _merge("mul", vs, name, shielded)
+
+
+def detach(vertices: Sequence[Vertex]) -> None:
+    """Unhook fresh ``vertices`` (read by nothing else, e.g. what a failed or discarded build
+    made) from the vertices they read, so that the graph is as it was before they were made.
+
+        >>> fresh = vertex(Dense(3, 4), inp); detach([fresh]); fresh in inp.outputs
+        False
+    """
+    for v in reversed(vertices):
+        for u in v._inputs:
+            if v in u._outputs:
+                u._outputs.remove(v)
+    if vertices:
+        touch()
 
 
 def layer_output_kind(layer: Layer, in_kind: str, who: str = "vertex") -> str:

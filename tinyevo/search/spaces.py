@@ -24,13 +24,13 @@ data, say) raises :class:`SpaceError` and leaves the input vertex as it was.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from tinyevo import backend as B
-from tinyevo.graph.vertex import Vertex, add, concat, touch, vertex
+from tinyevo.graph import Vertex, add, concat, detach, vertex, zero_output
 from tinyevo.layers import BatchNorm, Conv, Dense, GlobalPool, Layer, MaxPool, MeanPool
 from tinyevo.layers import activations as _activations
 from tinyevo.search.parspace import AbstractParSpace, ParSpace, as_parspace
@@ -263,7 +263,7 @@ class AbstractArchSpace:
         try:
             out, _ = self._build(inp, ctx, outsize, weightinit or DefaultWeightInit(), name)
         except BaseException:
-            _detach(ctx.made)
+            detach(ctx.made)
             raise
         finally:
             _BUILDS.pop()
@@ -414,7 +414,7 @@ class ForkArchSpace(AbstractArchSpace):
                                            _join(name, f"path{i}") if n > 1 else name)
             if outs and (out.kind != outs[0].kind
                          or _stride(out, inp) != _stride(outs[0], inp)):
-                _detach(ctx.made[mark:])       # cannot be concatenated with the first path
+                detach(ctx.made[mark:])        # cannot be concatenated with the first path
                 del ctx.made[mark:]
                 continue
             outs.append(out)
@@ -450,7 +450,7 @@ class ResidualArchSpace(AbstractArchSpace):
         if (branch.kind != inp.kind or branch.nout != inp.nout
                 or any(s != 1 for s in _stride(branch, inp))):
             return branch, wi
-        if wi.identity and not _zero_output(branch, inp):
+        if wi.identity and not zero_output(branch, inp):
             return branch, wi                # x + branch(x) would be 2x: keep the plain branch
         return ctx.merge(add, [inp, branch], _join(name, "add")), wi
 
@@ -577,20 +577,6 @@ class _Build:
 _BUILDS: list[_Build] = []
 
 
-def _detach(made: Sequence[Vertex]) -> None:
-    """Unhook vertices made by a failed or discarded draw from the vertices they read.
-
-    The graph module has no public "forget a fresh vertex" call, and remove_vertex() would
-    re-solve sizes; fresh vertices have no readers outside ``made``, so unlinking is enough.
-    """
-    for v in reversed(made):
-        for u in v._inputs:
-            if v in u._outputs:
-                u._outputs.remove(v)
-    if made:
-        touch()
-
-
 def _stride(out: Vertex, inp: Vertex) -> tuple[int, ...]:
     """Product of the strides from ``inp`` to ``out`` per spatial dimension (first inputs).
 
@@ -599,50 +585,14 @@ def _stride(out: Vertex, inp: Vertex) -> tuple[int, ...]:
     """
     total: tuple[int, ...] = ()
     v = out
-    while v is not inp and v._inputs:
+    while v is not inp and v.inputs:
         layer = v.layer
         st = getattr(layer, "stride", None) if layer is not None else None
         if st is not None:
             st = _tuple(st, getattr(layer, "ndim", None) or 1)
             total = tuple(a * b for a, b in zip(total or (1,) * len(st), st))
-        v = v._inputs[0]
+        v = v.inputs[0]
     return total or (1,)
-
-
-def _zero_output(v: Vertex, stop: Vertex, apply: bool = True) -> bool:
-    """Make ``v`` output zeros by zeroing the last layers with parameters before it.
-
-    Returns False, changing nothing, where that is impossible (a path reaches ``stop`` through
-    parameter-free vertices, or an add of ``stop``). ``apply=False`` only checks.
-    """
-    if v is stop or v.is_input:
-        return False
-    if v.op == "layer":
-        layer = v.layer
-        if layer.SIZE_TRAIT == "absorb":
-            if apply:
-                for a in layer.params.values():
-                    a[...] = 0.0
-            return True
-        if _zero_output(v._inputs[0], stop, apply=False):
-            return _zero_output(v._inputs[0], stop, apply)
-        if "weight" in layer.params and "bias" in layer.params:   # BatchNorm: gamma = beta = 0
-            if apply:
-                layer.params["weight"][...] = 0.0
-                layer.params["bias"][...] = 0.0
-            return True
-        return False
-    if v.op == "mul":
-        for u in v._inputs:
-            if _zero_output(u, stop, apply=False):
-                return _zero_output(u, stop, apply)
-        return False
-    if not all(_zero_output(u, stop, apply=False) for u in v._inputs):
-        return False
-    if apply:
-        for u in v._inputs:
-            _zero_output(u, stop)
-    return True
 
 
 def _layer_init(wi: WeightInit) -> str:
