@@ -18,6 +18,7 @@ See docs/graph.md for a tour.
 from tinyevo.graph.compgraph import CompGraph, check_sizes, copy, copy_layer
 from tinyevo.graph.edit import (
     add_edge,
+    bypass,
     change_kernel_size,
     change_nout,
     insert_after,
@@ -31,7 +32,6 @@ from tinyevo.graph.resizing import align, apply_pending, flush_pending, resize, 
 from tinyevo.graph.segment import (
     SWAP_PROBES,
     Segment,
-    bypass,
     implant,
     regraph,
     separable_starts,

@@ -27,7 +27,8 @@ from tinyevo.graph.vertex import MERGE_OPS, Vertex, add, concat, touch
 from tinyevo.layers import Conv
 
 __all__ = ["change_nout", "select_neurons", "insert_after", "insert_merge_before",
-           "remove_vertex", "add_edge", "remove_edge", "change_kernel_size", "set_activation"]
+           "remove_vertex", "bypass", "add_edge", "remove_edge", "change_kernel_size",
+           "set_activation"]
 
 logger = logging.getLogger("tinyevo.graph")
 
@@ -196,14 +197,21 @@ def remove_vertex(v: Vertex, *, value_fn: ValueFn | None = None, rng: Rng = None
         logger.info("remove_vertex(%r): sizes %d and %d cannot be aligned", v.name, u.nout,
                     v.nout)
         return False
+    bypass(v)
+    return _commit(snap, u, f"remove_vertex({v.name!r})")
+
+
+def bypass(v: Vertex) -> None:
+    """Take out ``v``, which reads one vertex and gives as many neurons as it reads: its readers
+    read that vertex instead. Sizes are not checked (that is the caller's part)."""
+    feed = v._inputs[0]
     for o in v._outputs:
-        o._inputs = [u if x is v else x for x in o._inputs]
-        if o not in u._outputs:
-            u._outputs.append(o)
-    u._outputs.remove(v)
+        o._inputs = [feed if x is v else x for x in o._inputs]
+        if o not in feed._outputs:
+            feed._outputs.append(o)
+    feed._outputs.remove(v)
     v._inputs, v._outputs = [], []
     touch()
-    return _commit(snap, u, f"remove_vertex({v.name!r})")
 
 
 def add_edge(src: Vertex, dst: Vertex, *, value_fn: ValueFn | None = None,

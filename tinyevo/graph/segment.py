@@ -32,15 +32,14 @@ from typing import Any
 import numpy as np
 
 from tinyevo.graph.compgraph import CompGraph
-from tinyevo.graph.edit import change_nout, select_neurons
+from tinyevo.graph.edit import bypass, change_nout, select_neurons
 from tinyevo.graph.selection import solve_selection
 from tinyevo.graph.surgery import Snapshot, apply_selection, connected
 from tinyevo.graph.value import neuron_value
 from tinyevo.graph.vertex import Vertex, concat, touch, vertex
 from tinyevo.layers import Conv, Dense
 
-__all__ = ["Segment", "separable_starts", "implant", "bypass", "swap_segments", "regraph",
-           "SWAP_PROBES"]
+__all__ = ["Segment", "separable_starts", "implant", "swap_segments", "regraph", "SWAP_PROBES"]
 
 logger = logging.getLogger("tinyevo.graph.segment")
 
@@ -197,19 +196,6 @@ def implant(host: CompGraph, place: Segment, seg: Segment, rng: np.random.Genera
         logger.info("segment: %r..%r does not fit: %s", s.name, e.name, err)
         return False
     return True
-
-
-def bypass(v: Vertex) -> None:
-    """Take out ``v``, which reads one vertex and gives as many neurons as it reads: its readers
-    read that vertex instead. Sizes are not checked (that is the caller's part)."""
-    feed = v._inputs[0]
-    for o in v._outputs:
-        o._inputs = [feed if x is v else x for x in o._inputs]
-        if o not in feed._outputs:
-            feed._outputs.append(o)
-    feed._outputs.remove(v)
-    v._inputs, v._outputs = [], []
-    touch()
 
 
 def swap_segments(g1: CompGraph, seg1: tuple[Vertex, Vertex], g2: CompGraph,
