@@ -2,7 +2,7 @@
 
 Every structural operation lives here: building (:mod:`.vertex`), running and copying
 (:mod:`.compgraph`), feature-map shapes (:mod:`.shapes`), the edits (:mod:`.edit`), resizing
-(:mod:`.resizing`: the neuron-selection program of :mod:`.sizes`, applied by the parameter
+(:mod:`.resizing`: the neuron-selection program of :mod:`.selection`, applied by the parameter
 surgery of :mod:`.surgery`) and neuron values (:mod:`.value`).
 
     >>> import tinyevo as te
