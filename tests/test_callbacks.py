@@ -192,6 +192,28 @@ def test_cball_calls_each_in_order(tmp_path):
         CbAll(plot, "not a callback")
 
 
+def test_cball_takes_persist_made_for_a_folder_and_refuses_persist_itself(tmp_path):
+    # docs/callbacks.md showed CbAll(persist, plots): persist is a factory of callbacks, so
+    # that called persist(population), made a callback and dropped it, writing nothing.
+    from tinyevo.app import load_checkpoint, persist
+
+    with pytest.raises(TypeError, match=r"persist\(mdir\)"):
+        CbAll(persist, PlotFitness(tmp_path))
+    CbAll(persist(tmp_path / "copy"), PlotFitness(tmp_path))(population(3, [0.5, 0.2]))
+    saved, _ = load_checkpoint(tmp_path / "copy")
+    assert saved.generation == 3 and [c.fitness for c in saved] == [0.5, 0.2]
+    with pytest.raises(TypeError, match="persist"):
+        persist(population(1, [0.1]))              # a population where a folder belongs
+
+
+def test_a_callback_that_returns_a_function_is_an_error_not_a_silent_no_op():
+    def factory(population):              # a callback maker passed where a callback belongs
+        return lambda p: None
+
+    with pytest.raises(TypeError, match="returned"):
+        CbAll(factory)(population(1, [0.1]))
+
+
 def test_bad_input_and_damaged_files_are_reported(tmp_path):
     with pytest.raises(TypeError, match="Population"):
         PlotFitness(tmp_path)([0.1, 0.2])

@@ -106,3 +106,46 @@ def test_progress_lines_give_the_time_left(npz, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "candidate 2/2 trained" in out and " s left" in out
+
+
+def _flag(name):
+    return "--population" if name == "population_size" else "--" + name.replace("_", "-")
+
+
+def test_every_setting_has_a_flag_whose_help_is_its_doc(capsys):
+    from dataclasses import fields
+
+    from tinyevo.app import FitConfig
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = "".join(capsys.readouterr().out.split())       # help wraps lines (and at hyphens)
+    for f in fields(FitConfig):
+        assert _flag(f.name) in out
+        if f.name not in ("seed", "candidate_time_limit"):    # the command's own words
+            assert "".join(FitConfig.doc(f.name).split()) in out, f.name
+
+
+def test_the_flags_make_the_runs_config_and_a_resume_keeps_what_it_leaves_out(npz, tmp_path):
+    from tinyevo.app.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    common = ["fit", "--data", str(npz), "--dir", str(run), "--workers", "1", "--no-progress",
+              "--no-plots", "--batch-size", "8", "--batches-per-generation", "2",
+              "--lr-schedule", "cosine", "--augment", "--candidate-time-limit", "1m"]
+    assert main(common + ["--generations", "1", "--population", "3", "--seed", "3",
+                          "--widths", "4", "8"]) == 0
+    config = load_checkpoint(run)[1]["config"]
+    assert (config["population_size"], config["seed"], config["widths"]) == (3, 3, [4, 8])
+    assert (config["batch_size"], config["batches_per_generation"], config["lr_schedule"],
+            config["augment"], config["candidate_time_limit"]) == (8, 2, "cosine", True, 60.0)
+    # population, seed and widths left out: the run's own (a new run's seed would be 0)
+    assert main(common + ["--generations", "2"]) == 0
+    assert load_checkpoint(run)[0].generation == 2
+
+
+def test_a_bad_setting_is_refused_before_the_data_is_loaded(tmp_path, capsys):
+    assert main(["fit", "--data", f"mnist:{tmp_path / 'nope'}", "--generations", "1",
+                 "--batch-size", "0", "--dir", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "batch_size must be an int >= 1, got 0" in err and "mnist" not in err

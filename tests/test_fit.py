@@ -213,6 +213,15 @@ def test_bad_arguments_say_what_is_wrong(digits, bad, match):
         te.fit(x, y, **bad)
 
 
+def test_settings_left_none_on_resume_are_the_checkpoints(digits, tmp_path):
+    x, y = digits
+    te.fit(x, y, generations=1, mdir=tmp_path / "a", **TINY)
+    # population_size, widths and seed are chosen by fit when None: here, the checkpoint's
+    resumed = te.fit(x, y, generations=2, mdir=tmp_path / "a", batches_per_generation=2,
+                     batch_size=16)
+    assert _summary(resumed) == _summary(te.fit(x, y, generations=2, **TINY))
+
+
 @pytest.mark.parametrize("x, y, match", [
     (np.zeros((10, 3, 2, 2, 2), np.float32), np.zeros(10, int), "must be"),
     (np.zeros((10, 4), np.float32), np.zeros(9, int), "labels"),
@@ -347,10 +356,12 @@ def test_device_copies_of_the_data_stay_out_of_worker_payloads(digits):
     # host arrays and makes its own (a pickled CuPy array would need CuPy to unpickle).
     import pickle
 
-    from tinyevo.app.fit import ClassifierFitness, FitConfig, GenerationBatches
+    from tinyevo.app.config import FitConfig
+    from tinyevo.app.data import GenerationBatches
+    from tinyevo.app.fit import ClassifierFitness
 
     x, y = digits
-    batches = GenerationBatches(x, y, FitConfig())
+    batches = GenerationBatches(x, y, FitConfig(seed=0))
     fitness = ClassifierFitness(batches, (x[:20], y[:20]))
     batches._device = fitness._device = ("cupy", "device arrays")
     batches2 = pickle.loads(pickle.dumps(batches))
@@ -366,7 +377,8 @@ def test_device_copies_of_the_data_stay_out_of_worker_payloads(digits):
 def test_generation_batches_continue_one_stream_the_same_for_every_candidate():
     import pickle
 
-    from tinyevo.app.fit import FitConfig, GenerationBatches
+    from tinyevo.app.config import FitConfig
+    from tinyevo.app.data import GenerationBatches
 
     x = np.arange(50, dtype=np.float32).reshape(50, 1)
     y = np.arange(50) % 2
@@ -387,16 +399,8 @@ def test_generation_batches_continue_one_stream_the_same_for_every_candidate():
     assert seen == stream.indices(0, 13).tolist()
 
 
-def test_default_budget_is_one_pass_at_most_50_batches():
-    from tinyevo.app.fit import FitConfig
-
-    assert FitConfig().batches_at(1, 942) == 30                # digits: one pass, as before
-    assert FitConfig().batches_at(1, 58000) == 50              # MNIST: capped
-    assert FitConfig().batches_at(11, 58000) == 100            # + 10 % of that per generation
-
-
 def test_validation_is_stratified_and_capped():
-    from tinyevo.app.fit import split_validation
+    from tinyevo.app.data import split_validation
 
     x = np.zeros((10000, 3), np.float32)
     y = np.repeat(np.arange(4), [1000, 2000, 3000, 4000])
@@ -462,9 +466,11 @@ def test_the_hall_of_fame_keeps_the_best_ever_when_the_last_generation_is_worse(
     assert fitnesses == sorted(fitnesses, reverse=True)
     assert all(c.generation in (1, 2, 3, 4) for c in fame)
     # Snapshots score what they scored when they were taken (the fitness is reproducible).
-    from tinyevo.app.fit import ClassifierFitness, FitConfig, GenerationBatches, split_validation
+    from tinyevo.app.config import FitConfig
+    from tinyevo.app.data import GenerationBatches, split_validation
+    from tinyevo.app.fit import ClassifierFitness
     (xt, yt), valid = split_validation(x, y, 0.3, TINY["seed"])
-    scorer = ClassifierFitness(GenerationBatches(xt, yt, FitConfig()), valid, tiebreak="loss")
+    scorer = ClassifierFitness(GenerationBatches(xt, yt, FitConfig(seed=0)), valid, tiebreak="loss")
     best = fame.best()
     assert scorer._score(best) == pytest.approx(best.fitness, abs=1e-9)
 
@@ -491,15 +497,17 @@ def test_final_training_trains_a_copy_of_the_best_and_keeps_the_time_limit(digit
 
 
 def test_train_final_leaves_the_best_as_it_was(digits):
-    from tinyevo.app.fit import ClassifierFitness, FitConfig, GenerationBatches, train_final
+    from tinyevo.app.config import FitConfig
+    from tinyevo.app.data import GenerationBatches
+    from tinyevo.app.fit import ClassifierFitness, train_final
 
     x, y = digits
     population = te.fit(x, y, generations=1, **TINY)
     best = population.hall_of_fame.best()
     before = {k: np.array(a) for k, a in best.graph().arrays().items()}
     lr = best.opt().learning_rate
-    scorer = ClassifierFitness(GenerationBatches(x[:150], y[:150], FitConfig(batch_size=16)),
-                               (x[150:], y[150:]))
+    stream = GenerationBatches(x[:150], y[:150], FitConfig(batch_size=16, seed=0))
+    scorer = ClassifierFitness(stream, (x[150:], y[150:]))
     final = train_final(best, scorer, 1, 1.0)
     assert final is not None and final.generation == 1
     assert final.graph() is not best.graph()

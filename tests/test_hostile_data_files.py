@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from tinyevo.app import datasets
+from tinyevo.app import _cifar
 from tinyevo.app.datasets import load_cifar10
 
 
@@ -87,7 +87,7 @@ def test_shared_reference_bomb_in_an_unused_entry_is_never_walked(tmp_path):
 
 
 def test_resolve_walks_each_shared_container_once_and_keeps_it_shared():
-    resolved = datasets._resolve(_bomb(6))
+    resolved = _cifar._resolve(_bomb(6))
     for _ in range(5):
         assert resolved[0] is resolved[1]
         resolved = resolved[0]
@@ -120,7 +120,7 @@ def test_container_holding_itself_is_refused(tmp_path):
 
 
 def test_too_many_values_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "_MAX_VALUES", 100)
+    monkeypatch.setattr(_cifar, "_MAX_VALUES", 100)
     batch = _batch(n=101)
     _write_test_batch(tmp_path, batch)
     with pytest.raises(ValueError, match="more than 100 values in all"):
@@ -186,7 +186,7 @@ def test_batch_of_genuine_size_still_loads(tmp_path, protocol):
     batch = _batch(n=10_000, seed=2)
     path = tmp_path / "test_batch"
     path.write_bytes(pickle.dumps(batch, protocol=protocol))
-    data, y = datasets._read_cifar_batch(path)
+    data, y = _cifar.read_batch(path)
     assert data.shape == (10_000, 3072) and y.shape == (10_000,)
     np.testing.assert_array_equal(y, batch[b"labels"])
 

@@ -14,8 +14,11 @@ import os
 import re
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
+
+from tinyevo.app.config import FitConfig
 
 __all__ = ["main", "parse_duration"]
 
@@ -87,12 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--time-limit", type=parse_duration, default=None,
                    help="stop after this long, e.g. 90s, 5m, 1h (default 5m when no "
                         "--generations)")
-    f.add_argument("--population", type=_positive_int, default=None,
-                   help="candidates per generation (default 12, or 8 on data larger than a "
-                        "generation trains on, such as MNIST)")
     f.add_argument("--dir", default=DEFAULT_DIR,
                    help=f"run directory: checkpoints, plots, best model (default {DEFAULT_DIR})")
-    f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     f.add_argument("--workers", type=_positive_int, default=None,
                    help="evaluate candidates in this many local processes, one core each "
                         "(default: one per CPU, at most 8; 1 = in this process)")
@@ -104,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--no-progress", action="store_true",
                    help="plain progress lines (a line per finished candidate, at most every "
                         "10 s, and per generation) instead of the live display")
+    _add_settings(f)
     f.set_defaults(run=_fit)
 
     s = sub.add_parser("show", help="summarise a run directory",
@@ -111,6 +111,49 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("dir", help="run directory written by tinyevo fit")
     s.set_defaults(run=_show)
     return p
+
+
+# The flags of FitConfig's settings: --NAME-WITH-DASHES, its type read from the annotation,
+# its help the field's doc, but for these.
+_FLAG_NAMES = {"population_size": "--population"}
+_FLAG_TYPES = {"int": int, "float": float, "candidate_time_limit": parse_duration}
+_METAVARS = {"int": "N", "float": "X", "candidate_time_limit": "TIME"}
+_FLAG_HELP = {"seed": "the run's random seed (default 0; a resumed run keeps its own)",
+              "candidate_time_limit": FitConfig.doc("candidate_time_limit").replace(
+                  "seconds", "time (e.g. 30s, 2m)")}
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """A flag per field of :class:`FitConfig`, each defaulting to None (not given)."""
+    group = parser.add_argument_group(
+        "settings", "the fields of tinyevo.app.FitConfig (docs/fit.md). A setting not given "
+                    "(None) is chosen for the data, or is the checkpoint's when resuming")
+    for f in fields(FitConfig):
+        flag = _FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        kind = f.type.split(" | ")[0]
+        text = _FLAG_HELP.get(f.name, FitConfig.doc(f.name))
+        if f.default is not None and kind != "bool":
+            text += f" (default {f.default})"
+        opts: dict[str, Any] = {"dest": f.name, "default": None, "help": text.replace("%", "%%")}
+        if kind == "bool":
+            opts["action"] = "store_true"
+        elif kind == "tuple[int, int]":
+            opts.update(type=int, nargs=2, metavar=("LOW", "HIGH"))
+        elif f.metadata["choices"]:
+            opts.update(choices=f.metadata["choices"])
+        else:
+            opts.update(type=_FLAG_TYPES.get(f.name, _FLAG_TYPES[kind]),
+                        metavar=_METAVARS.get(f.name, _METAVARS[kind]))
+        group.add_argument(flag, **opts)
+
+
+def _settings(args: argparse.Namespace, resuming: bool) -> FitConfig:
+    """The run's FitConfig from the flags given; a new run's seed is 0 unless given."""
+    given = {f.name: getattr(args, f.name) for f in fields(FitConfig)
+             if getattr(args, f.name) is not None}
+    if not resuming:
+        given.setdefault("seed", 0)
+    return FitConfig(**given)
 
 
 # ---------------------------------------------------------------------------- fit
@@ -128,8 +171,10 @@ def _fit(args: argparse.Namespace) -> int:
     time_limit = args.time_limit
     if time_limit is None and args.generations is None:
         time_limit = 300.0
-    (x, y), (x_test, y_test) = te.load_dataset(args.data)
     mdir = Path(args.dir).expanduser()
+    resumed = (mdir / "checkpoint").exists()
+    config = _settings(args, resumed)
+    (x, y), (x_test, y_test) = te.load_dataset(args.data)
     mdir.mkdir(parents=True, exist_ok=True)
     callbacks = []
     if not args.no_plots:
@@ -143,7 +188,6 @@ def _fit(args: argparse.Namespace) -> int:
     else:
         workers = args.workers or min(os.cpu_count() or 1, 8)
         executor = te.app.ProcessEvaluator(workers) if workers > 1 else None
-    resumed = (mdir / "checkpoint").exists()
     print(f"tinyevo fit: {args.data}: {len(y)} training and {len(y_test)} test samples of shape "
           f"{tuple(x.shape[1:])}; run directory {mdir}"
           + (" (resuming)" if resumed else ""), flush=True)
@@ -157,9 +201,8 @@ def _fit(args: argparse.Namespace) -> int:
     try:
         with display:
             population = te.fit(x, y, generations=args.generations, time_limit=run_limit,
-                                population_size=args.population, mdir=mdir,
-                                callbacks=callbacks, seed=args.seed, executor=executor,
-                                progress=display.update)
+                                mdir=mdir, callbacks=callbacks, executor=executor,
+                                progress=display.update, config=config)
     finally:
         close = getattr(executor, "close", None)
         if callable(close):

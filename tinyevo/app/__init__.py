@@ -17,6 +17,7 @@ from tinyevo.app.callbacks import (
     history,
 )
 from tinyevo.app.checkpoint import load_checkpoint, persist, save_checkpoint
+from tinyevo.app.config import FitConfig
 from tinyevo.app.datasets import (
     load_cifar10,
     load_dataset,
@@ -57,4 +58,4 @@ __all__ = [
 __all__ += ["save_model", "load_model", "export_onnx"]
 __all__ += ["make_evaluator", "SerialEvaluator", "ProcessEvaluator", "DaskEvaluator",
             "ExecutorEvaluator"]
-__all__ += ["fit", "persist", "save_checkpoint", "load_checkpoint"]
+__all__ += ["fit", "FitConfig", "persist", "save_checkpoint", "load_checkpoint"]

@@ -6,7 +6,8 @@ PNG in ``mdir``, both written atomically, so a run resumed on the same ``mdir`` 
 curves, and a generation recorded twice (a resume after a crash mid-generation) replaces its rows.
 
     >>> plots = MultiPlot(PlotFitness("runs/a"), ScatterPop("runs/a"), ScatterOpt("runs/a"))
-    >>> population = fit(x, y, mdir="runs/a", callbacks=[CbAll(persist, plots)])  # doctest: +SKIP
+    >>> report = lambda p: print(p.generation, p.best().fitness)
+    >>> population = fit(x, y, mdir="runs/a", callbacks=[CbAll(plots, report)])  # doctest: +SKIP
 
 Plotting needs matplotlib (``pip install 'tinyevo[app]'``), imported only when a plot is built;
 figures are drawn with the Agg canvas, so no display is needed and pyplot's state is left alone.
@@ -27,12 +28,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tinyevo.app.checkpoint import persist
 from tinyevo.app.io import atomic_open, write_text
 from tinyevo.evolution.candidate import graph, nparams, opt
 
 __all__ = [
     "PlotFitness", "ScatterPop", "ScatterOpt", "MultiPlot", "CbAll",
-    "history", "fitness_value", "eval_time",
+    "history", "fitness_value", "eval_time", "callback_list", "run_callback",
 ]
 
 DATA_DIR = "plotdata"
@@ -288,21 +290,52 @@ class MultiPlot:
 class CbAll:
     """One callback that calls each of ``callbacks`` in order with the population.
 
-        >>> cb = CbAll(persist, PlotFitness("runs/a"))  # doctest: +SKIP
+        >>> cb = CbAll(persist("runs/a-copy"), PlotFitness("runs/a"))  # doctest: +SKIP
+
+    Each must be a callback itself, not a function that makes one: ``persist`` takes a folder
+    and returns the callback, so ``CbAll(persist, ...)`` is a TypeError at once (and any
+    callback that returns a function instead of acting is one when it is called).
     """
 
     def __init__(self, *callbacks: Callable[[Any], Any]) -> None:
-        for cb in callbacks:
-            if not callable(cb):
-                raise TypeError(f"CbAll takes callables cb(population), got {cb!r}")
-        self.callbacks = tuple(callbacks)
+        self.callbacks = tuple(_checked(cb, "CbAll") for cb in callbacks)
 
     def __call__(self, population: Any) -> None:
         for cb in self.callbacks:
-            cb(population)
+            run_callback(cb, population)
 
     def __repr__(self) -> str:
         return f"CbAll({', '.join(repr(cb) for cb in self.callbacks)})"
+
+
+def callback_list(callbacks: Any) -> list[Callable[[Any], Any]]:
+    """``fit``'s ``callbacks`` (one callable or a list of them) as a list, each checked as
+    :class:`CbAll` checks its own."""
+    if not callable(callbacks) and not isinstance(callbacks, Sequence | None):
+        raise TypeError(f"fit: callbacks must be a callable of the population or a list of "
+                        f"them, got {type(callbacks).__name__}")
+    cbs = [callbacks] if callable(callbacks) else list(callbacks or ())
+    return [_checked(cb, "fit: callbacks") for cb in cbs]
+
+
+def run_callback(cb: Callable[[Any], Any], population: Any) -> None:
+    """Call ``cb(population)``; a callback that returns a function made a callback instead of
+    acting (a factory passed by mistake) and is a TypeError, not a silent no-op."""
+    made = cb(population)
+    if callable(made):
+        raise TypeError(f"the callback {cb!r} returned {made!r} instead of acting on the "
+                        "population: it makes callbacks rather than being one; pass what it "
+                        "returns (e.g. persist(mdir), not persist)")
+
+
+def _checked(cb: Any, where: str) -> Callable[[Any], Any]:
+    if not callable(cb):
+        raise TypeError(f"{where} takes callables cb(population), got {cb!r}")
+    if cb is persist:
+        raise TypeError(f"{where}: persist makes a callback from a folder, it is not one: pass "
+                        "persist(mdir), which writes the population's checkpoint to mdir after "
+                        "each generation (fit with mdir= already checkpoints there)")
+    return cb
 
 
 # --------------------------------------------------------------------- reading back

@@ -239,6 +239,11 @@ def persist(mdir: str | os.PathLike, state: Any = None,
     """The seed's ``persist`` as a callback: ``fit(..., callbacks=[persist("runs/x")])`` or
     ``persist("runs/x")(population)`` writes the population's checkpoint, with ``hall_of_fame``
     when given (``fit`` with ``mdir`` already does this, with what it needs to resume)."""
+    if not isinstance(mdir, str | os.PathLike):
+        raise TypeError(f"persist(mdir) makes a callback that checkpoints to the folder mdir; "
+                        f"it was given a {type(mdir).__name__}. Pass persist('runs/x') as the "
+                        "callback, not persist itself")
+
     def callback(population: Population) -> None:
         save_checkpoint(mdir, population, state() if callable(state) else (state or {}),
                         hall_of_fame)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from tinyevo import backend as B
+from tinyevo.app.config import ELITES, WIDTHS
 from tinyevo.evolution.crossover import (
     CrossoverSwap,
     LearningRateCrossover,
@@ -76,7 +77,7 @@ KERNEL_SIZES = (3, 5)
 OPTIMIZER_CHOICES = (Adam, AdamW, NAdam, RMSProp, Momentum, Nesterov)
 
 
-def default_search_space(kind: str, nclasses: int, widths: tuple[int, int] = (8, 32),
+def default_search_space(kind: str, nclasses: int, widths: tuple[int, int] = WIDTHS,
                          sample_shape: tuple[int, ...] | None = None) -> Any:
     """The architecture space ``fit`` draws initial models from, for "dense", "conv1d" or
     "conv2d" data. ``widths`` bounds the first conv block's channels; the second block draws
@@ -221,7 +222,7 @@ def default_crossover() -> Any:
 
 
 def default_strategy(population_size: int, mutation: Any, crossover: Any,
-                     elites: int = 2, pairwise: bool = False) -> Any:
+                     elites: int = ELITES, pairwise: bool = False) -> Any:
     """Elites unchanged; the rest are best-of-2 tournament winners, crossed over with p 0.3
     and mutated with p 0.8 (the learning rate is always nudged, the optimiser type changed with
     p 0.1). Children never share a model with their parent.
