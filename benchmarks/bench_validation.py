@@ -19,7 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from tinyevo.app import defaults
-from tinyevo.app.fit import initial_population
+from tinyevo.app.fitting import initial_population
 from tinyevo.losses import logit_cross_entropy
 
 

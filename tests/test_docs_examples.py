@@ -58,7 +58,7 @@ def test_python_blocks_are_found_and_the_skip_marker_is_honoured():
 @pytest.mark.parametrize("doc", DOCS)
 def test_the_examples_run(doc, tmp_path, monkeypatch):
     short = _scaled_down(tinyevo.fit)
-    for owner in (tinyevo, tinyevo.app, sys.modules["tinyevo.app.fit"]):
+    for owner in (tinyevo, tinyevo.app, sys.modules["tinyevo.app.fitting"]):
         monkeypatch.setattr(owner, "fit", short)
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__docs__"}

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinyevo as te
-from tinyevo.app.export_onnx import export_onnx
+from tinyevo.app.onnx_export import export_onnx
 from tinyevo.layers import (
     BatchNorm,
     Conv,

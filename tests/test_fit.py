@@ -72,7 +72,7 @@ def test_each_replaced_generation_is_freed_at_once(digits):
 
 
 def test_time_limit_does_not_start_a_generation_that_would_overrun(digits, monkeypatch):
-    fit_module = sys.modules["tinyevo.app.fit"]     # (tinyevo.app.fit is also the function)
+    fit_module = sys.modules["tinyevo.app.fitting"]
     clock = [1000.0]
 
     class FakeTime:                      # every trained candidate takes 10 "seconds"
@@ -281,7 +281,7 @@ def test_two_worker_processes_give_the_serial_result(digits):
 @pytest.mark.parametrize("pairwise", [False, True])
 def test_default_strategy_children_own_their_models(pairwise):
     from tinyevo.app import defaults
-    from tinyevo.app.fit import initial_population
+    from tinyevo.app.fitting import initial_population
     from tinyevo.evolution import FittedCandidate
 
     te.seed(0)
@@ -302,7 +302,7 @@ def test_default_strategy_children_own_their_models(pairwise):
 
 def test_initial_models_over_the_cost_ceiling_are_drawn_again():
     from tinyevo.app import defaults
-    from tinyevo.app.fit import initial_population
+    from tinyevo.app.fitting import initial_population
 
     space = defaults.default_search_space("conv2d", 10, (8, 32), (1, 28, 28))
     te.seed(2)
@@ -358,7 +358,7 @@ def test_device_copies_of_the_data_stay_out_of_worker_payloads(digits):
 
     from tinyevo.app.config import FitConfig
     from tinyevo.app.data import GenerationBatches
-    from tinyevo.app.fit import ClassifierFitness
+    from tinyevo.app.fitting import ClassifierFitness
 
     x, y = digits
     batches = GenerationBatches(x, y, FitConfig(seed=0))
@@ -414,7 +414,7 @@ def test_validation_is_stratified_and_capped():
 def test_a_generation_cut_by_the_time_limit_is_dropped(tmp_path, monkeypatch, caplog):
     """Large data, a short limit, and a second generation far too long for it: the run ends
     within the limit and returns (and holds in its checkpoint) generation 1 as it was."""
-    fit_module = sys.modules["tinyevo.app.fit"]
+    fit_module = sys.modules["tinyevo.app.fitting"]
     monkeypatch.setattr(fit_module, "_expected_seconds", lambda *a: 0.0)   # always start one
     rng = np.random.default_rng(0)
     x = rng.standard_normal((200_000, 16), dtype=np.float32)
@@ -468,7 +468,7 @@ def test_the_hall_of_fame_keeps_the_best_ever_when_the_last_generation_is_worse(
     # Snapshots score what they scored when they were taken (the fitness is reproducible).
     from tinyevo.app.config import FitConfig
     from tinyevo.app.data import GenerationBatches, split_validation
-    from tinyevo.app.fit import ClassifierFitness
+    from tinyevo.app.fitting import ClassifierFitness
     (xt, yt), valid = split_validation(x, y, 0.3, TINY["seed"])
     scorer = ClassifierFitness(GenerationBatches(xt, yt, FitConfig(seed=0)), valid, tiebreak="loss")
     best = fame.best()
@@ -486,7 +486,7 @@ def test_final_training_trains_a_copy_of_the_best_and_keeps_the_time_limit(digit
     assert len(final) == 1 and final[0]["steps"] > 0
     # Kept unless it validates clearly worse than where it started (accept_final), and then
     # also in the hall of fame.
-    from tinyevo.app.fit import accept_final
+    from tinyevo.app.fitting import accept_final
     before = type("Fitted", (), {"fitness": final[0]["before"]})()
     kept = accept_final(type("Fitted", (), {"fitness": final[0]["fitness"]})(), before, 72)
     assert (population.final is not None) == kept
@@ -499,7 +499,7 @@ def test_final_training_trains_a_copy_of_the_best_and_keeps_the_time_limit(digit
 def test_train_final_leaves_the_best_as_it_was(digits):
     from tinyevo.app.config import FitConfig
     from tinyevo.app.data import GenerationBatches
-    from tinyevo.app.fit import ClassifierFitness, train_final
+    from tinyevo.app.fitting import ClassifierFitness, train_final
 
     x, y = digits
     population = te.fit(x, y, generations=1, **TINY)
@@ -555,7 +555,7 @@ def test_a_resumed_run_keeps_the_settings_it_derived_from_the_data(tmp_path):
 
 def test_the_final_training_takes_the_time_left_when_the_search_stops_for_time(
         digits, monkeypatch):
-    fit_module = sys.modules["tinyevo.app.fit"]
+    fit_module = sys.modules["tinyevo.app.fitting"]
     given = []
 
     def record(best, scorer, generation, seconds, progress=None):
@@ -593,7 +593,7 @@ def test_ctrl_c_mid_generation_returns_the_weights_that_earned_the_fitness(digit
 def test_the_final_model_is_kept_unless_it_validates_clearly_worse():
     from types import SimpleNamespace as C
 
-    from tinyevo.app.fit import accept_final
+    from tinyevo.app.fitting import accept_final
 
     best = C(fitness=0.99)                   # 1,000 samples at 99 %: standard error 0.31 %
     assert accept_final(C(fitness=0.99), best, 1000)
@@ -604,7 +604,7 @@ def test_the_final_model_is_kept_unless_it_validates_clearly_worse():
 
 @pytest.mark.slow
 def test_worker_processes_stop_at_the_deadline_too(monkeypatch, caplog):
-    fit_module = sys.modules["tinyevo.app.fit"]
+    fit_module = sys.modules["tinyevo.app.fitting"]
     monkeypatch.setattr(fit_module, "_expected_seconds", lambda *a: 0.0)   # always start one
     rng = np.random.default_rng(0)
     x = rng.standard_normal((200_000, 16), dtype=np.float32)

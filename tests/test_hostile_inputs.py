@@ -196,7 +196,7 @@ def test_a_kill_between_the_checkpoint_and_the_plots_loses_no_history(tmp_path, 
 
     from tinyevo.app import PlotFitness, history
 
-    fit_module = sys.modules["tinyevo.app.fit"]
+    fit_module = sys.modules["tinyevo.app.fitting"]
     x, y = _data()
     settings = dict(population_size=2, batches_per_generation=1, seed=0)
     te.fit(x, y, generations=3, mdir=tmp_path / "straight",
@@ -258,7 +258,7 @@ def test_worker_processes_terminate_a_candidate_stuck_past_its_time_limit(monkey
     # hard timeout (the pool terminates a worker past it: tests/test_executors.py).
     import sys
 
-    fit_module = sys.modules["tinyevo.app.fit"]
+    fit_module = sys.modules["tinyevo.app.fitting"]
     made = []
     real = fit_module.make_evaluator
 

@@ -138,8 +138,8 @@ def test_only_the_backend_imports_cupy():
     ("from tinyevo import __version__", "tinyevo"),
     ("from tinyevo import backend", "tinyevo.backend"),
     ("from . import candidate", "tinyevo.evolution.candidate"),
-    ("from ..graph.vertex import Vertex", "tinyevo.graph.vertex"),
-    ("def f():\n    import tinyevo.app.fit", "tinyevo.app.fit"),
+    ("from ..graph.vertices import Vertex", "tinyevo.graph.vertices"),
+    ("def f():\n    import tinyevo.app.fitting", "tinyevo.app.fitting"),
 ])
 def test_imports_are_resolved(tmp_path, monkeypatch, source, expected):
     """The reader of imports itself: absolute, relative and function-level imports."""
@@ -147,3 +147,22 @@ def test_imports_are_resolved(tmp_path, monkeypatch, source, expected):
     path.write_text(source)
     monkeypatch.setitem(MODULES, "tinyevo.evolution.probe", path)
     assert [t for t, _ in _imports("tinyevo.evolution.probe")] == [expected]
+
+
+def test_no_name_hides_a_module():
+    """``pkg.name`` is the module ``pkg/name.py`` wherever both exist: a function of the same name
+    exported by the package would hide the module from ``import pkg.name as m``."""
+    import importlib
+    import sys
+    import types
+
+    for name in _module_names():
+        importlib.import_module(name)
+    hidden = []
+    for name in _module_names():
+        parent, _, child = name.rpartition(".")
+        if parent:
+            obj = getattr(sys.modules[parent], child, None)
+            if not isinstance(obj, types.ModuleType):
+                hidden.append(f"{parent}.{child} is a {type(obj).__name__}")
+    assert not hidden, hidden

@@ -3,9 +3,9 @@
 from tinyevo import backend, layers, losses, optimizers
 from tinyevo._version import __version__
 from tinyevo.app.datasets import load_dataset, load_digits  # numpy only at import
-from tinyevo.app.export_onnx import export_onnx  # imports onnx only when called
-from tinyevo.app.fit import fit
+from tinyevo.app.fitting import fit
 from tinyevo.app.model_io import load_model, save_model
+from tinyevo.app.onnx_export import export_onnx  # imports onnx only when called
 from tinyevo.backend import seed
 from tinyevo.evolution import (  # also binds tinyevo.evolution; graph/opt/lossfun stay there
     AbstractCandidate,

@@ -33,8 +33,7 @@ from tinyevo.app.executors import (  # dask is imported only by DaskEvaluator
     SerialEvaluator,
     make_evaluator,
 )
-from tinyevo.app.export_onnx import export_onnx  # imports onnx only when called
-from tinyevo.app.fit import fit
+from tinyevo.app.fitting import fit
 from tinyevo.app.io import (
     atomic_dir,
     atomic_open,
@@ -47,6 +46,7 @@ from tinyevo.app.io import (
     write_text,
 )
 from tinyevo.app.model_io import load_model, save_model
+from tinyevo.app.onnx_export import export_onnx  # imports onnx only when called
 
 __all__ = [
     "datasets", "io",

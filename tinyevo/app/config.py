@@ -40,7 +40,7 @@ FINAL_TRAINING = 0.4    # share of a time limit for training the best model, on 
 # MNIST's 784, 1.5 times the hand-written two-block CNN of benchmarks/bench_mnist.py (4.2 M).
 LARGE_DATA_MACS_PER_VALUE = 8000
 LR_SCHEDULES = ("constant", "cosine")
-TIEBREAKS = ("size", "loss")        # see tinyevo.app.fit.ClassifierFitness
+TIEBREAKS = ("size", "loss")        # see tinyevo.app.fitting.ClassifierFitness
 OPTIMIZER_STATES = ("keep", "reset")
 
 

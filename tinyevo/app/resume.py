@@ -25,7 +25,7 @@ from tinyevo import backend as B
 from tinyevo.app.checkpoint import load_checkpoint
 from tinyevo.app.config import FitConfig, small_data_config
 from tinyevo.evolution.population import Population
-from tinyevo.graph.vertex import name_counter, set_name_counter
+from tinyevo.graph.vertices import name_counter, set_name_counter
 
 __all__ = ["Resumed", "load", "fill", "check", "run_state", "start_random_state",
            "restore_random_state"]

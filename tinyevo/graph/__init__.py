@@ -50,7 +50,7 @@ from tinyevo.graph.shapes import (
 )
 from tinyevo.graph.surgery import Snapshot, apply_selection, connected, zero_output
 from tinyevo.graph.value import mean_value, mean_values, neuron_value, track_values, value_cache
-from tinyevo.graph.vertex import (
+from tinyevo.graph.vertices import (
     KINDS,
     TRAITS,
     Vertex,

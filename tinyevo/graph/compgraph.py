@@ -21,7 +21,7 @@ import numpy as np
 
 from tinyevo import backend as B
 from tinyevo.graph.shapes import toposort, trace
-from tinyevo.graph.vertex import RANK, Vertex, layer_output_kind, structure_version, touch
+from tinyevo.graph.vertices import RANK, Vertex, layer_output_kind, structure_version, touch
 from tinyevo.layers import Conv, Dense, Layer, layer_from_spec
 from tinyevo.layers.base import share
 

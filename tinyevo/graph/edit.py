@@ -23,7 +23,7 @@ from tinyevo.graph.resizing import align, apply_pending, resize
 from tinyevo.graph.selection import Pin, ValueFn, solve_selection
 from tinyevo.graph.surgery import Snapshot, apply_selection, connected, resize_kernel
 from tinyevo.graph.value import neuron_value
-from tinyevo.graph.vertex import MERGE_OPS, Vertex, add, concat, touch
+from tinyevo.graph.vertices import MERGE_OPS, Vertex, add, concat, touch
 from tinyevo.layers import Conv
 
 __all__ = ["change_nout", "select_neurons", "insert_after", "insert_merge_before",

@@ -31,7 +31,7 @@ import numpy as np
 from tinyevo.graph.selection import Selection, ValueFn, component, solve_selection
 from tinyevo.graph.surgery import apply_selection, connected
 from tinyevo.graph.value import neuron_value
-from tinyevo.graph.vertex import Vertex, structure_version, touch
+from tinyevo.graph.vertices import Vertex, structure_version, touch
 
 __all__ = ["resize", "apply_pending", "flush_pending", "align", "resize_fresh"]
 

@@ -36,7 +36,7 @@ from tinyevo.graph.edit import bypass, change_nout, select_neurons
 from tinyevo.graph.selection import solve_selection
 from tinyevo.graph.surgery import Snapshot, apply_selection, connected
 from tinyevo.graph.value import neuron_value
-from tinyevo.graph.vertex import Vertex, concat, touch, vertex
+from tinyevo.graph.vertices import Vertex, concat, touch, vertex
 from tinyevo.layers import Conv, Dense
 
 __all__ = ["Segment", "separable_starts", "implant", "swap_segments", "regraph", "SWAP_PROBES"]

@@ -54,7 +54,7 @@ import numpy as np
 from scipy import sparse
 
 from tinyevo.graph import _highs
-from tinyevo.graph.vertex import Vertex
+from tinyevo.graph.vertices import Vertex
 
 __all__ = ["solve_selection", "Selection", "Pin", "ValueFn", "component"]
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tinyevo.graph.surgery import connected
-from tinyevo.graph.vertex import RANK, Vertex
+from tinyevo.graph.vertices import RANK, Vertex
 from tinyevo.layers import Conv, GlobalPool, Layer, MaxPool, MeanPool
 
 __all__ = ["PROBES", "toposort", "layer_spatial", "trace", "shapes_kept", "shape_change",

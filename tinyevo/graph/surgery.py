@@ -11,7 +11,7 @@ import numpy as np
 
 from tinyevo import backend as B
 from tinyevo.graph.selection import Selection
-from tinyevo.graph.vertex import Vertex, touch
+from tinyevo.graph.vertices import Vertex, touch
 from tinyevo.layers import Conv
 
 __all__ = ["apply_selection", "Snapshot", "connected", "resize_kernel", "zero_output"]

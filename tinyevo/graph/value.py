@@ -22,7 +22,7 @@ import numpy as np
 
 from tinyevo import backend as B
 from tinyevo.graph.surgery import connected
-from tinyevo.graph.vertex import Vertex
+from tinyevo.graph.vertices import Vertex
 from tinyevo.layers.base import is_shared
 
 __all__ = ["mean_value", "mean_values", "neuron_value", "track_values", "value_cache"]

@@ -40,7 +40,7 @@ from tinyevo._version import __version__
 from tinyevo.app.io import atomic_open
 from tinyevo.app.model_io import as_model
 from tinyevo.graph import CompGraph
-from tinyevo.graph.vertex import RANK
+from tinyevo.graph.vertices import RANK
 from tinyevo.layers import (
     BatchNorm,
     Conv,
