@@ -119,7 +119,29 @@ class VertexMutation(AbstractMutation):
         return f"VertexMutation({self.m!r})"
 
 
-class MutationProbability(AbstractMutation):
+class _Choosing(AbstractMutation):
+    """Applies ``self.m`` to the elements that ``chooses(x)`` picks: to one element, or to the
+    chosen ones of a list at once (in their order, each asked once)."""
+
+    m: Callable
+
+    def chooses(self, x: Any) -> bool:
+        raise NotImplementedError
+
+    def mutate(self, x: Any) -> Any:
+        return self.m(x) if self.chooses(x) else x
+
+    def mutate_all(self, xs: list) -> list:
+        chosen = [x for x in xs if self.chooses(x)]
+        if chosen:
+            self.m(chosen)
+        return xs
+
+    def children(self) -> tuple:
+        return (self.m,)
+
+
+class MutationProbability(_Choosing):
     """MutationProbability(m, p, rng=None): apply ``m`` to each element with probability ``p``.
 
         >>> VertexMutation(MutationProbability(NoutMutation(-0.5, 0.5), 0.1))  # doctest: +SKIP
@@ -134,18 +156,8 @@ class MutationProbability(AbstractMutation):
     def probability(self, x: Any) -> float:
         return self.p
 
-    def mutate(self, x: Any) -> Any:
-        return self.m(x) if self._gen().random() < self.probability(x) else x
-
-    def mutate_all(self, xs: list) -> list:
-        gen = self._gen()
-        chosen = [x for x in xs if gen.random() < self.probability(x)]
-        if chosen:
-            self.m(chosen)
-        return xs
-
-    def children(self) -> tuple:
-        return (self.m,)
+    def chooses(self, x: Any) -> bool:
+        return self._gen().random() < self.probability(x)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.m!r}, {self.p})"
@@ -243,7 +255,7 @@ class MutationChain(AbstractMutation):
         return f"MutationChain({', '.join(map(repr, self.ms))})"
 
 
-class MutationFilter(AbstractMutation):
+class MutationFilter(_Choosing):
     """MutationFilter(pred, m): apply ``m`` only to the elements where ``pred(x)`` is true.
 
         >>> VertexMutation(MutationFilter(lambda v: v.nout < 8, RemoveVertexMutation()))
@@ -254,17 +266,8 @@ class MutationFilter(AbstractMutation):
         check_callable(m, "MutationFilter", "m")
         self.pred, self.m = pred, m
 
-    def mutate(self, x: Any) -> Any:
-        return self.m(x) if self.pred(x) else x
-
-    def mutate_all(self, xs: list) -> list:
-        chosen = [x for x in xs if self.pred(x)]
-        if chosen:
-            self.m(chosen)
-        return xs
-
-    def children(self) -> tuple:
-        return (self.m,)
+    def chooses(self, x: Any) -> bool:
+        return bool(self.pred(x))
 
     def __repr__(self) -> str:
         return f"MutationFilter({self.pred!r}, {self.m!r})"
