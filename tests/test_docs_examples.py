@@ -1,12 +1,14 @@
 """The docs' Python examples run.
 
 Every ```python block of the files in DOCS runs, in order, in one namespace per file (a block
-may use what an earlier block of its file defined), in a temporary working folder. A block that
-starts with ``>>>`` is a doctest: its output must match (ELLIPSIS and NORMALIZE_WHITESPACE on).
-A block right after a ``<!-- skip -->`` line is not run: one that needs data that is not
-bundled, or runs long. Examples show real budgets (minutes); here every ``fit`` call is scaled
-down to SHORT, since the test checks that the calls are right, not what a run finds. A block
-that needs an optional extra which is not installed (``pip install ...``) skips its file.
+may use what an earlier block of its file defined, doctests included), in a temporary working
+folder, as the module ``__docs__`` (so that a dataclass defined there finds its module). A block
+that starts with ``>>>`` is a doctest: its output must match (ELLIPSIS and NORMALIZE_WHITESPACE
+on). A block right after a ``<!-- skip -->`` line is not run: one that needs data that is not
+bundled, a GPU or a Dask cluster, or runs long; the prose beside it says so. Examples show real
+budgets (minutes); here every ``fit`` call is scaled down to SHORT, since the test checks that
+the calls are right, not what a run finds. A block that needs an optional extra which is not
+installed (``pip install ...``) skips its file.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import doctest
 import functools
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,9 @@ import tinyevo
 pytest.importorskip("sklearn")      # the examples use the bundled digits
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ("docs/fit.md", "docs/callbacks.md")
+DOCS = ("README.md",) + tuple(f"docs/{name}.md" for name in (
+    "graph", "search", "mutation", "crossover", "evolution", "fit", "callbacks", "parallel",
+    "export"))              # not gpu.md (its one example needs a GPU) nor benchmarks.md (long runs)
 SKIP = "<!-- skip -->"
 SHORT = dict(generations=2, time_limit=None, target_fitness=None, population_size=3,
              batches_per_generation=2, executor=None)
@@ -61,7 +66,9 @@ def test_the_examples_run(doc, tmp_path, monkeypatch):
     for owner in (tinyevo, tinyevo.app, sys.modules["tinyevo.app.fitting"]):
         monkeypatch.setattr(owner, "fit", short)
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "__docs__"}
+    module = types.ModuleType("__docs__")   # registered, as a script's __main__ is: dataclasses
+    monkeypatch.setitem(sys.modules, module.__name__, module)   # look their module up there
+    namespace = module.__dict__
     blocks = [b for b in python_blocks((ROOT / doc).read_text()) if not b[2]]
     assert blocks, f"{doc} has no Python example to run"
     for line, code, _ in blocks:
@@ -99,6 +106,7 @@ def _run_doctest(code: str, namespace: dict, where: str) -> None:
     report: list[str] = []
     runner.run(test, out=report.append, clear_globs=False)
     assert not runner.failures, "".join(report)
+    namespace.update(test.globs)        # the doctest ran on a copy: later blocks see its names
 
 
 def _missing_extra(err: ImportError) -> bool:
