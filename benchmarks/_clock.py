@@ -10,12 +10,13 @@ import time
 import tinyevo.evolution.crossover as C
 import tinyevo.graph.edit as E
 import tinyevo.graph.resizing as R
+import tinyevo.graph.segment as S
 
 
 class OperatorClock:
     """Within the block, adds up the seconds (``copy``, ``solve``, ``surgery``) and counts the
     calls (``calls``) of ``CompGraph.copy``, ``solve_selection`` and ``apply_selection``, as the
-    resizing, edit and crossover modules call them."""
+    resizing, edit, segment and crossover modules call them."""
 
     def __init__(self) -> None:
         self.copy = self.solve = self.surgery = 0.0
@@ -33,7 +34,7 @@ class OperatorClock:
 
     def __enter__(self):
         self._patched = []
-        for mod in (R, E, C):
+        for mod in (R, E, S, C):
             for name, field in (("solve_selection", "solve"), ("apply_selection", "surgery")):
                 if hasattr(mod, name):
                     self._patched.append((mod, name, getattr(mod, name)))
