@@ -4,6 +4,9 @@ Data is an array or a tuple of arrays with the same first (batch) dimension, e.g
 batches come out in the same form. Every iterator here is re-iterable: each ``iter()`` is a new
 pass. :class:`RepeatPartitionIterator` is the one special to the GA: it hands out the data in
 partitions of ``n`` batches, and every candidate of a generation sees the same partition.
+:class:`ReBatchingIterator` and :class:`SeedIterator` change how a candidate sees them: in
+batches of its own size (an *iterator map* such as :class:`BatchSizeIteratorMap`, carried by a
+``CandidateDataIterMap``), and with the same random draws on every pass.
 
     >>> it = BatchIterator((np.zeros((5, 2)), np.arange(5)), batchsize=2)
     >>> [y.tolist() for _, y in it]
@@ -12,6 +15,7 @@ partitions of ``n`` batches, and every candidate of a generation sees the same p
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -27,6 +31,7 @@ __all__ = [
     "RepeatPartitionIterator", "StatefulGenerationIter", "TimedIterator", "TimedIteratorStop",
     "itergeneration", "onehot",
 ]
+__all__ += ["ReBatchingIterator", "SeedIterator", "AbstractIteratorMap", "BatchSizeIteratorMap"]
 
 
 class BatchIterator:
@@ -57,6 +62,11 @@ class BatchIterator:
 
     def __len__(self) -> int:
         return self.n // self.batchsize if self.drop_last else math.ceil(self.n / self.batchsize)
+
+    @property
+    def nsamples(self) -> int:
+        """Samples in a pass (what a :class:`ReBatchingIterator` over it needs for its length)."""
+        return self.n - self.n % self.batchsize if self.drop_last else self.n
 
     def __iter__(self) -> Iterator[Any]:
         n, bs = self.n, self.batchsize
@@ -264,6 +274,137 @@ class TimedIterator:
                 f"base={self.base!r})")
 
 
+class ReBatchingIterator:
+    """ReBatchingIterator(it, batch_size): the batches of ``it`` joined and split into batches of
+    ``batch_size`` samples (the seed's ReBatchingIterator).
+
+    Each batch of ``it`` is an array or a tuple of arrays, batch first; the samples come out in
+    the order they went in, the last batch smaller where they do not divide evenly. A batch
+    that needs no joining is a slice of the one it came from (no copy).
+
+        >>> it = ReBatchingIterator(BatchIterator(np.arange(10), 4), 3)
+        >>> [b.tolist() for b in it]
+        [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+
+    ``len()`` needs the number of samples of a pass: ``it.nsamples`` where ``it`` has it
+    (:class:`BatchIterator`, the batches of a ``fit`` generation), else counted on a pass.
+    """
+
+    def __init__(self, it: Iterable, batch_size: int) -> None:
+        if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                or batch_size < 1):
+            raise ValueError(f"ReBatchingIterator: batch_size must be a positive integer, got "
+                             f"{batch_size!r}")
+        self.base, self.batch_size = it, int(batch_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        pending: list[list] = []     # slices waiting to fill a batch, each a list of arrays
+        npending, is_tuple = 0, False
+        for batch in self.base:
+            arrays, is_tuple = _as_arrays(batch)
+            n, start = arrays[0].shape[0], 0
+            while start < n:
+                take = min(self.batch_size - npending, n - start)
+                pending.append([a[start:start + take] for a in arrays])
+                npending, start = npending + take, start + take
+                if npending == self.batch_size:
+                    yield _joined(pending, is_tuple)
+                    pending, npending = [], 0
+        if pending:
+            yield _joined(pending, is_tuple)
+
+    @property
+    def nsamples(self) -> int:
+        """Samples in a pass: those of the iterator it re-batches."""
+        return _nsamples(self.base)
+
+    def __len__(self) -> int:
+        return math.ceil(self.nsamples / self.batch_size)
+
+    def __repr__(self) -> str:
+        return f"ReBatchingIterator({self.base!r}, {self.batch_size})"
+
+
+class SeedIterator:
+    """SeedIterator(it, rng=None, seed=None): ``it`` with a generator re-seeded before each
+    element, so that every pass draws the same random numbers (the seed's SeedIterator).
+
+    Element ``i`` of a pass is drawn after ``rng`` (else the library generator,
+    :func:`tinyevo.seed`) is re-seeded with ``seed + i``; ``seed`` defaults to a draw from that
+    generator when the iterator is made. Shuffling or augmentation that draws from the
+    generator then gives the same batches on every pass, so every candidate of a generation
+    trains on the same data. Like the seed's, it leaves the generator as the last element
+    left it.
+
+        >>> shuffled = SeedIterator(BatchIterator(np.arange(6), 2, shuffle=True))
+        >>> [b.tolist() for b in shuffled] == [b.tolist() for b in shuffled]
+        True
+    """
+
+    def __init__(self, it: Iterable, rng: np.random.Generator | None = None,
+                 seed: int | None = None) -> None:
+        if seed is None:
+            seed = int(B.rng(rng).integers(2**32))
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"SeedIterator: seed must be None or an integer >= 0, got {seed!r}")
+        self.base, self.rng, self.seed = it, rng, int(seed)
+
+    def __iter__(self) -> Iterator[Any]:
+        source = None
+        for i in itertools.count():
+            _reseed(B.rng(self.rng), self.seed + i)
+            if source is None:
+                source = iter(self.base)     # a pass may draw as it starts: seeded too
+            try:
+                item = next(source)
+            except StopIteration:
+                return
+            yield item
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"SeedIterator({self.base!r}, seed={self.seed})"
+
+
+class AbstractIteratorMap:
+    """An iterator map: ``m(it)`` is the training iterator a candidate uses in place of ``it``
+    (the seed's ``maptrain``). A ``CandidateDataIterMap`` carries one, ``TrainThenFitness``
+    applies it, and mutations and crossovers of iterator maps (``TrainBatchSizeMutation``,
+    ``IteratorMapCrossover``) change or swap it. The base class maps ``it`` to itself.
+
+        >>> AbstractIteratorMap()([1, 2])
+        [1, 2]
+    """
+
+    def __call__(self, it: Iterable) -> Iterable:
+        return it
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSizeIteratorMap(AbstractIteratorMap):
+    """BatchSizeIteratorMap(batch_size): train in batches of ``batch_size`` samples, the same
+    samples in the same order (a :class:`ReBatchingIterator`; the seed's BatchSizeIteratorMap,
+    for training only: validation keeps the fitness's batches).
+
+        >>> [len(b) for b in BatchSizeIteratorMap(4)(BatchIterator(np.arange(10), 5))]
+        [4, 4, 2]
+    """
+
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        size = self.batch_size
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"BatchSizeIteratorMap: batch_size must be a positive integer, "
+                             f"got {size!r}")
+        object.__setattr__(self, "batch_size", int(size))
+
+    def __call__(self, it: Iterable) -> ReBatchingIterator:
+        return ReBatchingIterator(it, self.batch_size)
+
+
 def onehot(labels: Any, classes: Any) -> Any:
     """One-hot encode ``labels`` (N,) as (N, K) floats; an iterable of label batches gives a
     re-iterable of encoded batches. ``classes`` is K (labels 0..K-1) or the sequence of classes.
@@ -328,3 +469,26 @@ def _cycled(it: Iterable) -> Iterator[Any]:
             yield item
         if empty:
             return
+
+
+def _joined(parts: list[list], is_tuple: bool) -> Any:
+    """One batch from the slices ``parts`` (each a list of arrays), joined per array."""
+    if len(parts) == 1:
+        arrays = parts[0]
+    else:
+        arrays = [B.get_array_module(group[0]).concatenate(group) for group in zip(*parts)]
+    return tuple(arrays) if is_tuple else arrays[0]
+
+
+def _nsamples(it: Any) -> int:
+    """Samples in a pass over ``it``: ``it.nsamples`` where it has one, else counted."""
+    n = getattr(it, "nsamples", None)
+    if n is not None:
+        return int(n)
+    return sum(_as_arrays(batch)[0][0].shape[0] for batch in it)
+
+
+def _reseed(gen: np.random.Generator, seed: int) -> None:
+    """Put ``gen`` (in place, so every holder sees it) in the state a fresh one of ``seed``
+    starts from."""
+    gen.bit_generator.state = type(gen.bit_generator)(seed).state
