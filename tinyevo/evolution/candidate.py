@@ -1,8 +1,9 @@
 """Candidates: what the genetic algorithm evolves and what fitness functions measure.
 
 A candidate carries a model and, optionally, the hyperparameters being searched for (its own
-optimiser, its own loss). Fitness functions ask for them through accessors with a default, so a
-candidate returns something other than the default only for what is actually being searched:
+optimiser, its own loss, its own map of the training data: :class:`CandidateDataIterMap`).
+Fitness functions ask for them through accessors with a default, so a candidate returns
+something other than the default only for what is actually being searched:
 
     >>> c = CandidateModel(lambda x: x)
     >>> opt(c, default="the default optimiser")
@@ -44,6 +45,7 @@ __all__ = [
     "new_candidate", "graph", "opt", "lossfun", "prior_fitness", "copy_model", "nparams",
     "is_model", "inherit_optimizer_state",
 ]
+__all__ += ["CandidateDataIterMap", "itermap"]
 
 
 class AbstractCandidate:
@@ -122,6 +124,10 @@ class AbstractCandidate:
         """The candidate's own loss function, else ``default``."""
         return default
 
+    def itermap(self, default: Any = None) -> Any:
+        """The candidate's own map of its training iterator, else ``default``."""
+        return default
+
     def new_candidate(self, mapfield: Callable[[Any], Any]) -> AbstractCandidate:
         """A new candidate of the same type with every field passed through ``mapfield``."""
         if not dataclasses.is_dataclass(self):
@@ -169,6 +175,47 @@ class CandidateOptModel(AbstractCandidate):
         return f"CandidateOptModel({self.optimizer!r}, {_short(self.model)})"
 
 
+@dataclasses.dataclass(eq=False)
+class CandidateDataIterMap(AbstractCandidate):
+    """CandidateDataIterMap(map, candidate): ``candidate`` training on ``map(it)`` in place of
+    the training iterator ``it`` (the seed's CandidateDataIterMap), e.g. in batches of its own
+    size, which mutation and crossover then search.
+
+    ``map`` is any callable of an iterator; mutations and crossovers of iterator maps change an
+    :class:`~tinyevo.evolution.iterators.AbstractIteratorMap` such as ``BatchSizeIteratorMap``.
+    Every other accessor is the wrapped candidate's, and :meth:`new_candidate` maps the wrapped
+    candidate's fields, then ``map``.
+
+        >>> c = CandidateDataIterMap(lambda it: list(it)[:1], CandidateModel(None))
+        >>> itermap(c)([(1, 2), (3, 4)]), c.graph() is None
+        ([(1, 2)], True)
+
+    ``CandidateDataIterMap(BatchSizeIteratorMap(16), candidate)`` trains in batches of 16.
+    """
+
+    map: Any
+    candidate: Any
+
+    def graph(self, default: Any = None) -> Any:
+        return graph(self.candidate, default)
+
+    def opt(self, default: Any = None) -> Any:
+        return opt(self.candidate, default)
+
+    def lossfun(self, default: Any = None) -> Any:
+        return lossfun(self.candidate, default)
+
+    def itermap(self, default: Any = None) -> Any:
+        return self.map
+
+    def new_candidate(self, mapfield: Callable[[Any], Any]) -> CandidateDataIterMap:
+        inner = new_candidate(self.candidate, mapfield)
+        return _with_prior(type(self)(mapfield(self.map), inner), self)
+
+    def __repr__(self) -> str:
+        return f"CandidateDataIterMap({self.map!r}, {self.candidate!r})"
+
+
 class FittedCandidate(AbstractCandidate):
     """A candidate with its fitness, computed in ``generation``.
 
@@ -196,6 +243,9 @@ class FittedCandidate(AbstractCandidate):
 
     def lossfun(self, default: Any = None) -> Any:
         return lossfun(self.candidate, default)
+
+    def itermap(self, default: Any = None) -> Any:
+        return itermap(self.candidate, default)
 
     def new_candidate(self, mapfield: Callable[[Any], Any]) -> Any:
         return _with_prior(new_candidate(self.candidate, mapfield), self)
@@ -232,6 +282,16 @@ def opt(c: Any, default: Any = None) -> Any:
 def lossfun(c: Any, default: Any = None) -> Any:
     """The loss function of candidate ``c``, else ``default``."""
     return c.lossfun(default) if isinstance(c, AbstractCandidate) else default
+
+
+def itermap(c: Any, default: Any = None) -> Any:
+    """The map candidate ``c`` applies to its training iterator (a
+    :class:`CandidateDataIterMap`'s), else ``default``.
+
+        >>> itermap(CandidateDataIterMap(sorted, CandidateModel(None))) is sorted
+        True
+    """
+    return c.itermap(default) if isinstance(c, AbstractCandidate) else default
 
 
 def prior_fitness(c: Any, default: Any = None) -> Any:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from tinyevo import backend as B
-from tinyevo.evolution.candidate import graph, lossfun, nparams, opt, prior_fitness
+from tinyevo.evolution.candidate import graph, itermap, lossfun, nparams, opt, prior_fitness
 from tinyevo.evolution.iterators import (
     RepeatPartitionIterator,
     StatefulGenerationIter,
@@ -47,6 +47,7 @@ __all__ = [
     "TrainAccuracyFitness", "TimeFitness", "SizeFitness", "MapFitness", "AggFitness",
     "EwmaFitness", "GpuFitness", "cosine_schedule", "start_generation",
 ]
+__all__ += ["LogFitness"]
 
 log = logging.getLogger("tinyevo.evolution")
 
@@ -196,7 +197,9 @@ class TrainThenFitness(AbstractFitness):
 
     ``dataiter`` is an iterable of ``(x, y)`` batches, or generation aware (a
     StatefulGenerationIter; a RepeatPartitionIterator is wrapped in one), so that each generation
-    trains on its own partition and all candidates of a generation on the same one.
+    trains on its own partition and all candidates of a generation on the same one. A candidate
+    that carries an iterator map (``itermap(c)``, e.g. a CandidateDataIterMap of a
+    BatchSizeIteratorMap) trains on what the map makes of those batches.
 
         >>> from tinyevo.losses import logit_cross_entropy
         >>> from tinyevo.optimizers import Adam
@@ -234,7 +237,7 @@ class TrainThenFitness(AbstractFitness):
                 # Overflow in a diverging candidate is the guard's business, not a warning's.
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                     trained = self._train(model, optimizer, lossf,
-                                          itergeneration(self.dataiter, generation))
+                                          self._data(candidate, generation))
             finally:
                 if (own is None or not self.keep_optimizer_state or trained is None
                         or isinstance(trained, _Invalid)):
@@ -250,6 +253,13 @@ class TrainThenFitness(AbstractFitness):
     def start_generation(self, generation: int) -> None:
         itergeneration(self.dataiter, generation)
         start_generation(self.fitstrat, generation)
+
+    def _data(self, candidate: Any, generation: int | None) -> Iterable:
+        """The batches ``candidate`` trains on in ``generation``: the generation's, through the
+        candidate's own iterator map where it carries one (:func:`itermap`)."""
+        data = itergeneration(self.dataiter, generation)
+        mapping = itermap(candidate)
+        return data if mapping is None else mapping(data)
 
     def _measure(self, candidate: Any, generation: int | None, trained: Any) -> Any:
         return fitness_of(self.fitstrat, candidate, generation)
@@ -465,6 +475,64 @@ class EwmaFitness(AbstractFitness):
 
     def __repr__(self) -> str:
         return f"EwmaFitness({self.base!r}, alpha={self.alpha})"
+
+
+class LogFitness(AbstractFitness):
+    """LogFitness(f, msgfun=None, level=logging.INFO, logger=None): the fitness by ``f``,
+    logged for each candidate with its number in the generation (the seed's LogFitness).
+
+    The message is ``msgfun(i, candidate, value)`` (default: the candidate's number, vertices,
+    parameters and fitness), logged at ``level`` to ``logger`` (default "tinyevo.evolution").
+    The count restarts when the generation changes; a copy of the fitness in a worker process
+    counts the candidates that worker evaluates.
+
+        >>> f = LogFitness(SizeFitness())     # logs "candidate   1: 3 vertices, ..."
+    """
+
+    def __init__(self, f: Any, msgfun: Callable[[int, Any, Any], str] | None = None,
+                 level: int = logging.INFO, logger: logging.Logger | None = None) -> None:
+        self.f, self.msgfun, self.level = f, msgfun or fitness_message, level
+        self.logger = logger or log
+        self._generation: Any = None
+        self._count = 0
+
+    @property
+    def invalidfitness(self) -> Any:
+        """The wrapped fitness's invalid fitness (AttributeError where it has none)."""
+        return self.f.invalidfitness
+
+    def __call__(self, candidate: Any, generation: int | None = None) -> Any:
+        value = fitness_of(self.f, candidate, generation)
+        if generation != self._generation:
+            self._generation, self._count = generation, 0
+        self._count += 1
+        self.logger.log(self.level, "%s", self.msgfun(self._count, candidate, value))
+        return value
+
+    def start_generation(self, generation: int) -> None:
+        start_generation(self.f, generation)
+
+    def __repr__(self) -> str:
+        return f"LogFitness({self.f!r})"
+
+
+def fitness_message(i: int, candidate: Any, value: Any) -> str:
+    """LogFitness's default message: ``i``, the model's vertices and parameters, ``value``.
+
+        >>> fitness_message(2, None, 0.5)
+        'candidate   2: 0 vertices, 0 parameters, fitness 0.5'
+    """
+    model = graph(candidate)
+    nv = len(getattr(model, "vertices", ()))
+    return f"candidate {i:3d}: {nv} vertices, {_count(nparams(model))} parameters, fitness {value}"
+
+
+def _count(n: int) -> str:
+    """``n`` shortened: 12.35k, 1.20M, 3.00G (the seed prints parameter counts so)."""
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
 
 
 class GpuFitness(AbstractFitness):
