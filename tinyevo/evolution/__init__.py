@@ -11,6 +11,7 @@ Note: the candidate accessors ``graph``/``opt``/``lossfun``/``prior_fitness`` li
 
 from tinyevo.evolution.candidate import (
     AbstractCandidate,
+    CandidateDataIterMap,
     CandidateModel,
     CandidateOptModel,
     FittedCandidate,
@@ -18,6 +19,7 @@ from tinyevo.evolution.candidate import (
     graph,
     inherit_optimizer_state,
     is_model,
+    itermap,
     lossfun,
     new_candidate,
     nparams,
@@ -26,11 +28,13 @@ from tinyevo.evolution.candidate import (
 )
 from tinyevo.evolution.crossover import (
     CrossoverSwap,
+    IteratorMapCrossover,
     LearningRateCrossover,
     OptimizerCrossover,
     VertexCrossover,
     crossover_swap,
     evolve_crossover,
+    itermap_swap,
     learning_rate_swap,
     optimizer_swap,
 )
@@ -40,6 +44,7 @@ from tinyevo.evolution.fitness import (
     AggFitness,
     EwmaFitness,
     GpuFitness,
+    LogFitness,
     LossFitness,
     MapFitness,
     SizeFitness,
@@ -51,10 +56,14 @@ from tinyevo.evolution.fitness import (
 )
 from tinyevo.evolution.halloffame import HallOfFame
 from tinyevo.evolution.iterators import (
+    AbstractIteratorMap,
     BatchIterator,
+    BatchSizeIteratorMap,
     GpuIterator,
     MapIterator,
+    ReBatchingIterator,
     RepeatPartitionIterator,
+    SeedIterator,
     ShuffleIterator,
     StatefulGenerationIter,
     TimedIterator,
@@ -73,6 +82,7 @@ from tinyevo.evolution.mutation import (
     LearningRateMutation,
     LogMutation,
     LowUtilityMutationProbability,
+    MapCandidate,
     MutationChain,
     MutationFilter,
     MutationProbability,
@@ -82,8 +92,10 @@ from tinyevo.evolution.mutation import (
     PostMutation,
     RemoveEdgeMutation,
     RemoveVertexMutation,
+    TrainBatchSizeMutation,
     VertexMutation,
     WeightedMutationProbability,
+    mutate_batch_size,
     neuronselect,
 )
 from tinyevo.evolution.population import Evaluator, MapEvaluator, Population, evaluate_candidate
@@ -137,3 +149,6 @@ __all__ = [
 ]
 __all__ += ["HallOfFame"]
 __all__ += ["Evaluator", "MapEvaluator"]
+__all__ += ["CandidateDataIterMap", "itermap", "MapCandidate", "LogFitness", "ReBatchingIterator",
+            "SeedIterator", "AbstractIteratorMap", "BatchSizeIteratorMap",
+            "TrainBatchSizeMutation", "mutate_batch_size", "IteratorMapCrossover", "itermap_swap"]

@@ -10,8 +10,10 @@ utilities (``MutationProbability``, ``LogMutation``, ``MutationChain``, ...) wra
 - :class:`VertexCrossover` pairs each allowed vertex of one graph with the vertex of the other
   at the nearest relative position and applies a vertex-level crossover to the pair.
 - :class:`OptimizerCrossover` and :class:`LearningRateCrossover` act on ``(optimizer,
-  optimizer)``; :class:`evolve_crossover` applies graph and optimiser crossovers to a pair of
-  candidates (the seed's ``evolvemodel`` for crossovers), for ``PairCandidates``.
+  optimizer)``, :class:`IteratorMapCrossover` on the iterator maps of two candidates (their
+  training batch sizes); :class:`evolve_crossover` applies graph, optimiser and iterator-map
+  crossovers to a pair of candidates (the seed's ``evolvemodel`` for crossovers), for
+  ``PairCandidates``.
 
 Parents are never modified: a graph crossover works on copies and, where it cannot be made,
 returns the parents themselves. This module chooses what to cross; the graph surgery (separable
@@ -33,6 +35,7 @@ import numpy as np
 from tinyevo import backend as B
 from tinyevo.evolution.candidate import copy_model, inherit_optimizer_state, new_candidate
 from tinyevo.evolution.candidate import graph as graph_of
+from tinyevo.evolution.candidate import itermap as itermap_of
 from tinyevo.evolution.candidate import opt as opt_of
 from tinyevo.graph import CompGraph, Vertex, value_cache
 from tinyevo.graph.segment import SWAP_PROBES, regraph, separable_starts, swap_segments
@@ -43,6 +46,7 @@ __all__ = [
     "CrossoverSwap", "VertexCrossover", "OptimizerCrossover", "LearningRateCrossover",
     "evolve_crossover", "crossover_swap", "optimizer_swap", "learning_rate_swap",
 ]
+__all__ += ["IteratorMapCrossover", "itermap_swap"]
 
 logger = logging.getLogger("tinyevo.evolution.crossover")
 
@@ -308,6 +312,8 @@ class OptimizerCrossover:
         ['Momentum', 'Adam']
     """
 
+    acts_on = "optimizer"      # what MapCandidate applies it to
+
     def __init__(self, crossover: Callable[[tuple], tuple] = optimizer_swap,
                  keep_learning_rate: bool = False) -> None:
         if not callable(crossover):
@@ -345,18 +351,54 @@ class LearningRateCrossover(OptimizerCrossover):
         return "LearningRateCrossover()"
 
 
+def itermap_swap(pair: tuple) -> tuple[Any, Any]:
+    """``(m1, m2) -> (m2, m1)``: each candidate takes the other's iterator map."""
+    m1, m2 = _pair_of(pair, "itermap_swap")
+    return m2, m1
+
+
+class IteratorMapCrossover:
+    """IteratorMapCrossover(crossover=itermap_swap): crossover of two candidates' iterator maps,
+    ``((m1, m2)) -> (m1', m2')`` (the seed's IteratorMapCrossover): by default they swap them,
+    so each child trains with the other parent's batch size. Maps that come back as they went
+    in are copies.
+
+        >>> [m.batch_size for m in IteratorMapCrossover()((BatchSizeIteratorMap(16),
+        ...                                                BatchSizeIteratorMap(64)))]
+        [64, 16]
+    """
+
+    acts_on = "itermap"        # what MapCandidate applies it to
+
+    def __init__(self, crossover: Callable[[tuple], tuple] = itermap_swap) -> None:
+        if not callable(crossover):
+            raise TypeError(f"IteratorMapCrossover needs a callable crossover, got "
+                            f"{type(crossover).__name__}")
+        self.crossover = crossover
+
+    def __call__(self, pair: tuple) -> tuple:
+        m1, m2 = _pair_of(pair, "IteratorMapCrossover")
+        n1, n2 = _pair_of(self.crossover((m1, m2)), repr(self.crossover))
+        return tuple(_copy.deepcopy(n) if n is m1 or n is m2 else n for n in (n1, n2))
+
+    def __repr__(self) -> str:
+        return f"IteratorMapCrossover({getattr(self.crossover, '__name__', self.crossover)})"
+
+
 # ====================================================================== candidates
 
 class evolve_crossover:  # noqa: N801 - a function-like callable object, picklable unlike a closure
-    """evolve_crossover(crossover=None, opt_crossover=None, map_others=copy.deepcopy): a pair of
-    candidates -> a pair of children (the seed's ``evolvemodel`` for crossovers).
+    """evolve_crossover(crossover=None, opt_crossover=None, map_others=copy.deepcopy,
+    itermap_crossover=None): a pair of candidates -> a pair of children (the seed's
+    ``evolvemodel`` for crossovers).
 
-    ``crossover((graph1, graph2))`` makes the children's models and ``opt_crossover((opt1,
-    opt2))`` their optimisers where both candidates carry one; other fields go through
-    ``map_others``. A child never shares a model or optimiser with a parent (unchanged ones are
-    copied), so use it in ``PairCandidates(EvolveCandidates(...))``. Where the parents'
-    optimisers kept state, a child's optimiser inherits it for every parameter the child took
-    unchanged from either parent (same optimiser type only).
+    ``crossover((graph1, graph2))`` makes the children's models, ``opt_crossover((opt1,
+    opt2))`` their optimisers and ``itermap_crossover((map1, map2))`` their iterator maps
+    (e.g. :class:`IteratorMapCrossover`: batch sizes) where both candidates carry one; other
+    fields go through ``map_others``. A child never shares a model, optimiser or map with a
+    parent (unchanged ones are copied), so use it in ``PairCandidates(EvolveCandidates(...))``.
+    Where the parents' optimisers kept state, a child's optimiser inherits it for every
+    parameter the child took unchanged from either parent (same optimiser type only).
 
         >>> pairs = PairCandidates(EvolveCandidates(evolve_crossover(
         ...     VertexCrossover(MutationProbability(CrossoverSwap(), 0.05)),
@@ -365,12 +407,15 @@ class evolve_crossover:  # noqa: N801 - a function-like callable object, picklab
 
     def __init__(self, crossover: Callable[[tuple], tuple] | None = None,
                  opt_crossover: Callable[[tuple], tuple] | None = None,
-                 map_others: Callable[[Any], Any] = _copy.deepcopy) -> None:
-        for what, f in (("crossover", crossover), ("opt_crossover", opt_crossover)):
+                 map_others: Callable[[Any], Any] = _copy.deepcopy,
+                 itermap_crossover: Callable[[tuple], tuple] | None = None) -> None:
+        for what, f in (("crossover", crossover), ("opt_crossover", opt_crossover),
+                        ("itermap_crossover", itermap_crossover)):
             if f is not None and not callable(f):
                 raise TypeError(f"evolve_crossover: {what} must be callable, got "
                                 f"{type(f).__name__}")
         self.crossover, self.opt_crossover, self.map_others = crossover, opt_crossover, map_others
+        self.itermap_crossover = itermap_crossover
 
     def __call__(self, pair: tuple) -> tuple:
         c1, c2 = _pair_of(pair, "evolve_crossover")
@@ -385,20 +430,38 @@ class evolve_crossover:  # noqa: N801 - a function-like callable object, picklab
         if self.opt_crossover is not None and o1 is not None and o2 is not None:
             p1, p2 = _pair_of(self.opt_crossover((o1, o2)), repr(self.opt_crossover))
         p1, p2 = (_fresh(p) if p is not None and (p is o1 or p is o2) else p for p in (p1, p2))
-        return tuple(inherit_optimizer_state(new_candidate(c, self._mapper(g, n, o, p)), c1, c2)
-                     for c, g, n, o, p in ((c1, g1, n1, o1, p1), (c2, g2, n2, o2, p2)))
+        maps = self._itermaps(itermap_of(c1), itermap_of(c2))
+        return tuple(inherit_optimizer_state(new_candidate(c, self._mapper(g, n, o, p, m)), c1, c2)
+                     for c, g, n, o, p, m in ((c1, g1, n1, o1, p1, maps[0]),
+                                              (c2, g2, n2, o2, p2, maps[1])))
 
-    def _mapper(self, model: Any, new_model: Any, opt: Any, new_opt: Any):
+    def _itermaps(self, m1: Any, m2: Any) -> tuple[tuple, tuple]:
+        """``((old, new), (old, new))``: each candidate's iterator map and its child's (None
+        where it has none); a map that comes back unchanged or from a parent goes through
+        ``map_others``."""
+        n1, n2 = m1, m2
+        if self.itermap_crossover is not None and m1 is not None and m2 is not None:
+            n1, n2 = _pair_of(self.itermap_crossover((m1, m2)), repr(self.itermap_crossover))
+        n1, n2 = (self.map_others(n) if n is not None and (n is m1 or n is m2) else n
+                  for n in (n1, n2))
+        return (m1, n1), (m2, n2)
+
+    def _mapper(self, model: Any, new_model: Any, opt: Any, new_opt: Any, maps: tuple):
+        old_map, new_map = maps
+
         def mapfield(x: Any) -> Any:
             if model is not None and x is model:
                 return new_model
             if opt is not None and x is opt:
                 return new_opt
+            if old_map is not None and x is old_map:
+                return new_map
             return self.map_others(x)
         return mapfield
 
     def __repr__(self) -> str:
-        return f"evolve_crossover({self.crossover!r}, {self.opt_crossover!r})"
+        cross = "" if self.itermap_crossover is None else f", {self.itermap_crossover!r}"
+        return f"evolve_crossover({self.crossover!r}, {self.opt_crossover!r}{cross})"
 
 
 # ====================================================================== pairing helpers

@@ -15,11 +15,14 @@ graph inputs are never mutated. A mutation that cannot be applied to a vertex (a
 be solved, an edge that would close a cycle, a shape that would stop matching) leaves it as it
 was. Every random choice uses the mutation's ``rng``, else the library generator.
 
-The operators live in three modules, as in the seed: :mod:`~tinyevo.evolution.mutation.generic`
+The operators live in modules as in the seed: :mod:`~tinyevo.evolution.mutation.generic`
 (the base class and the decorators), :mod:`~tinyevo.evolution.mutation.graph` (the mutations of
-a graph and the deferred neuron selection) and :mod:`~tinyevo.evolution.mutation.optimizer`.
+a graph and the deferred neuron selection), :mod:`~tinyevo.evolution.mutation.optimizer`,
+:mod:`~tinyevo.evolution.mutation.iteratormap` (the training batch size) and
+:mod:`~tinyevo.evolution.mutation.candidate` (``MapCandidate``: all of a candidate at once).
 """
 
+from tinyevo.evolution.mutation.candidate import MapCandidate
 from tinyevo.evolution.mutation.generic import (
     AbstractMutation,
     HighUtilityMutationProbability,
@@ -45,6 +48,7 @@ from tinyevo.evolution.mutation.graph import (
     RemoveVertexMutation,
     neuronselect,
 )
+from tinyevo.evolution.mutation.iteratormap import TrainBatchSizeMutation, mutate_batch_size
 from tinyevo.evolution.mutation.optimizer import LearningRateMutation, OptimizerMutation
 
 __all__ = [
@@ -55,3 +59,4 @@ __all__ = [
     "AddEdgeMutation", "KernelSizeMutation", "ActivationFunctionMutation", "OptimizerMutation",
     "LearningRateMutation", "allow_mutation", "leaves",
 ]
+__all__ += ["TrainBatchSizeMutation", "mutate_batch_size", "MapCandidate"]

@@ -26,6 +26,8 @@ class OptimizerMutation(AbstractMutation):
         0.05
     """
 
+    acts_on = "optimizer"      # what MapCandidate applies it to
+
     def __init__(self, choices: Iterable[Any] = DEFAULT_OPTIMIZERS, rng: Rng = None) -> None:
         made = []
         for c in choices:
@@ -57,6 +59,8 @@ class OptimizerMutation(AbstractMutation):
 class LearningRateMutation(AbstractMutation):
     """LearningRateMutation(nudge=0.3, lo=1e-6, hi=1.0, rng=None): ``lr <- clamp(lr * (1 +
     nudge * (u - 0.5)), lo, hi)``, ``u ~ U(0, 1)``; changes the optimiser in place."""
+
+    acts_on = "optimizer"
 
     def __init__(self, nudge: float = 0.3, lo: float = 1e-6, hi: float = 1.0,
                  rng: Rng = None) -> None:
