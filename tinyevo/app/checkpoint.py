@@ -4,7 +4,8 @@
 random generator and settings, and per member its fitness, optimiser and model structure) and
 ``members.npz`` (every member's arrays, keyed ``"<member>/<vertex>/<array>"``) and
 ``optimizers.npz`` (the state each member's optimiser keeps between generations, keyed
-``"<member>/<layer>/<parameter>/<slot>"``; empty where state is reset after training). A hall of
+``"<member>/<layer>/<parameter>/<slot>"``; empty where state is reset after training). A member
+that trains in batches of its own size (``batch_size_search``) has its ``"batch_size"``. A hall of
 fame (:class:`tinyevo.evolution.HallOfFame`), when given, is kept alongside: its size and entries
 (shaped like the members) under ``"hall_of_fame"`` in ``state.json``, its arrays in the same two
 files keyed ``"hof/<entry>/..."``; checkpoints without one load with an empty one. The folder is
@@ -42,8 +43,15 @@ from tinyevo.app.io import (
     write_json,
     write_npz,
 )
-from tinyevo.evolution.candidate import CandidateModel, CandidateOptModel, FittedCandidate
+from tinyevo.evolution.candidate import (
+    CandidateDataIterMap,
+    CandidateModel,
+    CandidateOptModel,
+    FittedCandidate,
+    itermap,
+)
 from tinyevo.evolution.halloffame import HallOfFame
+from tinyevo.evolution.iterators import BatchSizeIteratorMap
 from tinyevo.evolution.population import Population
 from tinyevo.graph import KINDS, CompGraph
 from tinyevo.optimizers import optimizer_from_spec
@@ -159,8 +167,10 @@ def _check_document(root: Field, stored: Stored) -> None:
         lists.append((HOF_PREFIX, fame["members"].items()))
     for tag, members in lists:
         for i, member in enumerate(members):
-            member.obj(("fitness", "model"), ("generation", "optimizer"))
+            member.obj(("fitness", "model"), ("generation", "optimizer", "batch_size"))
             member["fitness"].number(null=True, finite=False)   # NaN: a diverged candidate
+            if "batch_size" in member.value:
+                member["batch_size"].integer(1)
             if "generation" in member.value:
                 member["generation"].integer(0, null=True)
             if member.get("optimizer") is not None:
@@ -227,7 +237,7 @@ _CONFIG = {
     "budget_growth": lambda f: f.number(0.0), "max_macs": lambda f: f.number(0.0, null=True),
     "valid_fraction": _share, "fitness_ewma": _share, "final_training": _share,
     "candidate_time_limit": lambda f: f.number(0.0, null=True),
-    "augment": lambda f: f.boolean(),
+    "augment": lambda f: f.boolean(), "batch_size_search": lambda f: f.boolean(),
     "widths": lambda f: [w.integer(1) for w in f.items(2, 2)],
     "lr_schedule": lambda f: f.string(), "tiebreak": lambda f: f.string(),
     "optimizer_state": lambda f: f.string(),
@@ -265,7 +275,7 @@ def _encode_all(candidates: list, tag: str, arrays: dict, opt_arrays: dict) -> l
         entries.append({"fitness": _number(getattr(c, "fitness", None)),
                         "generation": getattr(c, "generation", None),
                         "optimizer": opt.to_spec() if opt is not None else None,
-                        "model": graph.to_spec()})
+                        "model": graph.to_spec(), **_itermap_entry(c, _label(tag, i))})
         arrays.update({prefix + k: a for k, a in graph.arrays().items()})
         if opt is not None and hasattr(opt, "state_arrays"):
             opt_arrays.update({prefix + k: a for k, a in opt.state_arrays(graph).items()})
@@ -291,8 +301,28 @@ def _decode_all(entries: list, tag: str, arrays: dict, opt_arrays: dict) -> list
             cand = CandidateOptModel(optimizer, graph)
         else:
             cand = CandidateModel(graph)
-        out.append(FittedCandidate(cand, m["fitness"], m.get("generation")))
+        out.append(FittedCandidate(_with_itermap(cand, m), m["fitness"], m.get("generation")))
     return out
+
+
+def _itermap_entry(c: Any, label: str) -> dict:
+    """``{"batch_size": n}`` for a candidate that trains in batches of its own size (a
+    BatchSizeIteratorMap), ``{}`` for one without an iterator map; a TypeError for another map,
+    which a checkpoint cannot hold."""
+    mapping = itermap(c)
+    if mapping is None:
+        return {}
+    if type(mapping) is not BatchSizeIteratorMap:
+        raise TypeError(f"save_checkpoint: {label} carries the iterator map {mapping!r}; a "
+                        "checkpoint holds only a BatchSizeIteratorMap's batch size")
+    return {"batch_size": mapping.batch_size}
+
+
+def _with_itermap(candidate: Any, entry: dict) -> Any:
+    """``candidate`` training in batches of the entry's ``batch_size``, where it has one."""
+    size = entry.get("batch_size")
+    return candidate if size is None else CandidateDataIterMap(BatchSizeIteratorMap(size),
+                                                               candidate)
 
 
 def _label(tag: str, i: int) -> str:

@@ -125,6 +125,10 @@ class FitConfig:
         "large data, where a generation trains on less than one pass)",
         _count(2, "None or an int >= 2"))
     batch_size: int = _setting(32, "training samples per batch", _count(1, optional=False))
+    batch_size_search: bool = _setting(
+        False, "search each candidate's training batch size too (the seed's "
+        "TrainBatchSizeMutation): drawn at batch_size x 2^-2..2, mutated and crossed over",
+        _flag)
     batches_per_generation: int | None = _setting(
         None, f"training batches of the first generation (None: one pass over the training "
         f"split, at most {DEFAULT_BATCHES})", _count(1, "None or an int >= 1"))

@@ -212,6 +212,11 @@ class _StreamSlice:
     def __len__(self) -> int:
         return self.count
 
+    @property
+    def nsamples(self) -> int:
+        """Samples of the generation (what a candidate re-batching them counts its steps by)."""
+        return self.count * self.source.batch_size
+
     def __iter__(self):
         src, cfg, bs = self.source, self.source.config, self.source.batch_size
         order = src.indices(self.first, self.count)

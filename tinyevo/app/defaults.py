@@ -5,6 +5,8 @@ conv blocks of {conv, conv->BN, BN->conv} units (3x3 or 5x5) in plain, forked (i
 and residual arrangements, each block followed by a 2x2 max pooling; then global pooling, 0-2
 dense layers and a shielded dense output. Selection keeps 2 elites and fills the rest with
 best-of-2 tournament winners, which go through crossover (p 0.3) and mutation (p 0.8).
+With ``batch_size_search``, each candidate also trains in batches of its own size, which its
+children inherit, mutate (p 0.1) and swap in crossover (p 0.2), as AutoFlux does.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import numpy as np
 
 from tinyevo import backend as B
 from tinyevo.app.config import ELITES, WIDTHS
+from tinyevo.evolution.candidate import CandidateDataIterMap
 from tinyevo.evolution.crossover import (
     CrossoverSwap,
+    IteratorMapCrossover,
     LearningRateCrossover,
     OptimizerCrossover,
     VertexCrossover,
     evolve_crossover,
 )
+from tinyevo.evolution.iterators import BatchSizeIteratorMap
 from tinyevo.evolution.mutation import (
     ActivationFunctionMutation,
     AddEdgeMutation,
@@ -30,14 +35,17 @@ from tinyevo.evolution.mutation import (
     KernelSizeMutation,
     LearningRateMutation,
     LowUtilityMutationProbability,
+    MapCandidate,
     MutationChain,
     MutationProbability,
     NoutMutation,
     OptimizerMutation,
     RemoveEdgeMutation,
     RemoveVertexMutation,
+    TrainBatchSizeMutation,
     VertexMutation,
 )
+from tinyevo.evolution.population import Population
 from tinyevo.evolution.strategies import (
     CombinedEvolution,
     CrossoverThenMutate,
@@ -68,6 +76,7 @@ from tinyevo.search import (
 __all__ = ["ACTIVATIONS", "default_search_space", "default_mutation", "default_crossover",
            "default_strategy", "default_optimizer", "OPTIMIZER_CHOICES", "GraphMutation",
            "stem_halvings"]
+__all__ += ["batch_size_choices", "with_batch_sizes", "batch_size_operators"]
 
 ACTIVATIONS = ("identity", "relu", "elu", "selu")
 # Kernel sizes of the initial conv layers. The seed's also include 1: a block of 1x1 convs sees
@@ -75,6 +84,10 @@ ACTIVATIONS = ("identity", "relu", "elu", "selu")
 # size mutations still reach 1 and 7.
 KERNEL_SIZES = (3, 5)
 OPTIMIZER_CHOICES = (Adam, AdamW, NAdam, RMSProp, Momentum, Nesterov)
+# Batch sizes of batch_size_search, as powers of 2 times fit's batch_size: the initial draws
+# (AutoFlux: 64 +- 2 power-of-2 steps) and what mutations may reach (AutoFlux: 8..1024).
+INITIAL_BATCH_STEPS = range(-2, 3)
+BATCH_STEPS = range(-3, 5)
 
 
 def default_search_space(kind: str, nclasses: int, widths: tuple[int, int] = WIDTHS,
@@ -212,20 +225,24 @@ class GraphMutation:
                 f"max_params={self.max_params:g}{macs})")
 
 
-def default_crossover() -> Any:
+def default_crossover(itermap_crossover: Any = None) -> Any:
     """Crossover of a pair (p 0.3 in the strategy): swap graph segments between matched vertices
-    (p 0.05 each), swap learning rates (p 0.4) and optimiser types (p 0.3)."""
+    (p 0.05 each), swap learning rates (p 0.4) and optimiser types (p 0.3), and, where given,
+    cross the candidates' iterator maps over with ``itermap_crossover``."""
     return evolve_crossover(
         VertexCrossover(MutationProbability(CrossoverSwap(), 0.05)),
         MutationChain(MutationProbability(LearningRateCrossover(), 0.4),
-                      MutationProbability(OptimizerCrossover(), 0.3)))
+                      MutationProbability(OptimizerCrossover(), 0.3)),
+        itermap_crossover=itermap_crossover)
 
 
 def default_strategy(population_size: int, mutation: Any, crossover: Any,
-                     elites: int = ELITES, pairwise: bool = False) -> Any:
+                     elites: int = ELITES, pairwise: bool = False,
+                     itermap_mutation: Any = None) -> Any:
     """Elites unchanged; the rest are best-of-2 tournament winners, crossed over with p 0.3
     and mutated with p 0.8 (the learning rate is always nudged, the optimiser type changed with
-    p 0.1). Children never share a model with their parent.
+    p 0.1; the candidates' iterator maps, where they carry one, go through ``itermap_mutation``
+    if given). Children never share a model with their parent.
 
     ``pairwise=True`` crosses and mutates pair by pair (:class:`CrossoverThenMutate`): the same
     kind of children with one copy of each crossed model instead of two, the random draws in
@@ -234,7 +251,10 @@ def default_strategy(population_size: int, mutation: Any, crossover: Any,
     opt_mutation = MutationChain(LearningRateMutation(),
                                  MutationProbability(OptimizerMutation(OPTIMIZER_CHOICES), 0.1))
     cross = MutationProbability(crossover, 0.3)
-    mutate = evolve_model(MutationProbability(mutation, 0.8), opt_mutation)
+    if itermap_mutation is None:
+        mutate = evolve_model(MutationProbability(mutation, 0.8), opt_mutation)
+    else:         # an evolve_model that mutates the iterator maps too
+        mutate = MapCandidate(MutationProbability(mutation, 0.8), opt_mutation, itermap_mutation)
     if pairwise:      # pair by pair, a crossed model copied once instead of twice
         children = CrossoverThenMutate(cross, mutate)
     else:
@@ -250,3 +270,33 @@ def default_optimizer(rng: np.random.Generator | None = None) -> Any:
     minutes Adam gets far sooner to where selection means something.)"""
     lr = float(np.exp(B.rng(rng).uniform(np.log(3e-4), np.log(3e-3))))
     return Adam(learning_rate=lr)
+
+
+def batch_size_choices(batch_size: int, steps: range = BATCH_STEPS) -> tuple[int, ...]:
+    """``batch_size`` times 2 to the power of each of ``steps``, rounded, at least 1.
+
+        >>> batch_size_choices(32, range(-2, 3))
+        (8, 16, 32, 64, 128)
+    """
+    return tuple(sorted({max(1, round(batch_size * 2.0 ** k)) for k in steps}))
+
+
+def with_batch_sizes(population: Population, batch_size: int,
+                     rng: np.random.Generator | None = None) -> Population:
+    """``population`` with each member training in batches of its own size (a
+    CandidateDataIterMap of a BatchSizeIteratorMap), drawn uniformly from ``batch_size`` x
+    2^-2..2 with ``rng`` (else the library generator)."""
+    sizes, gen = batch_size_choices(batch_size, INITIAL_BATCH_STEPS), B.rng(rng)
+    return Population([CandidateDataIterMap(BatchSizeIteratorMap(sizes[gen.integers(len(sizes))]),
+                                            c) for c in population.members],
+                      population.generation)
+
+
+def batch_size_operators(batch_size: int | None) -> tuple[Any, Any]:
+    """``(mutation, crossover)`` of the candidates' batch sizes, AutoFlux's: a step of up to 2
+    powers of 2 (``TrainBatchSizeMutation(-0.2, 0.2)`` over ``batch_size`` x 2^-3..4) with p
+    0.1, a swap with p 0.2; ``(None, None)`` for None (no batch size search)."""
+    if batch_size is None:
+        return None, None
+    steps = TrainBatchSizeMutation(-0.2, 0.2, batch_size_choices(batch_size))
+    return (MutationProbability(steps, 0.1), MutationProbability(IteratorMapCrossover(), 0.2))

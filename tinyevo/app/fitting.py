@@ -154,16 +154,22 @@ def fit(x: Any, y: Any = None, *, generations: int | None = None,
             time_limit=config.candidate_time_limit, tiebreak=config.tiebreak,
             lr_schedule=cosine_schedule if config.lr_schedule == "cosine" else None,
             keep_optimizer_state=config.optimizer_state == "keep")
+        batch_mutation, batch_crossover = defaults.batch_size_operators(
+            config.batch_size if config.batch_size_search else None)
         strategy = strategy or defaults.default_strategy(
             config.population_size, mutation or defaults.default_mutation(
                 kind, nclasses, max_macs=config.max_macs, sample_shape=x.shape[1:]),
-            crossover or defaults.default_crossover(), config.elites)
+            crossover or defaults.default_crossover(batch_crossover), config.elites,
+            itermap_mutation=batch_mutation)
 
         def draw() -> Population:
             space = search_space or defaults.default_search_space(kind, nclasses, config.widths,
                                                                   x.shape[1:])
-            return initial_population(space, x.shape[1], kind, config.population_size,
-                                      max_macs=config.max_macs, spatial=x.shape[2:])
+            population = initial_population(space, x.shape[1], kind, config.population_size,
+                                            max_macs=config.max_macs, spatial=x.shape[2:])
+            if config.batch_size_search:      # each candidate with its own batch size
+                population = defaults.with_batch_sizes(population, config.batch_size)
+            return population
 
         search = _Search(config, stop, scorer, strategy, resumed, draw, executor,
                          facts=(kind, x.shape[1:], nclasses, len(y)), mdir=mdir,
