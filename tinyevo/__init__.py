@@ -28,12 +28,14 @@ from tinyevo.evolution import (  # also binds tinyevo.evolution; graph/opt/lossf
     EvolutionChain,
     EvolveCandidates,
     EwmaFitness,
+    FitnessObjective,
     FittedCandidate,
     GpuFitness,
     GpuIterator,
     HallOfFame,
     HighUtilityMutationProbability,
     KernelSizeMutation,
+    LatencyObjective,
     LearningRateCrossover,
     LearningRateMutation,
     LogMutation,
@@ -47,9 +49,16 @@ from tinyevo.evolution import (  # also binds tinyevo.evolution; graph/opt/lossf
     NeuronSelectMutation,
     NoOpEvolution,
     NoutMutation,
+    Objective,
+    Objectives,
+    ObjectivesFitness,
     OptimizerCrossover,
     OptimizerMutation,
     PairCandidates,
+    ParamsObjective,
+    ParetoEliteSelection,
+    ParetoFront,
+    ParetoTournamentSelection,
     Population,
     PostMutation,
     RemoveEdgeMutation,
@@ -172,3 +181,6 @@ __all__ += ["CrossoverSwap", "VertexCrossover", "OptimizerCrossover", "LearningR
             "evolve_crossover"]
 __all__ += ["fit"]
 __all__ += ["HallOfFame"]
+__all__ += ["Objectives", "Objective", "ObjectivesFitness", "FitnessObjective",
+            "ParamsObjective", "LatencyObjective", "ParetoFront", "ParetoEliteSelection",
+            "ParetoTournamentSelection"]

@@ -86,6 +86,25 @@ from tinyevo.evolution.mutation import (
     WeightedMutationProbability,
     neuronselect,
 )
+from tinyevo.evolution.objectives import (
+    FitnessObjective,
+    LatencyObjective,
+    MetricObjective,
+    Objective,
+    Objectives,
+    ObjectivesFitness,
+    ParamsObjective,
+)
+from tinyevo.evolution.pareto import (
+    ParetoEliteSelection,
+    ParetoFront,
+    ParetoTournamentSelection,
+    crowding_distance,
+    dominates,
+    nondominated_sort,
+    objective_point,
+    pareto_ranks,
+)
 from tinyevo.evolution.population import Evaluator, MapEvaluator, Population, evaluate_candidate
 from tinyevo.evolution.strategies import (
     AbstractEvolution,
@@ -137,3 +156,7 @@ __all__ = [
 ]
 __all__ += ["HallOfFame"]
 __all__ += ["Evaluator", "MapEvaluator"]
+__all__ += ["Objectives", "Objective", "FitnessObjective", "ParamsObjective", "LatencyObjective",
+            "MetricObjective", "ObjectivesFitness", "ParetoFront", "ParetoEliteSelection",
+            "ParetoTournamentSelection", "nondominated_sort", "crowding_distance",
+            "pareto_ranks", "dominates", "objective_point"]
