@@ -38,6 +38,7 @@ from tinyevo.evolution.mutation import (
     RemoveVertexMutation,
     VertexMutation,
 )
+from tinyevo.evolution.pareto import ParetoEliteSelection, ParetoTournamentSelection
 from tinyevo.evolution.strategies import (
     CombinedEvolution,
     CrossoverThenMutate,
@@ -222,10 +223,15 @@ def default_crossover() -> Any:
 
 
 def default_strategy(population_size: int, mutation: Any, crossover: Any,
-                     elites: int = ELITES, pairwise: bool = False) -> Any:
+                     elites: int = ELITES, pairwise: bool = False, pareto: bool = False) -> Any:
     """Elites unchanged; the rest are best-of-2 tournament winners, crossed over with p 0.3
     and mutated with p 0.8 (the learning rate is always nudged, the optimiser type changed with
     p 0.1). Children never share a model with their parent.
+
+    ``pareto=True`` selects as NSGA-II does, for fitness values with objectives: the elites
+    are the first by front and crowding distance (:class:`ParetoEliteSelection`), the
+    tournaments compare the same way (:class:`ParetoTournamentSelection`); the children are
+    made alike.
 
     ``pairwise=True`` crosses and mutates pair by pair (:class:`CrossoverThenMutate`): the same
     kind of children with one copy of each crossed model instead of two, the random draws in
@@ -240,6 +246,9 @@ def default_strategy(population_size: int, mutation: Any, crossover: Any,
     else:
         children = EvolutionChain(PairCandidates(EvolveCandidates(cross)),
                                   EvolveCandidates(mutate))
+    if pareto:
+        winners = ParetoTournamentSelection(population_size - elites, 2, 1.0, then=children)
+        return CombinedEvolution(ParetoEliteSelection(elites), winners)
     winners = TournamentSelection(population_size - elites, 2, 1.0, then=children)
     return CombinedEvolution(EliteSelection(elites), winners)
 
