@@ -191,3 +191,19 @@ def test_an_edited_objectives_checkpoint_is_refused(digits, tmp_path, edit, matc
     te.app.write_json(path, doc)
     with pytest.raises(ValueError, match=match):
         load_checkpoint(tmp_path)
+
+
+def test_the_final_model_gets_objectives_and_joins_the_front(digits, tmp_path):
+    x, y = digits
+    population = te.fit(x, y, time_limit=5.0, final_training=0.5, objectives=AP,
+                        mdir=tmp_path, **TINY)
+    final = population.final
+    if final is None:                # validated clearly worse: not kept (accept_final)
+        pytest.skip("the final training's model was not kept in this run")
+    assert isinstance(final.fitness, Objectives)
+    assert final.fitness["params"] == final.graph().nparams()
+    assert final.fitness["accuracy"] <= float(final.fitness) <= final.fitness["accuracy"] + 1e-3
+    point = objective_point(final.fitness)
+    front = [objective_point(c.fitness) for c in population.pareto_front]
+    assert point in front or any(te.evolution.dominates(p, point) or p == point for p in front)
+    assert _front(load_checkpoint(tmp_path)[0]) == _front(population)

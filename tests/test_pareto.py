@@ -156,6 +156,18 @@ def test_the_front_keeps_non_dominated_snapshots_sorted_by_the_first_objective()
         front.update([FittedCandidate(CandidateModel(Dense(2, 2)), 0.99)])
 
 
+def test_an_equal_point_replaces_a_member_only_with_a_higher_scalar_fitness():
+    def fit(fitness, generation):
+        value = Objectives(fitness, ("accuracy", "params"), (0.9, 100), ("max", "min"))
+        return FittedCandidate(CandidateModel(Dense(2, 2)), value, generation)
+
+    front = ParetoFront()
+    front.update([fit(0.9004, 1)])
+    assert front.update([fit(0.9004, 2), fit(0.9002, 2)]) == 0      # ties keep the first
+    assert front.update([fit(0.9006, 3), fit(0.9008, 3)]) == 1
+    assert [(float(m.fitness), m.generation) for m in front] == [(0.9008, 3)]
+
+
 def test_a_front_of_plain_numbers_is_the_best_value_ever():
     front = ParetoFront()
     front.update([FittedCandidate(CandidateModel(Dense(2, 2)), f) for f in (0.5, 0.7, 0.7)])

@@ -358,8 +358,9 @@ class MultiPlot:
             raise ValueError("MultiPlot needs at least one plot, e.g. MultiPlot(PlotFitness(mdir))")
         for p in plots:
             if not all(hasattr(p, a) for a in ("record", "npanels", "draw")):
-                raise TypeError(f"MultiPlot combines PlotFitness, ScatterPop and ScatterOpt "
-                                f"objects, got {p!r}; wrap other callbacks with CbAll")
+                raise TypeError(f"MultiPlot combines PlotFitness, ScatterPop, ScatterOpt and "
+                                f"PlotPareto objects, got {p!r}; wrap other callbacks with "
+                                "CbAll")
         if path is None and not hasattr(plots[0], "mdir"):
             raise ValueError("MultiPlot: pass path=..., the first plot has no mdir")
         self.plots = tuple(plots)

@@ -192,11 +192,12 @@ class ParetoFront:
 
     ``update(population)`` takes a Population or any iterable of FittedCandidates. A member
     enters when no member of the front (or an earlier one of the same update) dominates its
-    point or **equals** it, and members it dominates leave: so the front's points are always
-    exactly the distinct non-dominated points of all the evaluations it was given. A point
-    equal to one already in the front does not enter (the first candidate to reach a point
-    keeps it: a later equal one, such as an elite measured the same again, adds nothing to the
-    trade-off). Members whose fitness is missing or not finite on every objective (an invalid
+    point, and members it dominates leave: so the front's points are always exactly the
+    distinct non-dominated points of all the evaluations it was given. A point is held once:
+    a candidate with the same objectives as a member replaces it only with a higher scalar
+    fitness (for ``fit``, the more confident of two equally accurate models of one size, such
+    as an elite trained on for another generation), else it does not enter (ties keep the
+    first). Members whose fitness is missing or not finite on every objective (an invalid
     candidate) are skipped. With a plain number as fitness, the front is the best value ever
     seen (its first candidate).
 
@@ -226,7 +227,7 @@ class ParetoFront:
     def update(self, population: Iterable[Any]) -> int:
         """Take the non-dominated new points of ``population`` (snapshots) and drop the
         members they dominate; returns how many entered."""
-        new: list[tuple[Point, Any, Any]] = []   # (point, fitted candidate, fitness)
+        entries: list[tuple[Point, Any]] = list(zip(self._points, self._members))
         for c in population:
             fitness = getattr(c, "fitness", None)
             if fitness is None or isinstance(fitness, bool):
@@ -235,23 +236,17 @@ class ParetoFront:
             if not all(math.isfinite(v) for v in point):
                 continue
             self._check_names(fitness)
-            held = self._points + [p for p, _, _ in new]
-            if any(q == point or dominates(q, point) for q in held):
+            if any(dominates(q, point) for q, _ in entries):
                 continue
-            new = [e for e in new if not dominates(point, e[0])]
-            new.append((point, c, fitness))
-        if not new:
-            return 0
-        kept = [(p, m) for p, m in zip(self._points, self._members)
-                if not any(dominates(q, p) for q, _, _ in new)]
-        for point, c, fitness in new:
-            original = c.candidate if isinstance(c, FittedCandidate) else c
-            kept.append((point, FittedCandidate(snapshot(original), fitness,
-                                                getattr(c, "generation", None))))
-        kept.sort(key=lambda e: e[0], reverse=True)
-        self._points = [p for p, _ in kept]
-        self._members = [m for _, m in kept]
-        return len(new)
+            same = [e for q, e in entries if q == point]
+            if same and not float(fitness) > float(same[0].fitness):
+                continue          # the point is held, by a candidate at least as fit
+            entries = [(q, e) for q, e in entries if q != point and not dominates(point, q)]
+            entries.append((point, _New(c, fitness)))
+        entries.sort(key=lambda e: e[0], reverse=True)
+        self._points = [p for p, _ in entries]
+        self._members = [e.snapshot() if isinstance(e, _New) else e for _, e in entries]
+        return sum(isinstance(e, _New) for _, e in entries)
 
     def _check_names(self, fitness: Any) -> None:
         if self._members and _senses(fitness) != _senses(self._members[0].fitness):
@@ -271,6 +266,19 @@ class ParetoFront:
     def __repr__(self) -> str:
         names = f" of {', '.join(self.names)}" if self._members else ""
         return f"ParetoFront({len(self._members)} members{names})"
+
+
+class _New:
+    """A candidate about to enter the front: snapshotted only if it is still there at the end
+    of the update."""
+
+    def __init__(self, candidate: Any, fitness: Any) -> None:
+        self.candidate, self.fitness = candidate, fitness
+
+    def snapshot(self) -> FittedCandidate:
+        c = self.candidate
+        original = c.candidate if isinstance(c, FittedCandidate) else c
+        return FittedCandidate(snapshot(original), self.fitness, getattr(c, "generation", None))
 
 
 def _names(fitness: Any) -> tuple[str, ...]:
