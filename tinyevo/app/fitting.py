@@ -116,7 +116,8 @@ def fit(x: Any, y: Any = None, *, generations: int | None = None,
     Returns the last evaluated population, best first: ``population.best()`` is the best of
     the last generation; ``population.hall_of_fame`` holds snapshots of the ``hall_of_fame``
     best candidates *ever evaluated* (``.best()``: the best-ever model, as it was when it
-    earned its fitness); ``population.final`` is the final training's model or None.
+    earned its fitness); ``population.final`` is the final training's model or None. With
+    ``objectives``, ``population.pareto_front`` holds every non-dominated candidate (else None).
     ``.predict(x)``, ``.evaluate(x, y)`` and ``.graph()`` work on each.
 
     ``mdir``: checkpoint every generation there and resume from it (one ``fit`` at a time
