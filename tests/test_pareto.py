@@ -154,6 +154,8 @@ def test_the_front_keeps_non_dominated_snapshots_sorted_by_the_first_objective()
     assert front.update([worst, FittedCandidate(CandidateModel(Dense(2, 2)), None)]) == 0
     with pytest.raises(ValueError, match="objectives"):
         front.update([FittedCandidate(CandidateModel(Dense(2, 2)), 0.99)])
+    with pytest.raises(ValueError, match="objectives"):      # within one update too
+        ParetoFront().update([_fit(0.9, 10), FittedCandidate(CandidateModel(Dense(2, 2)), 0.5)])
 
 
 def test_an_equal_point_replaces_a_member_only_with_a_higher_scalar_fitness():

@@ -235,7 +235,7 @@ class ParetoFront:
             point = objective_point(fitness)
             if not all(math.isfinite(v) for v in point):
                 continue
-            self._check_names(fitness)
+            _check_objectives(entries, fitness)
             if any(dominates(q, point) for q, _ in entries):
                 continue
             same = [e for q, e in entries if q == point]
@@ -247,12 +247,6 @@ class ParetoFront:
         self._points = [p for p, _ in entries]
         self._members = [e.snapshot() if isinstance(e, _New) else e for _, e in entries]
         return sum(isinstance(e, _New) for _, e in entries)
-
-    def _check_names(self, fitness: Any) -> None:
-        if self._members and _senses(fitness) != _senses(self._members[0].fitness):
-            raise ValueError(f"ParetoFront: the front holds objectives "
-                             f"{_senses(self._members[0].fitness)}, got a candidate with "
-                             f"{_senses(fitness)}")
 
     def __len__(self) -> int:
         return len(self._members)
@@ -279,6 +273,14 @@ class _New:
         c = self.candidate
         original = c.candidate if isinstance(c, FittedCandidate) else c
         return FittedCandidate(snapshot(original), self.fitness, getattr(c, "generation", None))
+
+
+def _check_objectives(entries: list, fitness: Any) -> None:
+    """A ValueError where ``fitness`` has other objectives than the front's ``entries``."""
+    if entries and _senses(fitness) != _senses(entries[0][1].fitness):
+        raise ValueError(f"ParetoFront: the front holds objectives "
+                         f"{_senses(entries[0][1].fitness)}, got a candidate with "
+                         f"{_senses(fitness)}")
 
 
 def _names(fitness: Any) -> tuple[str, ...]:
