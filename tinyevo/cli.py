@@ -24,6 +24,7 @@ __all__ = ["main", "parse_duration"]
 
 DEFAULT_DIR = "runs/digits"
 AFTER_FIT_RESERVE = 10.0      # seconds kept from a time limit for the final test and export
+FRONT_RESERVE = 30.0          # with objectives: also the test and export of the Pareto front
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,8 +117,10 @@ def _parser() -> argparse.ArgumentParser:
 # The flags of FitConfig's settings: --NAME-WITH-DASHES, its type read from the annotation,
 # its help the field's doc, but for these.
 _FLAG_NAMES = {"population_size": "--population"}
-_FLAG_TYPES = {"int": int, "float": float, "candidate_time_limit": parse_duration}
-_METAVARS = {"int": "N", "float": "X", "candidate_time_limit": "TIME"}
+_FLAG_TYPES = {"int": int, "float": float, "candidate_time_limit": parse_duration,
+               "tuple[str, ...]": str}         # objectives: "accuracy,params", read by FitConfig
+_METAVARS = {"int": "N", "float": "X", "candidate_time_limit": "TIME",
+             "tuple[str, ...]": "A,B"}
 _FLAG_HELP = {"seed": "the run's random seed (default 0; a resumed run keeps its own)",
               "candidate_time_limit": FitConfig.doc("candidate_time_limit").replace(
                   "seconds", "time (e.g. 30s, 2m)")}
@@ -163,6 +166,7 @@ def _fit(args: argparse.Namespace) -> int:
     import tinyevo as te
     from tinyevo.app import callbacks as cbs
     from tinyevo.app.io import write_json
+    from tinyevo.app.pareto import format_front
 
     if args.backend:
         te.backend.use(args.backend)
@@ -178,9 +182,9 @@ def _fit(args: argparse.Namespace) -> int:
     mdir.mkdir(parents=True, exist_ok=True)
     callbacks = []
     if not args.no_plots:
-        try:
+        try:       # PlotPareto draws only in a run with objectives
             callbacks.append(cbs.MultiPlot(cbs.PlotFitness(mdir), cbs.ScatterPop(mdir),
-                                           cbs.ScatterOpt(mdir)))
+                                           cbs.ScatterOpt(mdir), cbs.PlotPareto(mdir)))
         except ImportError as err:
             print(f"tinyevo: plots off ({err})", file=sys.stderr)
     if args.dask_scheduler:
@@ -196,6 +200,8 @@ def _fit(args: argparse.Namespace) -> int:
         # What loading took comes off the run's share, and a little is kept for the final
         # test and export, which come after fit (docs/fit.md).
         after = min(AFTER_FIT_RESERVE, 0.015 * time_limit)
+        if _run_objectives(config, mdir):
+            after = min(FRONT_RESERVE, 0.05 * time_limit)
         run_limit = max(1.0, time_limit - (time.monotonic() - t_start) - after)
     display = _Progress(args.generations, time_limit, t_start, live=not args.no_progress)
     try:
@@ -217,13 +223,16 @@ def _fit(args: argparse.Namespace) -> int:
         te.export_onnx(graph, onnx_path, input_shape=tuple(x.shape[1:]))
     except ImportError:
         onnx_path = None
+    front = population.pareto_front
+    rows = None if front is None else _export_front(front, mdir, x.shape[1:], (x_test, y_test))
     seconds = time.monotonic() - t_start
     write_json(mdir / "result.json", {
         "generation": population.generation, "best_generation": best.generation,
         "final_training": population.final is not None,
         "test_accuracy": accuracy, "test_samples": len(y_test),
         "validation_fitness": best.fitness, "nparams": graph.nparams(),
-        "nvertices": len(graph.vertices), "seconds": seconds})
+        "nvertices": len(graph.vertices), "seconds": seconds,
+        **({} if rows is None else {"pareto_front": rows})})
     print(f"\ngeneration {population.generation}, {seconds:.0f} s this session")
     which = ("the best ever evaluated, trained on at the end" if population.final is not None
              else "the best ever evaluated")
@@ -236,10 +245,35 @@ def _fit(args: argparse.Namespace) -> int:
         print(f"ONNX: {onnx_path}")
     else:
         print("ONNX: not written (pip install 'tinyevo[onnx]')")
+    if rows is not None:
+        print(f"\nPareto front: {len(rows)} models no other evaluated model beats on every "
+              f"objective, in {mdir / 'front'} (NN/ saved model, NN.onnx; table front.json)")
+        print(format_front(rows))
     if callbacks:
         print(f"plots: {mdir / 'multiplot.png'}")
     print(f"more: tinyevo show {mdir}")
     return 0
+
+
+def _run_objectives(config: FitConfig, mdir: Path) -> Any:
+    """The run's objectives: the flag's, else a resumed run's (read from its checkpoint's
+    settings, without loading its models); None where unknown."""
+    if config.objectives is not None:
+        return config.objectives
+    from tinyevo.app.io import read_complete_dir, read_json
+
+    try:
+        doc = read_complete_dir(mdir / "checkpoint", lambda d: read_json(d / "state.json"))
+        return doc["state"]["config"].get("objectives")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _export_front(front: Any, mdir: Path, input_shape: tuple, test: tuple) -> list[dict]:
+    """The Pareto front's models saved in ``mdir/front``, with its table; the rows."""
+    from tinyevo.app.pareto import FRONT_DIR, export_front
+
+    return export_front(front, mdir / FRONT_DIR, tuple(input_shape), test)
 
 
 class _Progress:
@@ -375,6 +409,14 @@ def _show(args: argparse.Namespace) -> int:
     else:
         print("\nhall of fame: none in this checkpoint; tinyevo fit exports the best candidate "
               "of the last generation (above)")
+    front = population.pareto_front
+    if front is not None:
+        from tinyevo.app.pareto import format_front, front_rows
+
+        names = ", ".join(front.names or ())
+        print(f"\nPareto front: {len(front)} models no other evaluated model beats on every "
+              f"objective ({names})")
+        print(format_front(front_rows(front)))
     return 0
 
 

@@ -12,6 +12,7 @@ from tinyevo.app.callbacks import (
     CbAll,
     MultiPlot,
     PlotFitness,
+    PlotPareto,
     ScatterOpt,
     ScatterPop,
     history,
@@ -47,6 +48,7 @@ from tinyevo.app.io import (
 )
 from tinyevo.app.model_io import load_model, save_model
 from tinyevo.app.onnx_export import export_onnx  # imports onnx only when called
+from tinyevo.app.pareto import export_front
 
 __all__ = [
     "datasets", "io",
@@ -59,3 +61,4 @@ __all__ += ["save_model", "load_model", "export_onnx"]
 __all__ += ["make_evaluator", "SerialEvaluator", "ProcessEvaluator", "DaskEvaluator",
             "ExecutorEvaluator"]
 __all__ += ["fit", "FitConfig", "persist", "save_checkpoint", "load_checkpoint"]
+__all__ += ["PlotPareto", "export_front"]

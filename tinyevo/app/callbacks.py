@@ -31,9 +31,11 @@ from typing import Any
 from tinyevo.app.checkpoint import persist
 from tinyevo.app.io import atomic_open, write_text
 from tinyevo.evolution.candidate import graph, nparams, opt
+from tinyevo.evolution.objectives import Objectives
+from tinyevo.evolution.pareto import nondominated_sort
 
 __all__ = [
-    "PlotFitness", "ScatterPop", "ScatterOpt", "MultiPlot", "CbAll",
+    "PlotFitness", "ScatterPop", "ScatterOpt", "PlotPareto", "MultiPlot", "CbAll",
     "history", "fitness_value", "eval_time", "callback_list", "run_callback",
 ]
 
@@ -243,6 +245,103 @@ class ScatterOpt(_RecordingPlot):
             ax.legend(loc="best", title=f"generation {latest} (older: faded)")
 
 
+class PlotPareto(_RecordingPlot):
+    """The Pareto front of a run with objectives: objective ``y`` against ``x`` (default the
+    first objective against "params", else the second), on a log x axis where every x is
+    positive. Every member evaluated is a point, earlier generations faded; the front (the
+    members no other one recorded dominates, on all the objectives) is highlighted and joined.
+
+    The data file has a column per objective after ``generation,member,fitness``; it is
+    written once members carry objectives (:class:`~tinyevo.evolution.Objectives`), so the
+    plot draws nothing, and writes nothing, for a run without them.
+
+        >>> cb = PlotPareto("runs/a")              # with fit(..., objectives=...)
+    """
+
+    PREFIX = {"generation": int, "member": int, "fitness": float}
+
+    def __init__(self, mdir: str | os.PathLike, name: str = "pareto", x: str | None = None,
+                 y: str | None = None) -> None:
+        self.columns: dict[str, type] = {}
+        self.senses: tuple[str, ...] = ()
+        self.x, self.y = x, y
+        path = Path(mdir) / DATA_DIR / f"{name}.csv"
+        if path.is_file():                     # a resumed run: its objectives are the file's
+            self.columns = self.columns_for(_header(path)) or {"": str}
+        super().__init__(mdir, name)
+
+    @classmethod
+    def columns_for(cls, header: list[str]) -> dict[str, type] | None:
+        """The columns of a data file of this plot with ``header``; None if it is none."""
+        if header[:3] != list(cls.PREFIX) or len(header) < 5:
+            return None
+        return {**cls.PREFIX, **dict.fromkeys(header[3:], float)}
+
+    def record(self, population: Any) -> None:
+        values = [getattr(c, "fitness", None) for c in population.members]
+        marked = [v for v in values if isinstance(v, Objectives)]
+        if not marked:
+            return
+        names = {**self.PREFIX, **dict.fromkeys(marked[0].names, float)}
+        if self.columns and self.columns != names:
+            raise ValueError(f"{self.datafile}: recorded objectives "
+                             f"{list(self.columns)[3:]}, the population has "
+                             f"{list(marked[0].names)}; give the plot another name=")
+        self.columns, self.senses = names, marked[0].senses
+        super().record(population)
+
+    def __call__(self, population: Any) -> None:
+        """Record ``population`` and, once there is a front, redraw ``mdir/NAME.png``."""
+        self.record(population)
+        if self.npanels:
+            _save(self, self.pngfile)
+
+    def _rows(self, population):
+        rows = []
+        for i, c in enumerate(population.members):
+            f = getattr(c, "fitness", None)
+            vector = f.as_dict() if isinstance(f, Objectives) else {}
+            rows.append({"member": i, "fitness": fitness_value(c),
+                         **{n: _float(vector.get(n)) for n in list(self.columns)[3:]}})
+        return rows
+
+    @property
+    def npanels(self):
+        return 1 if self.rows and self.senses else 0
+
+    def _draw(self, axes):
+        if not self.npanels:
+            return
+        names = list(self.columns)[3:]
+        y = self.y or names[0]
+        x = self.x or ("params" if "params" in names and y != "params" else names[1])
+        ok = [r for r in self.rows if all(math.isfinite(r[n]) for n in names)]
+        front = _front_rows(ok, names, self.senses)
+        ax, latest = axes[0], max((r["generation"] for r in ok), default=0)
+        for gen in sorted({r["generation"] for r in ok}):   # earlier generations faded
+            pts = [r for r in ok if r["generation"] == gen]
+            age = latest - gen
+            ax.scatter([r[x] for r in pts], [r[y] for r in pts], s=18,
+                       color="tab:blue" if age == 0 else "grey",
+                       alpha=1.0 if age == 0 else max(0.12, 0.5 - 0.05 * age),
+                       edgecolors="none", label=f"generation {gen}" if age == 0 else None)
+        front.sort(key=lambda r: r[x])
+        ax.plot([r[x] for r in front], [r[y] for r in front], "-", color="crimson", lw=1.2,
+                drawstyle="steps-post" if len(names) == 2 else "default")
+        ax.scatter([r[x] for r in front], [r[y] for r in front], marker="D", s=40,
+                   color="crimson", edgecolors="black", linewidths=0.6, zorder=3,
+                   label=f"Pareto front ({len(front)})")
+        if ok and all(r[x] > 0 for r in ok):
+            ax.set_xscale("log")
+        ax.set_title(f"Pareto front, {len(ok)} evaluations (latest: generation {latest})"
+                     + _invalid_note(len(self.rows) - len(ok)))
+        ax.set_xlabel(x + (" (log)" if ax.get_xscale() == "log" else ""))
+        ax.set_ylabel(y)
+        ax.grid(True, alpha=0.3)
+        if front:
+            ax.legend(loc="best")
+
+
 # --------------------------------------------------------------------- combining
 class MultiPlot:
     """Several plots in one figure, one or two panels each, saved to ``path`` after each call.
@@ -259,8 +358,9 @@ class MultiPlot:
             raise ValueError("MultiPlot needs at least one plot, e.g. MultiPlot(PlotFitness(mdir))")
         for p in plots:
             if not all(hasattr(p, a) for a in ("record", "npanels", "draw")):
-                raise TypeError(f"MultiPlot combines PlotFitness, ScatterPop and ScatterOpt "
-                                f"objects, got {p!r}; wrap other callbacks with CbAll")
+                raise TypeError(f"MultiPlot combines PlotFitness, ScatterPop, ScatterOpt and "
+                                f"PlotPareto objects, got {p!r}; wrap other callbacks with "
+                                "CbAll")
         if path is None and not hasattr(plots[0], "mdir"):
             raise ValueError("MultiPlot: pass path=..., the first plot has no mdir")
         self.plots = tuple(plots)
@@ -356,10 +456,10 @@ def history(mdir: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
     out = {}
     for path in sorted(folder.glob("*.csv")):
         columns = known.get(path.stem)
-        if columns is None:  # a renamed plot: recognise it by its header
+        if columns is None:  # a renamed plot, or PlotPareto's: recognise it by its header
             header = _header(path)
             columns = next((c for c in known.values() if list(c) == header),
-                           dict.fromkeys(header, str))
+                           PlotPareto.columns_for(header) or dict.fromkeys(header, str))
         out[path.stem] = _read_csv(path, columns)
     return out
 
@@ -458,6 +558,16 @@ def _scatter_by_generation(ax: Any, rows: list[dict], x: Callable[[dict], float]
     ax.set_xlabel(xlabel)
     ax.set_ylabel("fitness")
     ax.grid(True, alpha=0.3)
+
+
+def _front_rows(rows: list[dict], names: list[str], senses: Sequence[str]) -> list[dict]:
+    """The rows on the Pareto front of ``rows`` by the objectives ``names`` (one point each)."""
+    points = [tuple(r[n] if s == "max" else -r[n] for n, s in zip(names, senses))
+              for r in rows]
+    unique: dict[tuple, dict] = {}
+    for i in nondominated_sort(points)[0] if points else []:
+        unique.setdefault(points[i], rows[i])
+    return list(unique.values())
 
 
 def _integer_locator() -> Any:

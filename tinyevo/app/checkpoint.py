@@ -8,7 +8,10 @@ random generator and settings, and per member its fitness, optimiser and model s
 that trains in batches of its own size (``batch_size_search``) has its ``"batch_size"``. A hall of
 fame (:class:`tinyevo.evolution.HallOfFame`), when given, is kept alongside: its size and entries
 (shaped like the members) under ``"hall_of_fame"`` in ``state.json``, its arrays in the same two
-files keyed ``"hof/<entry>/..."``; checkpoints without one load with an empty one. The folder is
+files keyed ``"hof/<entry>/..."``; checkpoints without one load with an empty one. So is a Pareto
+front (:class:`tinyevo.evolution.ParetoFront`, ``"pareto_front"``, keyed ``"front/<entry>/..."``),
+and a fitness that is an :class:`~tinyevo.evolution.Objectives` keeps its vector beside it
+(``"objectives"``); checkpoints without a front load with none. The folder is
 swapped in atomically (:func:`tinyevo.app.io.atomic_dir`): a run killed at any moment, even
 while writing, leaves the previous complete generation or the new one. Loading executes nothing
 from the files (JSON, and ``.npz`` read with ``allow_pickle=False``) and checks every field of
@@ -52,6 +55,8 @@ from tinyevo.evolution.candidate import (
 )
 from tinyevo.evolution.halloffame import HallOfFame
 from tinyevo.evolution.iterators import BatchSizeIteratorMap
+from tinyevo.evolution.objectives import SENSES, Objectives
+from tinyevo.evolution.pareto import ParetoFront
 from tinyevo.evolution.population import Population
 from tinyevo.graph import KINDS, CompGraph
 from tinyevo.optimizers import optimizer_from_spec
@@ -61,20 +66,24 @@ __all__ = ["save_checkpoint", "load_checkpoint", "persist", "CHECKPOINT_DIR"]
 CHECKPOINT_DIR = "checkpoint"
 OPTIMIZERS_FILE = "optimizers.npz"
 HOF_PREFIX = "hof/"      # the hall of fame's keys in the .npz files: "hof/<entry>/..."
-FORMAT, VERSION = "tinyevo.checkpoint", 2   # 2: with a hall of fame
+FRONT_PREFIX = "front/"  # the Pareto front's: "front/<entry>/..."
+# 2: with a hall of fame; 3: with objectives (a run without them still writes 2, which an
+# older tinyevo reads)
+FORMAT, VERSION = "tinyevo.checkpoint", 3
 MAX_HALL_OF_FAME = 1_000_000
 _FIX = ("restore the checkpoint from a copy, or remove its folder (or use another mdir) to "
         "start afresh")
 
 
 def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict,
-                    hall_of_fame: HallOfFame | None = None) -> Path:
+                    hall_of_fame: HallOfFame | None = None,
+                    pareto_front: ParetoFront | None = None) -> Path:
     """Write ``population`` (evaluated; candidates holding a CompGraph and optionally their own
-    optimiser), the JSON-able ``state`` and, when given, ``hall_of_fame`` to ``mdir/checkpoint``,
-    atomically."""
+    optimiser), the JSON-able ``state`` and, when given, ``hall_of_fame`` and ``pareto_front``
+    to ``mdir/checkpoint``, atomically."""
     arrays: dict[str, Any] = {}
     opt_arrays: dict[str, Any] = {}
-    doc = {"format": FORMAT, "version": VERSION, "tinyevo": __version__,
+    doc = {"format": FORMAT, "version": 2, "tinyevo": __version__,
            "generation": population.generation,
            "members": _encode_all(population.members, "", arrays, opt_arrays), "state": state,
            "optimizer_state": OPTIMIZERS_FILE}
@@ -82,6 +91,11 @@ def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict
         doc["hall_of_fame"] = {"size": hall_of_fame.size,
                                "members": _encode_all(hall_of_fame.members, HOF_PREFIX, arrays,
                                                       opt_arrays)}
+    if pareto_front is not None:
+        doc["pareto_front"] = {"members": _encode_all(pareto_front.members, FRONT_PREFIX,
+                                                      arrays, opt_arrays)}
+    if _has_objectives(doc):
+        doc["version"] = VERSION
     target = Path(mdir) / CHECKPOINT_DIR
     with atomic_dir(target) as tmp:
         write_npz(tmp / "members.npz", arrays)
@@ -132,7 +146,10 @@ def _load(folder: Path) -> tuple[Population, dict]:
     opt_arrays = read_npz(opt_path) if opt_path.exists() else {}
     fame = doc.get("hall_of_fame")       # absent in checkpoints from before it was kept
     entries = fame.get("members", []) if isinstance(fame, dict) else []
-    lists = (("", doc.get("members", [])), (HOF_PREFIX, entries))
+    front = doc.get("pareto_front")      # only in runs with objectives
+    front_entries = front.get("members", []) if isinstance(front, dict) else []
+    lists = (("", doc.get("members", [])), (HOF_PREFIX, entries),
+             (FRONT_PREFIX, front_entries))
     with_opt = {f"{tag}{i}/" for tag, docs in lists for i, m in enumerate(docs)
                 if isinstance(m, dict) and m.get("optimizer") is not None}
     stray = [k for k in opt_arrays if _owner(k) not in with_opt]
@@ -143,11 +160,15 @@ def _load(folder: Path) -> tuple[Population, dict]:
         members = _decode_all(doc["members"], "", arrays, opt_arrays)
         hall_of_fame = HallOfFame(fame["size"]) if fame is not None else HallOfFame()
         hall_of_fame.update(_decode_all(entries, HOF_PREFIX, arrays, opt_arrays))
+        pareto_front = None if front is None else ParetoFront()
+        if pareto_front is not None:
+            pareto_front.update(_decode_all(front_entries, FRONT_PREFIX, arrays, opt_arrays))
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise ValueError(f"{folder} is damaged and cannot be resumed ({err}); remove it or "
                          "use another mdir") from err
     population = Population(members, doc["generation"])
     population.hall_of_fame = hall_of_fame
+    population.pareto_front = pareto_front
     return population, doc.get("state", {})
 
 
@@ -155,7 +176,7 @@ def _check_document(root: Field, stored: Stored) -> None:
     """Every field of ``state.json`` (format and version are checked already), and every size
     its models declare against the arrays of ``members.npz``, before anything is built."""
     doc = root.obj(("format", "version", "generation", "members"),
-                   ("tinyevo", "state", "optimizer_state", "hall_of_fame"))
+                   ("tinyevo", "state", "optimizer_state", "hall_of_fame", "pareto_front"))
     if root.get("tinyevo") is not None:
         root["tinyevo"].string()
     root["generation"].integer(1)
@@ -165,12 +186,19 @@ def _check_document(root: Field, stored: Stored) -> None:
         fame.obj(("size", "members"))
         fame["size"].integer(1, MAX_HALL_OF_FAME)
         lists.append((HOF_PREFIX, fame["members"].items()))
+    front = root.get("pareto_front")
+    if front is not None:
+        front.obj(("members",))
+        lists.append((FRONT_PREFIX, front["members"].items()))
     for tag, members in lists:
         for i, member in enumerate(members):
-            member.obj(("fitness", "model"), ("generation", "optimizer", "batch_size"))
+            member.obj(("fitness", "model"),
+                       ("generation", "optimizer", "batch_size", "objectives"))
             member["fitness"].number(null=True, finite=False)   # NaN: a diverged candidate
             if "batch_size" in member.value:
                 member["batch_size"].integer(1)
+            if member.get("objectives") is not None:
+                _check_objectives(member["objectives"])
             if "generation" in member.value:
                 member["generation"].integer(0, null=True)
             if member.get("optimizer") is not None:
@@ -211,6 +239,19 @@ def _check_run_state(state: Field) -> None:
         final["generation"].integer(0, null=True)
 
 
+def _check_objectives(f: Field) -> None:
+    """An Objectives' vector (:meth:`Objectives.to_json`): names, values and senses alike long;
+    a value may be infinite (an invalid candidate's are)."""
+    f.obj(("names", "values", "senses"))
+    n = len(f["names"].items(1))
+    for name in f["names"].items(n, n):
+        name.string()
+    for value in f["values"].items(n, n):
+        value.number(finite=False)
+    for sense in f["senses"].items(n, n):
+        sense.string(SENSES)
+
+
 def _plain_setting(f: Field) -> None:
     """A setting this version does not know: a plain JSON value (fit compares it on resume)."""
     value = f.value
@@ -241,6 +282,7 @@ _CONFIG = {
     "widths": lambda f: [w.integer(1) for w in f.items(2, 2)],
     "lr_schedule": lambda f: f.string(), "tiebreak": lambda f: f.string(),
     "optimizer_state": lambda f: f.string(),
+    "objectives": lambda f: [n.string() for n in f.items()],
 }
 
 
@@ -272,10 +314,13 @@ def _encode_all(candidates: list, tag: str, arrays: dict, opt_arrays: dict) -> l
             raise TypeError(f"save_checkpoint: {_label(tag, i)} holds a "
                             f"{type(graph).__name__}, expected a CompGraph")
         opt = c.opt()
-        entries.append({"fitness": _number(getattr(c, "fitness", None)),
+        fitness = getattr(c, "fitness", None)
+        entries.append({"fitness": _number(fitness),
                         "generation": getattr(c, "generation", None),
                         "optimizer": opt.to_spec() if opt is not None else None,
                         "model": graph.to_spec(), **_itermap_entry(c, _label(tag, i))})
+        if isinstance(fitness, Objectives):
+            entries[-1]["objectives"] = fitness.to_json()
         arrays.update({prefix + k: a for k, a in graph.arrays().items()})
         if opt is not None and hasattr(opt, "state_arrays"):
             opt_arrays.update({prefix + k: a for k, a in opt.state_arrays(graph).items()})
@@ -301,7 +346,10 @@ def _decode_all(entries: list, tag: str, arrays: dict, opt_arrays: dict) -> list
             cand = CandidateOptModel(optimizer, graph)
         else:
             cand = CandidateModel(graph)
-        out.append(FittedCandidate(_with_itermap(cand, m), m["fitness"], m.get("generation")))
+        fitness = m["fitness"]
+        if m.get("objectives") is not None:
+            fitness = Objectives.from_json(fitness, m["objectives"])
+        out.append(FittedCandidate(_with_itermap(cand, m), fitness, m.get("generation")))
     return out
 
 
@@ -326,14 +374,22 @@ def _with_itermap(candidate: Any, entry: dict) -> Any:
 
 
 def _label(tag: str, i: int) -> str:
-    return f"hall-of-fame entry {i}" if tag == HOF_PREFIX else f"member {i}"
+    return {HOF_PREFIX: "hall-of-fame entry", FRONT_PREFIX: "Pareto front entry"}.get(
+        tag, "member") + f" {i}"
 
 
 def _owner(key: str) -> str:
     """The ``"<tag><index>/"`` prefix of an array key."""
     parts = key.split("/")
-    n = 2 if parts[0] + "/" == HOF_PREFIX else 1
+    n = 2 if parts[0] + "/" in (HOF_PREFIX, FRONT_PREFIX) else 1
     return "/".join(parts[:n]) + "/"
+
+
+def _has_objectives(doc: dict) -> bool:
+    """Whether the checkpoint ``doc`` holds what only version 3 reads: a Pareto front or a
+    fitness with objectives."""
+    entries = [*doc["members"], *doc.get("hall_of_fame", {}).get("members", [])]
+    return "pareto_front" in doc or any("objectives" in e for e in entries)
 
 
 def _number(x: Any) -> Any:

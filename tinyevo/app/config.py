@@ -40,6 +40,9 @@ FINAL_TRAINING = 0.4    # share of a time limit for training the best model, on 
 # MNIST's 784, 1.5 times the hand-written two-block CNN of benchmarks/bench_mnist.py (4.2 M).
 LARGE_DATA_MACS_PER_VALUE = 8000
 LR_SCHEDULES = ("constant", "cosine")
+# What fit(objectives=...) can search on (tinyevo.app.pareto): validation accuracy and cross
+# entropy, parameters and inference latency per sample.
+OBJECTIVES = ("accuracy", "loss", "params", "latency")
 TIEBREAKS = ("size", "loss")        # see tinyevo.app.fitting.ClassifierFitness
 OPTIMIZER_STATES = ("keep", "reset")
 
@@ -106,6 +109,30 @@ def _widths(name: str, value: Any) -> tuple[int, int] | None:
     return int(pair[0]), int(pair[1])
 
 
+def _objectives(name: str, value: Any) -> tuple | None:
+    """None, or the objectives of a multi-objective search: names of :data:`OBJECTIVES` (a
+    tuple, or one string "accuracy,params") or ``Objective`` objects; () for none. At least
+    two, named differently, one of them accuracy or loss (a search blind to accuracy would
+    find the empty model)."""
+    from tinyevo.evolution.objectives import Objective
+
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, tuple | list) or not all(
+            isinstance(o, Objective) or isinstance(o, str) and o.strip() in OBJECTIVES
+            for o in items):
+        raise ValueError(f"fit: {name} must be None or a list of objectives, each one of "
+                         f"{OBJECTIVES} or an Objective, got {value!r}")
+    items = tuple(o.strip() if isinstance(o, str) else o for o in items if o != "")
+    names = [o if isinstance(o, str) else o.name for o in items]
+    if items and (len(items) < 2 or len(set(names)) < len(names)
+                  or not {"accuracy", "loss"} & set(names)):
+        raise ValueError(f"fit: {name} needs at least two different objectives, one of them "
+                         f"accuracy or loss (e.g. accuracy,params), got {names}")
+    return items
+
+
 def _setting(default: Any, doc: str, check: Any, choices: tuple | None = None) -> Any:
     return field(default=default, metadata={"doc": doc, "check": check, "choices": choices})
 
@@ -148,8 +175,8 @@ class FitConfig:
     seed: int | None = _setting(None, "the run's random seed (None: drawn at random)",
                                 _count(0))
     elites: int | None = _setting(
-        None, f"candidates the default strategy keeps unchanged (None: {ELITES}); not with "
-        "strategy=", _count(0))
+        None, f"candidates the default strategy keeps unchanged (None: {ELITES}, or half the "
+        "population with objectives); not with strategy=", _count(0))
     widths: tuple[int, int] | None = _setting(
         None, f"channels of the default space's first conv block, low and high (None: "
         f"{WIDTHS[0]} {WIDTHS[1]}; the second block draws up to twice high); conv data only, "
@@ -182,6 +209,10 @@ class FitConfig:
         lambda n, v: real(n, v, 0.0, None, "None or >= 0 multiply-adds per sample (0 turns "
                           "the ceiling off)", optional=True))
 
+    objectives: tuple[str, ...] | None = _setting(
+        None, f"search a Pareto front of these objectives, e.g. accuracy,params (of "
+        f"{', '.join(OBJECTIVES)}; None: none, a single-objective search)", _objectives)
+
     def __post_init__(self) -> None:
         for f in fields(self):
             object.__setattr__(self, f.name, f.metadata["check"](f.name, getattr(self, f.name)))
@@ -200,6 +231,8 @@ class FitConfig:
         """The settings as a checkpoint stores them."""
         d = asdict(self)
         d["widths"] = None if self.widths is None else list(self.widths)
+        d["objectives"] = None if self.objectives is None else [
+            o if isinstance(o, str) else o.name for o in self.objectives]
         return d
 
 
@@ -262,27 +295,31 @@ def plain_defaults() -> dict[str, Any]:
     """What a new run chooses for the settings left None that do not depend on the size of
     the data (the seed drawn from the operating system's entropy)."""
     return {"seed": int(np.random.SeedSequence().entropy % 2**31),
-            "valid_fraction": VALID_FRACTION, "valid_max": VALID_MAX, "elites": ELITES,
-            "widths": WIDTHS}
+            "valid_fraction": VALID_FRACTION, "valid_max": VALID_MAX, "widths": WIDTHS,
+            "objectives": ()}
 
 
 def small_data_config() -> FitConfig:
     """The settings a run on small data chooses where it is given none (but the seed)."""
     return FitConfig(population_size=POPULATION, valid_fraction=VALID_FRACTION,
-                     valid_max=VALID_MAX, elites=ELITES, widths=WIDTHS, final_training=0.0)
+                     valid_max=VALID_MAX, elites=ELITES, widths=WIDTHS, final_training=0.0,
+                     objectives=())
 
 
 def data_defaults(config: FitConfig, ntrain: int, sample_shape: tuple[int, ...]
                   ) -> dict[str, Any]:
-    """What a new run chooses for ``population_size``, ``final_training`` and ``max_macs`` on
-    ``ntrain`` training samples of ``sample_shape``.
+    """What a new run chooses for ``population_size``, ``elites``, ``final_training`` and
+    ``max_macs`` on ``ntrain`` training samples of ``sample_shape``.
 
     *Large data* is data of which the first generation's training budget is less than one
     pass (MNIST, not digits): the search cannot train its models to the end there, so it runs
     cheaper generations (a smaller population, a ceiling on model cost) and trains the winner
-    at the end (docs/fit.md)."""
+    at the end (docs/fit.md). With objectives, half the population are elites: NSGA-II's
+    survivors (its parents and children compete for half the places each generation)."""
     large = config.batches_at(1, ntrain) * config.batch_size < ntrain
-    return {"population_size": LARGE_DATA_POPULATION if large else POPULATION,
+    population = config.population_size or (LARGE_DATA_POPULATION if large else POPULATION)
+    return {"population_size": population,
+            "elites": population // 2 if config.objectives else ELITES,
             "final_training": FINAL_TRAINING if large else 0.0,
             "max_macs": (LARGE_DATA_MACS_PER_VALUE * int(np.prod(sample_shape)) if large
                          else None)}

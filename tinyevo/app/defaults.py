@@ -45,6 +45,7 @@ from tinyevo.evolution.mutation import (
     TrainBatchSizeMutation,
     VertexMutation,
 )
+from tinyevo.evolution.pareto import ParetoEliteSelection, ParetoTournamentSelection
 from tinyevo.evolution.population import Population
 from tinyevo.evolution.strategies import (
     CombinedEvolution,
@@ -238,11 +239,16 @@ def default_crossover(itermap_crossover: Any = None) -> Any:
 
 def default_strategy(population_size: int, mutation: Any, crossover: Any,
                      elites: int = ELITES, pairwise: bool = False,
-                     itermap_mutation: Any = None) -> Any:
+                     itermap_mutation: Any = None, pareto: bool = False) -> Any:
     """Elites unchanged; the rest are best-of-2 tournament winners, crossed over with p 0.3
     and mutated with p 0.8 (the learning rate is always nudged, the optimiser type changed with
     p 0.1; the candidates' iterator maps, where they carry one, go through ``itermap_mutation``
     if given). Children never share a model with their parent.
+
+    ``pareto=True`` selects as NSGA-II does, for fitness values with objectives: the elites
+    are the first by front and crowding distance (:class:`ParetoEliteSelection`), the
+    tournaments compare the same way (:class:`ParetoTournamentSelection`); the children are
+    made alike.
 
     ``pairwise=True`` crosses and mutates pair by pair (:class:`CrossoverThenMutate`): the same
     kind of children with one copy of each crossed model instead of two, the random draws in
@@ -260,6 +266,9 @@ def default_strategy(population_size: int, mutation: Any, crossover: Any,
     else:
         children = EvolutionChain(PairCandidates(EvolveCandidates(cross)),
                                   EvolveCandidates(mutate))
+    if pareto:
+        winners = ParetoTournamentSelection(population_size - elites, 2, 1.0, then=children)
+        return CombinedEvolution(ParetoEliteSelection(elites), winners)
     winners = TournamentSelection(population_size - elites, 2, 1.0, then=children)
     return CombinedEvolution(EliteSelection(elites), winners)
 

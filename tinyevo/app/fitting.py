@@ -31,7 +31,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tinyevo import backend as B
-from tinyevo.app import defaults, resume
+from tinyevo.app import defaults, pareto, resume
+from tinyevo.app._workers import one_blas_thread
 from tinyevo.app.callbacks import callback_list, run_callback
 from tinyevo.app.checkpoint import save_checkpoint
 from tinyevo.app.config import (
@@ -64,6 +65,7 @@ from tinyevo.evolution.fitness import (
     cosine_schedule,
 )
 from tinyevo.evolution.halloffame import HallOfFame, snapshot
+from tinyevo.evolution.pareto import ParetoFront
 from tinyevo.evolution.population import Population
 from tinyevo.graph import CompGraph, input_vertex
 from tinyevo.losses import logit_cross_entropy
@@ -114,7 +116,8 @@ def fit(x: Any, y: Any = None, *, generations: int | None = None,
     Returns the last evaluated population, best first: ``population.best()`` is the best of
     the last generation; ``population.hall_of_fame`` holds snapshots of the ``hall_of_fame``
     best candidates *ever evaluated* (``.best()``: the best-ever model, as it was when it
-    earned its fitness); ``population.final`` is the final training's model or None.
+    earned its fitness); ``population.final`` is the final training's model or None. With
+    ``objectives``, ``population.pareto_front`` holds every non-dominated candidate (else None).
     ``.predict(x)``, ``.evaluate(x, y)`` and ``.graph()`` work on each.
 
     ``mdir``: checkpoint every generation there and resume from it (one ``fit`` at a time
@@ -153,14 +156,15 @@ def fit(x: Any, y: Any = None, *, generations: int | None = None,
             GenerationBatches(x, y, config), valid, batch_size=256,
             time_limit=config.candidate_time_limit, tiebreak=config.tiebreak,
             lr_schedule=cosine_schedule if config.lr_schedule == "cosine" else None,
-            keep_optimizer_state=config.optimizer_state == "keep")
+            keep_optimizer_state=config.optimizer_state == "keep",
+            keep_metrics=bool(config.objectives))
         batch_mutation, batch_crossover = defaults.batch_size_operators(
             config.batch_size if config.batch_size_search else None)
         strategy = strategy or defaults.default_strategy(
             config.population_size, mutation or defaults.default_mutation(
                 kind, nclasses, max_macs=config.max_macs, sample_shape=x.shape[1:]),
             crossover or defaults.default_crossover(batch_crossover), config.elites,
-            itermap_mutation=batch_mutation)
+            itermap_mutation=batch_mutation, pareto=bool(config.objectives))
 
         def draw() -> Population:
             space = search_space or defaults.default_search_space(kind, nclasses, config.widths,
@@ -226,12 +230,15 @@ class _Search:
         self.mdir, self.callbacks, self.progress = mdir, callbacks, progress
         self.start = time.monotonic()
         self.hof = HallOfFame(hall_of_fame)
+        self.front = ParetoFront() if config.objectives else None
         self.pending: Population | None = None       # the initial population, not yet evaluated
         if resumed is not None:
             resume.restore_random_state(resumed)
             self.elapsed0, self.last_seconds = resumed.elapsed, resumed.last_seconds
             self.fitted: Population | None = resumed.population
             self.hof.update(self.fitted.hall_of_fame)     # load_checkpoint always attaches one
+            if self.front is not None:
+                self.front.update(self.fitted.pareto_front or ())
         else:
             resume.start_random_state(config.seed)
             self.elapsed0 = self.last_seconds = 0.0
@@ -245,7 +252,8 @@ class _Search:
         if self.search_limit is not None:
             scorer.deadline = time.time() + max(0.0, self.search_limit - self.elapsed0)
         # the last checkpoint: what an interrupted run returns
-        self.checkpointed = (self.fitted, self.hof.members) if self.fitted is not None else None
+        self.checkpointed = (self.fitted, self.hof.members, self.front_members()
+                             ) if self.fitted is not None else None
         self.stopped: str | None = None
         # A candidate past its time limit stops at the next batch; in worker processes one
         # stuck inside a batch is also terminated, at twice its limit plus 5 s.
@@ -254,6 +262,9 @@ class _Search:
         self.evaluator = make_evaluator(executor, timeout=None if limit is None
                                      else 2.0 * limit + CANDIDATE_KILL_GRACE)
         fitness = EwmaFitness(scorer, config.fitness_ewma) if config.fitness_ewma > 0 else scorer
+        if config.objectives:
+            fitness = pareto.objectives_fitness(config.objectives, fitness, scorer.valid[0][0])
+        self.fitness = fitness
         self.evaluate_all = _evaluate_with(self.evaluator, fitness, progress, self.elapsed)
 
     def elapsed(self) -> float:
@@ -304,6 +315,8 @@ class _Search:
         checkpoint and the progress event."""
         self.fitted = fitted
         self.hof.update(fitted)
+        if self.front is not None:
+            self.front.update(fitted)
         # The generation just replaced is garbage now, but graphs are reference cycles: freed
         # here, their memory is what the next generation's edits and training reuse (left to
         # the collector's schedule, they wait and new arrays take fresh pages).
@@ -316,8 +329,9 @@ class _Search:
         for cb in self.callbacks:
             run_callback(cb, fitted)
         if self.mdir is not None:
-            save_checkpoint(self.mdir, fitted, self.state(), hall_of_fame=self.hof)
-            self.checkpointed = (fitted, self.hof.members)
+            save_checkpoint(self.mdir, fitted, self.state(), hall_of_fame=self.hof,
+                            pareto_front=self.front)
+            self.checkpointed = (fitted, self.hof.members, self.front_members())
         if self.progress is not None:
             self.progress({"event": "generation", "generation": fitted.generation,
                            "best": fitted.best().fitness, "mean": _mean_fitness(fitted),
@@ -337,13 +351,18 @@ class _Search:
         self.scorer.deadline = None          # the final training keeps to ``left`` itself
         best = self.hof.best()
         final = train_final(best, self.scorer, self.fitted.generation, left, self.progress)
+        if final is not None and self.front is not None:
+            with one_blas_thread():      # as where candidates are evaluated
+                final.fitness = self.fitness.measure(final.candidate, final.fitness)
         if final is not None and accept_final(final, best, self.scorer.nvalid):
             self.hof.update([final])
+            if self.front is not None:
+                self.front.update([final])
             self.fitted.final = final
             if self.mdir is not None:
                 save_checkpoint(self.mdir, self.fitted, {**self.state(), "final": {
-                    "fitness": final.fitness, "generation": final.generation}},
-                    hall_of_fame=self.hof)
+                    "fitness": float(final.fitness), "generation": final.generation}},
+                    hall_of_fame=self.hof, pareto_front=self.front)
 
     def interrupted(self) -> bool:
         """After Ctrl-C: go back to what the checkpoint holds where the interrupted generation
@@ -354,6 +373,9 @@ class _Search:
         if self.mdir is not None and self.checkpointed[0] is not self.fitted:
             self.fitted, self.hof = self.checkpointed[0], HallOfFame(self.hof.size)
             self.hof.update(self.checkpointed[1])
+            if self.front is not None:
+                self.front = ParetoFront()
+                self.front.update(self.checkpointed[2])
         if self.fitted is None:
             return False
         log.warning("interrupted: returning generation %d%s", self.fitted.generation,
@@ -369,10 +391,15 @@ class _Search:
             self.evaluator.on_result = None
 
     def result(self) -> Population:
-        """The last generation, with its ``hall_of_fame`` and ``final``."""
+        """The last generation, with its ``hall_of_fame``, ``pareto_front`` and ``final``."""
         self.fitted.hall_of_fame = self.hof
+        self.fitted.pareto_front = self.front
         self.fitted.final = getattr(self.fitted, "final", None)
         return self.fitted
+
+    def front_members(self) -> list:
+        """The Pareto front's members (none without objectives)."""
+        return self.front.members if self.front is not None else []
 
     def state(self) -> dict:
         return resume.run_state(self.config, self.kind, self.sample_shape, self.nclasses,
@@ -387,12 +414,13 @@ class ClassifierFitness(AbstractFitness):
     ``accuracy + 1e-3 / (1 + cross entropy)`` (``tiebreak="loss"``: among equally accurate
     models, the one that is right with more confidence). Accuracy always comes first: the extra
     term is below one validation sample's worth. Invalid: 0.0. ``keep_optimizer_state``: see
-    :class:`~tinyevo.evolution.TrainThenFitness`."""
+    :class:`~tinyevo.evolution.TrainThenFitness`. ``keep_metrics``: each validation also
+    leaves ``candidate.metrics = {"accuracy": ..., "loss": ...}`` (for objectives)."""
 
     def __init__(self, train: GenerationBatches, valid: tuple[np.ndarray, np.ndarray],
                  batch_size: int = 256, time_limit: float | None = None,
                  tiebreak: str = "size", lr_schedule: Callable | None = None,
-                 keep_optimizer_state: bool = False) -> None:
+                 keep_optimizer_state: bool = False, keep_metrics: bool = False) -> None:
         if tiebreak not in TIEBREAKS:
             raise ValueError(f"tiebreak must be one of {TIEBREAKS}, got {tiebreak!r}")
         xv, yv = valid
@@ -400,7 +428,7 @@ class ClassifierFitness(AbstractFitness):
                       for i in range(0, len(yv), batch_size)]
         self.nvalid = len(yv)
         self._device: tuple | None = None
-        self.tiebreak = tiebreak
+        self.tiebreak, self.keep_metrics = tiebreak, keep_metrics
         self.train = TrainThenFitness(train, logit_cross_entropy, Adam(), self._score,
                                       invalidfitness=0.0, time_limit=time_limit,
                                       lr_schedule=lr_schedule,
@@ -417,6 +445,8 @@ class ClassifierFitness(AbstractFitness):
             loss = loss + logit_cross_entropy(out, y)[0] * len(y)
             total += len(y)
         accuracy, loss = float(correct) / total, float(loss) / total
+        if self.keep_metrics:       # for the objectives (tinyevo.app.pareto)
+            candidate.metrics = {"accuracy": accuracy, "loss": loss}
         if not math.isfinite(loss):
             return 0.0
         if self.tiebreak == "size":

@@ -98,6 +98,25 @@ from tinyevo.evolution.mutation import (
     mutate_batch_size,
     neuronselect,
 )
+from tinyevo.evolution.objectives import (
+    FitnessObjective,
+    LatencyObjective,
+    MetricObjective,
+    Objective,
+    Objectives,
+    ObjectivesFitness,
+    ParamsObjective,
+)
+from tinyevo.evolution.pareto import (
+    ParetoEliteSelection,
+    ParetoFront,
+    ParetoTournamentSelection,
+    crowding_distance,
+    dominates,
+    nondominated_sort,
+    objective_point,
+    pareto_ranks,
+)
 from tinyevo.evolution.population import Evaluator, MapEvaluator, Population, evaluate_candidate
 from tinyevo.evolution.strategies import (
     AbstractEvolution,
@@ -152,3 +171,7 @@ __all__ += ["Evaluator", "MapEvaluator"]
 __all__ += ["CandidateDataIterMap", "itermap", "MapCandidate", "LogFitness", "ReBatchingIterator",
             "SeedIterator", "AbstractIteratorMap", "BatchSizeIteratorMap",
             "TrainBatchSizeMutation", "mutate_batch_size", "IteratorMapCrossover", "itermap_swap"]
+__all__ += ["Objectives", "Objective", "FitnessObjective", "ParamsObjective", "LatencyObjective",
+            "MetricObjective", "ObjectivesFitness", "ParetoFront", "ParetoEliteSelection",
+            "ParetoTournamentSelection", "nondominated_sort", "crowding_distance",
+            "pareto_ranks", "dominates", "objective_point"]

@@ -27,6 +27,7 @@ from tinyevo.evolution.candidate import (
     new_candidate,
     opt,
 )
+from tinyevo.evolution.objectives import Objectives
 from tinyevo.optimizers import Optimizer
 
 __all__ = ["HallOfFame", "snapshot"]
@@ -76,7 +77,9 @@ class HallOfFame:
             if any(o is original and g == generation for o, g in seen):
                 continue                           # this evaluation is stored already
             seen.append((original, generation))
-            new.append((float(fitness), None, original, generation))
+            # An Objectives is a float already, and keeps its vector for Pareto code.
+            value = fitness if isinstance(fitness, Objectives) else float(fitness)
+            new.append((value, None, original, generation))
         held = [(m.fitness, m, ref, g) for m, (ref, g) in zip(self._members, self._sources)]
         # Stable: held entries stay ahead of new ones as fit, new ones keep their order. Only
         # the new ones that made it are copied.

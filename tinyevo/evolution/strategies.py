@@ -106,8 +106,14 @@ class EliteSelection(AbstractEvolution):
         self.n, self.then = _check_n(n, "EliteSelection"), then or NoOpEvolution()
 
     def __call__(self, candidates: list) -> list:
-        ranked = sorted(candidates, key=_fitness_of, reverse=True)
-        return _apply(self.then, ranked[:self.n])
+        keys = self._ranking(candidates)
+        ranked = sorted(range(len(candidates)), key=keys.__getitem__, reverse=True)
+        return _apply(self.then, [candidates[i] for i in ranked[:self.n]])
+
+    def _ranking(self, candidates: list) -> list:
+        """One key per candidate, higher is better: its fitness (Pareto selections rank by
+        front and crowding instead)."""
+        return [_fitness_of(c) for c in candidates]
 
     def __repr__(self) -> str:
         return f"EliteSelection({self.n})"
@@ -164,15 +170,21 @@ class TournamentSelection(AbstractEvolution):
             raise ValueError("TournamentSelection: no candidates to select from")
         rng = _rng(self.rng)
         k = min(self.k, len(candidates))
+        keys = self._ranking(candidates)
         winners = []
         for _ in range(self.n):
-            players = [candidates[i] for i in rng.permutation(len(candidates))[:k]]
-            players.sort(key=_fitness_of, reverse=True)
+            players = sorted(rng.permutation(len(candidates))[:k], key=keys.__getitem__,
+                             reverse=True)
             place = 0
             while place < k - 1 and rng.random() >= self.p:
                 place += 1
-            winners.append(players[place])
+            winners.append(candidates[players[place]])
         return _apply(self.then, winners)
+
+    def _ranking(self, candidates: list) -> list:
+        """One key per candidate, higher is better: its fitness (Pareto selections rank by
+        front and crowding instead)."""
+        return [_fitness_of(c) for c in candidates]
 
     def __repr__(self) -> str:
         return f"TournamentSelection({self.n}, {self.k}, {self.p}, {self.then!r})"
