@@ -175,8 +175,26 @@ class CandidateOptModel(AbstractCandidate):
         return f"CandidateOptModel({self.optimizer!r}, {_short(self.model)})"
 
 
+class _Wrapper(AbstractCandidate):
+    """A candidate around another (``self.candidate``), whose accessors it forwards."""
+
+    candidate: Any
+
+    def graph(self, default: Any = None) -> Any:
+        return graph(self.candidate, default)
+
+    def opt(self, default: Any = None) -> Any:
+        return opt(self.candidate, default)
+
+    def lossfun(self, default: Any = None) -> Any:
+        return lossfun(self.candidate, default)
+
+    def itermap(self, default: Any = None) -> Any:
+        return itermap(self.candidate, default)
+
+
 @dataclasses.dataclass(eq=False)
-class CandidateDataIterMap(AbstractCandidate):
+class CandidateDataIterMap(_Wrapper):
     """CandidateDataIterMap(map, candidate): ``candidate`` training on ``map(it)`` in place of
     the training iterator ``it`` (the seed's CandidateDataIterMap), e.g. in batches of its own
     size, which mutation and crossover then search.
@@ -196,15 +214,6 @@ class CandidateDataIterMap(AbstractCandidate):
     map: Any
     candidate: Any
 
-    def graph(self, default: Any = None) -> Any:
-        return graph(self.candidate, default)
-
-    def opt(self, default: Any = None) -> Any:
-        return opt(self.candidate, default)
-
-    def lossfun(self, default: Any = None) -> Any:
-        return lossfun(self.candidate, default)
-
     def itermap(self, default: Any = None) -> Any:
         return self.map
 
@@ -216,7 +225,7 @@ class CandidateDataIterMap(AbstractCandidate):
         return f"CandidateDataIterMap({self.map!r}, {self.candidate!r})"
 
 
-class FittedCandidate(AbstractCandidate):
+class FittedCandidate(_Wrapper):
     """A candidate with its fitness, computed in ``generation``.
 
     Accessors and any other attribute are forwarded to the wrapped candidate; ``new_candidate``
@@ -234,18 +243,6 @@ class FittedCandidate(AbstractCandidate):
         self.candidate = candidate
         self.fitness = fitness
         self.generation = generation
-
-    def graph(self, default: Any = None) -> Any:
-        return graph(self.candidate, default)
-
-    def opt(self, default: Any = None) -> Any:
-        return opt(self.candidate, default)
-
-    def lossfun(self, default: Any = None) -> Any:
-        return lossfun(self.candidate, default)
-
-    def itermap(self, default: Any = None) -> Any:
-        return itermap(self.candidate, default)
 
     def new_candidate(self, mapfield: Callable[[Any], Any]) -> Any:
         return _with_prior(new_candidate(self.candidate, mapfield), self)

@@ -33,7 +33,24 @@ from tinyevo.optimizers import Optimizer
 __all__ = ["HallOfFame", "snapshot"]
 
 
-class HallOfFame:
+class Archive:
+    """The snapshots an archive holds (``_members``), best first: ``len``, iteration (over a
+    copy, so an update while iterating is safe) and indexing. HallOfFame and ParetoFront are
+    archives."""
+
+    _members: list
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[FittedCandidate]:
+        return iter(list(self._members))
+
+    def __getitem__(self, i: int) -> FittedCandidate:
+        return self._members[i]
+
+
+class HallOfFame(Archive):
     """HallOfFame(size=5): snapshots of the ``size`` best evaluated candidates, best first.
 
     ``update(population)`` stores each member whose fitness is a finite number and ranks within
@@ -95,15 +112,6 @@ class HallOfFame:
             raise ValueError("the hall of fame is empty: call update(population) with an "
                              "evaluated population first")
         return self._members[0]
-
-    def __len__(self) -> int:
-        return len(self._members)
-
-    def __iter__(self) -> Iterator[FittedCandidate]:
-        return iter(list(self._members))
-
-    def __getitem__(self, i: int) -> FittedCandidate:
-        return self._members[i]
 
     def __repr__(self) -> str:
         best = f", best {self._members[0].fitness:.4g}" if self._members else ""

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tinyevo.evolution.candidate import FittedCandidate
-from tinyevo.evolution.halloffame import snapshot
+from tinyevo.evolution.halloffame import Archive, snapshot
 from tinyevo.evolution.objectives import Objectives
 from tinyevo.evolution.strategies import EliteSelection, TournamentSelection, _fitness_of
 
@@ -186,7 +186,7 @@ class ParetoTournamentSelection(TournamentSelection):
         return f"ParetoTournamentSelection({self.n}, {self.k}, {self.p}, {self.then!r})"
 
 
-class ParetoFront:
+class ParetoFront(Archive):
     """ParetoFront(): snapshots of every non-dominated candidate ever evaluated, the hall of
     fame of a multi-objective search.
 
@@ -247,15 +247,6 @@ class ParetoFront:
         self._points = [p for p, _ in entries]
         self._members = [e.snapshot() if isinstance(e, _New) else e for _, e in entries]
         return sum(isinstance(e, _New) for _, e in entries)
-
-    def __len__(self) -> int:
-        return len(self._members)
-
-    def __iter__(self) -> Iterator[FittedCandidate]:
-        return iter(list(self._members))
-
-    def __getitem__(self, i: int) -> FittedCandidate:
-        return self._members[i]
 
     def __repr__(self) -> str:
         names = f" of {', '.join(self.names)}" if self._members else ""
