@@ -190,6 +190,8 @@ def test_a_checkpoint_keeps_each_candidates_batch_size(tmp_path):
     assert all(isinstance(c.candidate, CandidateDataIterMap) for c in loaded)
     assert sorted(itermap(c).batch_size for c in loaded.hall_of_fame) == [8, 32]
     assert isinstance(loaded.members[0].opt(), Adam)
+    # an older tinyevo cannot read the batch sizes: the version says so
+    assert te.app.read_json(tmp_path / "checkpoint" / "state.json")["version"] == 3
 
 
 def test_a_checkpoint_refuses_a_bad_batch_size_and_a_map_it_cannot_hold(tmp_path):

@@ -135,6 +135,7 @@ def test_the_plot_draws_the_front_and_records_it(digits, tmp_path):
     (("accuracy", "accuracy"), "at least two different"),
     (("accuracy", "speed"), "each one of"),
     (3, "list of objectives"),
+    (("accuracy", Objective("fitness", _depth)), "column of the front's table"),
 ])
 def test_bad_objectives_are_refused(objectives, match):
     with pytest.raises(ValueError, match=match):
@@ -143,6 +144,7 @@ def test_bad_objectives_are_refused(objectives, match):
 
 def test_objectives_settings():
     assert FitConfig(objectives="accuracy, params").objectives == AP
+    assert FitConfig(objectives="accuracy,params,").objectives == AP      # a trailing comma
     assert FitConfig(objectives=()).objectives == ()
     depth = Objective("depth", _depth, "min")
     config = FitConfig(objectives=("loss", depth))
@@ -180,6 +182,9 @@ def test_the_command_writes_and_shows_the_front(tmp_path, capsys):
     (lambda d: d["pareto_front"]["members"][0]["objectives"].update(names=["a", "a"]),
      "must differ"),
     (lambda d: d["pareto_front"].update(size=3), "size"),
+    (lambda d: d["members"][0].pop("objectives"), "the same objectives"),
+    (lambda d: d["members"][0]["objectives"].update(names=["params", "accuracy"]),
+     "the same objectives"),
 ])
 def test_an_edited_objectives_checkpoint_is_refused(digits, tmp_path, edit, match):
     x, y = digits

@@ -127,6 +127,8 @@ def test_metric_objective_reads_what_the_fitness_recorded():
 
 
 def test_objectives_fitness_refuses_what_is_no_objective():
+    with pytest.raises(TypeError, match="give fun"):
+        Objective("depth")                     # measures nothing: every value would be worst
     with pytest.raises(TypeError, match="no objective"):
         ObjectivesFitness(lambda c: 1.0, [lambda c: 2.0])
     with pytest.raises(ValueError, match="must differ"):

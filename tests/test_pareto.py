@@ -67,6 +67,7 @@ def test_crowding_distance_hand_computed():
     points = [(0, 4), (1, 3.5), (3, 1), (4, 0)]
     assert crowding_distance(points) == pytest.approx([INF, 3 / 4 + 3 / 4, 3 / 4 + 3.5 / 4,
                                                        INF])
+    assert crowding_distance([]) == []
 
 
 def test_crowding_distance_ties_and_duplicates():

@@ -190,6 +190,7 @@ def _check_document(root: Field, stored: Stored) -> None:
     if front is not None:
         front.obj(("members",))
         lists.append((FRONT_PREFIX, front["members"].items()))
+    kinds = set()                     # the objectives' (names, senses) of every entry
     for tag, members in lists:
         for i, member in enumerate(members):
             member.obj(("fitness", "model"),
@@ -199,11 +200,15 @@ def _check_document(root: Field, stored: Stored) -> None:
                 member["batch_size"].integer(1)
             if member.get("objectives") is not None:
                 _check_objectives(member["objectives"])
+            kinds.add(_objective_kind(member.value))
             if "generation" in member.value:
                 member["generation"].integer(0, null=True)
             if member.get("optimizer") is not None:
                 check_optimizer(member["optimizer"])
             check_graph(member["model"], stored, f"{tag}{i}/")
+    if len(kinds) > 1:
+        raise root.fail(f"the same objectives (names and senses) on every member, hall-of-fame "
+                        f"and front entry, or none on all; they differ: {sorted(kinds, key=str)}")
     stored.finish()
     if root.get("optimizer_state") is not None:
         root["optimizer_state"].string((OPTIMIZERS_FILE,))
@@ -246,6 +251,8 @@ def _check_objectives(f: Field) -> None:
     n = len(f["names"].items(1))
     for name in f["names"].items(n, n):
         name.string()
+    if len(set(f["names"].value)) < n:
+        raise f["names"].fail("names that differ (each objective once): names must differ")
     for value in f["values"].items(n, n):
         value.number(finite=False)
     for sense in f["senses"].items(n, n):
@@ -386,10 +393,18 @@ def _owner(key: str) -> str:
 
 
 def _has_objectives(doc: dict) -> bool:
-    """Whether the checkpoint ``doc`` holds what only version 3 reads: a Pareto front or a
-    fitness with objectives."""
+    """Whether the checkpoint ``doc`` holds what only version 3 reads: a Pareto front, a
+    fitness with objectives or a member's own batch size."""
     entries = [*doc["members"], *doc.get("hall_of_fame", {}).get("members", [])]
-    return "pareto_front" in doc or any("objectives" in e for e in entries)
+    return "pareto_front" in doc or any("objectives" in e or "batch_size" in e
+                                        for e in entries)
+
+
+def _objective_kind(entry: dict) -> tuple | None:
+    """The (names, senses) an entry's fitness is measured on, None for a plain fitness."""
+    objectives = entry.get("objectives")
+    return None if objectives is None else (tuple(objectives["names"]),
+                                            tuple(objectives["senses"]))
 
 
 def _number(x: Any) -> Any:

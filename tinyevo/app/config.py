@@ -43,6 +43,9 @@ LR_SCHEDULES = ("constant", "cosine")
 # What fit(objectives=...) can search on (tinyevo.app.pareto): validation accuracy and cross
 # entropy, parameters and inference latency per sample.
 OBJECTIVES = ("accuracy", "loss", "params", "latency")
+# The front's table (tinyevo.app.pareto.front_rows) has these columns beside the objectives.
+FRONT_COLUMNS = ("index", "fitness", "generation", "nparams", "nvertices", "test_accuracy",
+                 "model", "onnx")
 TIEBREAKS = ("size", "loss")        # see tinyevo.app.fitting.ClassifierFitness
 OPTIMIZER_STATES = ("keep", "reset")
 
@@ -118,14 +121,18 @@ def _objectives(name: str, value: Any) -> tuple | None:
 
     if value is None:
         return None
-    items = value.split(",") if isinstance(value, str) else value
+    items = [o for o in value.split(",") if o.strip()] if isinstance(value, str) else value
     if not isinstance(items, tuple | list) or not all(
             isinstance(o, Objective) or isinstance(o, str) and o.strip() in OBJECTIVES
             for o in items):
         raise ValueError(f"fit: {name} must be None or a list of objectives, each one of "
                          f"{OBJECTIVES} or an Objective, got {value!r}")
-    items = tuple(o.strip() if isinstance(o, str) else o for o in items if o != "")
+    items = tuple(o.strip() if isinstance(o, str) else o for o in items)
     names = [o if isinstance(o, str) else o.name for o in items]
+    taken = sorted(set(names) & set(FRONT_COLUMNS))
+    if taken:
+        raise ValueError(f"fit: {name}: {taken} name a column of the front's table "
+                         f"({', '.join(FRONT_COLUMNS)}); give the objective another name")
     if items and (len(items) < 2 or len(set(names)) < len(names)
                   or not {"accuracy", "loss"} & set(names)):
         raise ValueError(f"fit: {name} needs at least two different objectives, one of them "

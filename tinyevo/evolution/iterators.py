@@ -333,8 +333,10 @@ class SeedIterator:
     :func:`tinyevo.seed`) is re-seeded with ``seed + i``; ``seed`` defaults to a draw from that
     generator when the iterator is made. Shuffling or augmentation that draws from the
     generator then gives the same batches on every pass, so every candidate of a generation
-    trains on the same data. Like the seed's, it leaves the generator as the last element
-    left it.
+    trains on the same data. After a whole pass the generator is left re-seeded with ``seed +
+    n`` (n elements): with the library generator, whatever draws next (selection, mutation)
+    draws the same numbers after every pass, so prefer a generator of its own (``rng``) for
+    data in a search.
 
         >>> shuffled = SeedIterator(BatchIterator(np.arange(6), 2, shuffle=True))
         >>> [b.tolist() for b in shuffled] == [b.tolist() for b in shuffled]

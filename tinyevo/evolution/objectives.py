@@ -154,6 +154,9 @@ class Objective:
     def __init__(self, name: str, fun: Callable[[Any], Any] | None = None,
                  sense: str = "max") -> None:
         _check_names((name,), (sense,))
+        if fun is None and type(self) is Objective:
+            raise TypeError(f"Objective {name!r}: give fun, the function of the candidate that "
+                            "measures it (or use a subclass that measures it itself)")
         if fun is not None and not callable(fun):
             raise TypeError(f"Objective {name!r}: fun must be a function of the candidate, "
                             f"got {type(fun).__name__}")

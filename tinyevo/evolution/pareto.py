@@ -108,6 +108,8 @@ def crowding_distance(points: Sequence[Point]) -> list[float]:
         >>> crowding_distance([(0.0, 3.0), (1.0, 2.0), (1.0, 2.0), (3.0, 0.0)])
         [inf, 2.0, 0.0, inf]
     """
+    if not points:
+        return []
     distinct = list(dict.fromkeys(tuple(p) for p in points))
     if len(distinct) == 1:
         distance = {distinct[0]: math.inf}
