@@ -1,4 +1,5 @@
-"""Shared fixtures: the suite runs per backend; CuPy cases skip where CuPy or a GPU is absent."""
+"""Shared fixtures: the suite runs per backend (CuPy cases skip where CuPy or a GPU is absent);
+``digits``, a small labelled set for short ``fit`` runs."""
 
 import os
 
@@ -39,3 +40,12 @@ def _seeded():
     yield
     B.set_floatx(np.float32)
     B.use("numpy")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The first 240 training digits, ``(x, y)``: enough for a short ``fit``. A test file may
+    define its own ``digits`` instead."""
+    pytest.importorskip("sklearn")
+    x, y = tinyevo.load_digits("train")
+    return x[:240], y[:240]

@@ -1,4 +1,4 @@
-"""Model wrappers shared by the evolution tests."""
+"""Model wrappers shared by the evolution tests, and a summary of a run to compare runs by."""
 
 import time
 
@@ -19,3 +19,9 @@ class Slow:
 
     def layers(self):
         return self.model.layers()
+
+
+def fit_summary(population):
+    """Every member's fitness and vertex names: equal for runs that went the same way."""
+    return ([c.fitness for c in population],
+            [[v.name for v in c.graph().vertices] for c in population])

@@ -213,11 +213,6 @@ def test_a_checkpoint_refuses_a_bad_batch_size_and_a_map_it_cannot_hold(tmp_path
 TINY = dict(population_size=4, batches_per_generation=3, batch_size=16, widths=(4, 8), seed=5)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    x, y = te.load_digits("train")
-    return x[:240], y[:240]
-
 
 def _summary(population):
     return [(c.fitness, itermap(c).batch_size, [v.name for v in c.graph().vertices])

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from evolution_cases import fit_summary
 
 import tinyevo as te
 
@@ -11,15 +12,6 @@ TINY = dict(population_size=3, batches_per_generation=2, batch_size=16, widths=(
             seed=5)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    x, y = te.load_digits("train")
-    return x[:240], y[:240]
-
-
-def _summary(population):
-    return ([c.fitness for c in population],
-            [[v.name for v in c.graph().vertices] for c in population])
 
 
 def _dense(n=60):
@@ -82,10 +74,10 @@ def test_the_defaults_given_explicitly_are_honoured_where_they_apply(digits):
     strategy = defaults.default_strategy(3, defaults.default_mutation("conv2d", 10),
                                          defaults.default_crossover(), 2)
     mine = te.fit(x, y, generations=2, strategy=strategy, **settings)
-    assert _summary(mine) == _summary(te.fit(x, y, generations=2, elites=2, **settings))
+    assert fit_summary(mine) == fit_summary(te.fit(x, y, generations=2, elites=2, **settings))
     # augment shifts image batches: another run than without
     shifted = te.fit(x, y, generations=1, augment=True, **settings)
-    assert _summary(shifted)[0] != _summary(te.fit(x, y, generations=1, **settings))[0]
+    assert fit_summary(shifted)[0] != fit_summary(te.fit(x, y, generations=1, **settings))[0]
 
 
 def test_settings_come_as_keywords_or_a_config_and_unknown_names_are_refused(digits):
@@ -94,10 +86,10 @@ def test_settings_come_as_keywords_or_a_config_and_unknown_names_are_refused(dig
     x, y = digits
     by_keywords = te.fit(x, y, generations=1, **TINY)
     by_config = te.fit(x, y, generations=1, config=FitConfig(**TINY))
-    assert _summary(by_keywords) == _summary(by_config)
+    assert fit_summary(by_keywords) == fit_summary(by_config)
     # a keyword replaces the config's field
     other = te.fit(x, y, generations=1, config=FitConfig(**{**TINY, "seed": 9}), seed=5)
-    assert _summary(other) == _summary(by_keywords)
+    assert fit_summary(other) == fit_summary(by_keywords)
     with pytest.raises(TypeError, match="did you mean batch_size"):
         te.fit(x, y, generations=1, batchsize=8)
     with pytest.raises(TypeError, match="config must be a FitConfig"):

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from evolution_cases import fit_summary
 
 import tinyevo as te
 from tinyevo.app.checkpoint import load_checkpoint
@@ -20,15 +21,6 @@ TINY = dict(population_size=3, batches_per_generation=2, batch_size=16, widths=(
 TINY_ELITES = 2     # fit's default
 
 
-@pytest.fixture(scope="module")
-def digits():
-    x, y = te.load_digits("train")
-    return x[:240], y[:240]
-
-
-def _summary(population):
-    return ([c.fitness for c in population],
-            [[v.name for v in c.graph().vertices] for c in population])
 
 
 def test_fit_returns_the_last_generation_best_first(digits):
@@ -108,7 +100,7 @@ def test_same_seed_same_run_and_resume_equals_an_uninterrupted_run(digits, tmp_p
     resumed = te.fit(x, y, generations=3, mdir=tmp_path / "a", **TINY)
     straight = te.fit(x, y, generations=3, mdir=tmp_path / "b", **TINY)
     assert resumed.generation == straight.generation == 3
-    assert _summary(resumed) == _summary(straight)
+    assert fit_summary(resumed) == fit_summary(straight)
     np.testing.assert_array_equal(resumed.best().graph()(x[:8]), straight.best().graph()(x[:8]))
     # and the checkpoint holds the last complete generation
     saved, state = load_checkpoint(tmp_path / "a")
@@ -219,7 +211,7 @@ def test_settings_left_none_on_resume_are_the_checkpoints(digits, tmp_path):
     # population_size, widths and seed are chosen by fit when None: here, the checkpoint's
     resumed = te.fit(x, y, generations=2, mdir=tmp_path / "a", batches_per_generation=2,
                      batch_size=16)
-    assert _summary(resumed) == _summary(te.fit(x, y, generations=2, **TINY))
+    assert fit_summary(resumed) == fit_summary(te.fit(x, y, generations=2, **TINY))
 
 
 @pytest.mark.parametrize("x, y, match", [
@@ -259,7 +251,7 @@ def test_a_run_killed_mid_generation_resumes_to_the_uninterrupted_result(digits,
     target = done + 1
     resumed = te.fit(x, y, generations=target, mdir=tmp_path / "killed", **TINY)
     straight = te.fit(x, y, generations=target, mdir=tmp_path / "straight", **TINY)
-    assert _summary(resumed) == _summary(straight)
+    assert fit_summary(resumed) == fit_summary(straight)
 
 
 def load_checkpoint_generation(mdir):
@@ -275,7 +267,7 @@ def test_two_worker_processes_give_the_serial_result(digits):
     x, y = digits
     serial = te.fit(x, y, generations=2, **TINY)
     parallel = te.fit(x, y, generations=2, executor=2, **TINY)
-    assert _summary(serial) == _summary(parallel)
+    assert fit_summary(serial) == fit_summary(parallel)
 
 
 @pytest.mark.parametrize("pairwise", [False, True])
@@ -428,7 +420,7 @@ def test_a_generation_cut_by_the_time_limit_is_dropped(tmp_path, monkeypatch, ca
     assert took < 2.0 + 10.0
     assert "cut generation 2" in caplog.text
     once = te.fit(x, y, generations=1, **settings)
-    assert _summary(population) == _summary(once)
+    assert fit_summary(population) == fit_summary(once)
     for a, b in zip(population, once):       # the elites trained in generation 2 were copies
         arrays = b.graph().arrays()
         assert all(np.array_equal(v, arrays[k]) for k, v in a.graph().arrays().items())

@@ -16,11 +16,6 @@ TINY = dict(population_size=6, batches_per_generation=3, batch_size=16, widths=(
 AP = ("accuracy", "params")
 
 
-@pytest.fixture(scope="module")
-def digits():
-    x, y = te.load_digits("train")
-    return x[:240], y[:240]
-
 
 def _front(population):
     return [(c.fitness.values, c.generation) for c in population.pareto_front]

@@ -171,12 +171,6 @@ def test_training_steps_agree():
     _close(ref_out, gpu_out, "inference output after training", rtol=1e-3)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    pytest.importorskip("sklearn")
-    x, y = te.load_digits("train")
-    return x[:240], y[:240]
-
 
 SETTINGS = dict(population_size=4, batches_per_generation=3, batch_size=16, widths=(4, 8), seed=5)
 
