@@ -207,3 +207,14 @@ def test_the_final_model_gets_objectives_and_joins_the_front(digits, tmp_path):
     front = [objective_point(c.fitness) for c in population.pareto_front]
     assert point in front or any(te.evolution.dominates(p, point) or p == point for p in front)
     assert _front(load_checkpoint(tmp_path)[0]) == _front(population)
+
+
+def test_stored_settings_read_a_run_without_changing_it(digits, tmp_path):
+    from tinyevo.app.checkpoint import stored_settings
+
+    assert stored_settings(tmp_path) is None                     # no checkpoint yet
+    x, y = digits
+    te.fit(x, y, generations=1, objectives=AP, mdir=tmp_path, **TINY)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert stored_settings(tmp_path)["objectives"] == list(AP)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before

@@ -256,17 +256,13 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _run_objectives(config: FitConfig, mdir: Path) -> Any:
-    """The run's objectives: the flag's, else a resumed run's (read from its checkpoint's
-    settings, without loading its models); None where unknown."""
+    """The run's objectives: the flag's, else a resumed run's (from its checkpoint's settings,
+    without loading its models); None where unknown."""
     if config.objectives is not None:
         return config.objectives
-    from tinyevo.app.io import read_complete_dir, read_json
+    from tinyevo.app.checkpoint import stored_settings
 
-    try:
-        doc = read_complete_dir(mdir / "checkpoint", lambda d: read_json(d / "state.json"))
-        return doc["state"]["config"].get("objectives")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+    return (stored_settings(mdir) or {}).get("objectives")
 
 
 def _export_front(front: Any, mdir: Path, input_shape: tuple, test: tuple) -> list[dict]:

@@ -61,9 +61,10 @@ from tinyevo.evolution.population import Population
 from tinyevo.graph import KINDS, CompGraph
 from tinyevo.optimizers import optimizer_from_spec
 
-__all__ = ["save_checkpoint", "load_checkpoint", "persist", "CHECKPOINT_DIR"]
+__all__ = ["save_checkpoint", "load_checkpoint", "stored_settings", "persist", "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
 OPTIMIZERS_FILE = "optimizers.npz"
 HOF_PREFIX = "hof/"      # the hall of fame's keys in the .npz files: "hof/<entry>/..."
 FRONT_PREFIX = "front/"  # the Pareto front's: "front/<entry>/..."
@@ -100,7 +101,7 @@ def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict
     with atomic_dir(target) as tmp:
         write_npz(tmp / "members.npz", arrays)
         write_npz(tmp / OPTIMIZERS_FILE, opt_arrays)
-        write_json(tmp / "state.json", doc)
+        write_json(tmp / STATE_FILE, doc)
     return target
 
 
@@ -124,13 +125,26 @@ def load_checkpoint(mdir: str | os.PathLike, owner: bool = False
     return read_complete_dir(path, _load)
 
 
+def stored_settings(mdir: str | os.PathLike) -> dict | None:
+    """The settings (``FitConfig`` as JSON) the newest complete checkpoint in ``mdir`` was made
+    with, read without building its models; None where there is none or it does not read.
+    Changes nothing in ``mdir``."""
+    try:
+        doc = read_complete_dir(Path(mdir) / CHECKPOINT_DIR,
+                                lambda folder: read_json(folder / STATE_FILE))
+        config = doc["state"]["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def _load(folder: Path) -> tuple[Population, dict]:
-    state_file = folder / "state.json"
+    state_file = folder / STATE_FILE
     doc = read_json(state_file)
     headline = f"{state_file} is damaged"
     check_depth(doc, headline, _FIX)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError(f"{folder / 'state.json'} is not a tinyevo checkpoint; use another mdir")
+        raise ValueError(f"{state_file} is not a tinyevo checkpoint; use another mdir")
     root = Field(doc, headline, _FIX, state_file)
     if root["version"].integer(1) > VERSION:
         raise ValueError(f"{folder} was written by tinyevo {doc.get('tinyevo')} (checkpoint "
