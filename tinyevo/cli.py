@@ -1,8 +1,11 @@
-"""The ``tinyevo`` command: ``tinyevo fit`` evolves a model, ``tinyevo show`` reports a run.
+"""The ``tinyevo`` command: ``tinyevo fit`` evolves a model, ``tinyevo show`` reports a run,
+``tinyevo predict`` runs a run's best model on new data.
 
     tinyevo fit                                   # the bundled digits, 5 minutes
     tinyevo fit --data mnist:~/data/mnist --time-limit 1h --dir runs/mnist --workers 2
     tinyevo show runs/mnist
+    tinyevo fit --data iris.csv --target species --dir runs/iris
+    tinyevo predict runs/iris new_flowers.csv -o predictions.csv
 """
 
 from __future__ import annotations
@@ -86,7 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--data", default="digits",
                    help="digits (bundled, default) | mnist:DIR | fashion-mnist:DIR | "
                         "cifar10:DIR | FILE.npz (arrays x, y or x_train, y_train, x_test, "
-                        "y_test)")
+                        "y_test) | FILE.csv or FILE.tsv (a header row; with --target)")
+    f.add_argument("--target", default=None, metavar="COLUMN",
+                   help="with --data FILE.csv: the column to predict; every other column is a "
+                        "feature (docs/tabular.md)")
     f.add_argument("--generations", type=_positive_int, default=None,
                    help="stop after this many generations")
     f.add_argument("--time-limit", type=parse_duration, default=None,
@@ -115,6 +121,19 @@ def _parser() -> argparse.ArgumentParser:
                        description="Print a run's progress and its best architecture.")
     s.add_argument("dir", help="run directory written by tinyevo fit")
     s.set_defaults(run=_show)
+
+    r = sub.add_parser("predict", help="predict with a run's best model",
+                       description="Run the best model of a finished tinyevo fit run on new "
+                                   "data and write a CSV table: the prediction and, for a "
+                                   "classifier, one probability column per class. Writes "
+                                   "nothing in the run directory.")
+    r.add_argument("dir", metavar="RUN_DIR", help="run directory written by tinyevo fit")
+    r.add_argument("data", metavar="DATA",
+                   help="FILE.csv or FILE.tsv with the training's feature columns (by name; "
+                        "other columns are ignored), or FILE.npz with an array x (or x_test)")
+    r.add_argument("-o", "--output", default=None, metavar="OUT.csv",
+                   help="write the table here (default: standard output)")
+    r.set_defaults(run=_predict)
     return p
 
 
@@ -171,6 +190,7 @@ def _fit(args: argparse.Namespace) -> int:
     from tinyevo.app import callbacks as cbs
     from tinyevo.app.io import write_json
     from tinyevo.app.pareto import format_front
+    from tinyevo.app.predict import load_run_data, record_data
     from tinyevo.app.tasks import SCORE_NAMES, test_score
 
     if args.backend:
@@ -183,8 +203,9 @@ def _fit(args: argparse.Namespace) -> int:
     mdir = Path(args.dir).expanduser()
     resumed = (mdir / "checkpoint").exists()
     config = _settings(args, resumed)
-    (x, y), (x_test, y_test) = te.load_dataset(args.data)
+    (x, y), (x_test, y_test), data_info = load_run_data(args.data, args.target)
     mdir.mkdir(parents=True, exist_ok=True)
+    record_data(mdir, data_info, resumed)
     callbacks = []
     if not args.no_plots:
         try:       # PlotPareto draws only in a run with objectives
@@ -369,6 +390,29 @@ class _Progress:
 
 def _value(label: str, value: Any, fmt: str = ".4f", unit: str = "") -> str:
     return "" if not isinstance(value, (int, float)) else f"{label} {value:{fmt}}{unit}"
+
+
+# ---------------------------------------------------------------------------- predict
+
+def _predict(args: argparse.Namespace) -> int:
+    from tinyevo.app.predict import predict
+    from tinyevo.app.tables import table_text, write_table
+
+    run, out = Path(args.dir).expanduser(), args.output
+    if out is not None:
+        target = Path(out).expanduser().resolve()
+        if run.resolve() in target.parents:
+            raise ValueError(f"-o {out} lies in the run directory {run}, which predict leaves as "
+                             "it is: write the predictions elsewhere")
+        if target == Path(args.data).expanduser().resolve():
+            raise ValueError(f"-o {out} is the data file itself: write the predictions elsewhere")
+    header, columns = predict(run, args.data)
+    if out is None:
+        sys.stdout.write(table_text(header, columns))
+    else:
+        write_table(Path(out).expanduser(), header, columns)
+        print(f"tinyevo predict: {len(columns[0])} predictions written to {out}", file=sys.stderr)
+    return 0
 
 
 # ---------------------------------------------------------------------------- show
