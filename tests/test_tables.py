@@ -270,3 +270,29 @@ def test_a_run_without_task_or_class_names_predicts_class_indices(tmp_path):
     np.testing.assert_array_equal(columns[0], graph(x).argmax(1))
     with pytest.raises(ValueError, match="not on a table"):
         predict(tmp_path, write(tmp_path, "a,b,c\n1,2,3\n"))
+
+
+def test_a_numeric_target_runs_a_regression_end_to_end(tmp_path, capsys):
+    """--task regression on a CSV: R² reported, and predict gives the model's raw-unit output."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((200, 3))
+    price = 1000 + 200 * x[:, 0] - 100 * x[:, 2] + rng.normal(scale=5, size=200)
+    lines = ["size,age,rooms,price"] + [f"{a:.4f},{b:.4f},{c:.4f},{p:.0f}"
+                                        for (a, b, c), p in zip(x, price)]
+    data = write(tmp_path, "\n".join(lines) + "\n", "houses.csv")
+    run = tmp_path / "run"
+    settings = ["--generations", "3", "--population", "3", "--workers", "1", "--no-progress",
+                "--no-plots", "--batches-per-generation", "20"]
+    # whole-dollar prices: the task must be said
+    assert main(["fit", "--data", str(data), "--target", "price", "--dir",
+                 str(tmp_path / "asked")] + settings) == 1
+    assert "task='regression'" in capsys.readouterr().err
+    assert main(["fit", "--data", str(data), "--target", "price", "--task", "regression",
+                 "--dir", str(run)] + settings) == 0
+    assert "test R²" in capsys.readouterr().out
+    result = json.loads((run / "result.json").read_text())
+    assert result["task"] == "regression" and result["test_r2"] > 0.5
+    header, columns = predict(run, data)
+    assert header == ["prediction"]
+    expected = te.load_model(run / "best")(read_table(data, "price").x)[:, 0]
+    np.testing.assert_allclose(np.asarray(columns[0], dtype=np.float64), expected, rtol=1e-5)
