@@ -88,3 +88,15 @@ def test_summary_skips_skipped_arms():
     s = bench.summarise(runs)
     assert list(s) == ["tinyevo-cnn"]
     assert s["tinyevo-cnn"]["test_accuracy"] == {"median": 0.9, "min": 0.8, "max": 0.95}
+
+
+def test_the_warm_arms_net_is_a_graph_under_fits_mnist_ceiling(data):
+    from tinyevo.app.config import LARGE_DATA_MACS_PER_VALUE
+
+    (x, _), _ = data
+    graph = bench.graph_cnn()
+    assert graph(x[:4]).shape == (4, 10)
+    assert graph.macs((28, 28)) <= LARGE_DATA_MACS_PER_VALUE * 28 * 28
+    row = bench.run_tinyevo_cnn(data, 0.3, 0, bench.graph_cnn)
+    assert row["nparams"] == graph.nparams() and 0.0 <= row["test_accuracy"] <= 1.0
+    assert "warm" in bench.ARMS and "warm" not in bench.DEFAULT_ARMS

@@ -218,7 +218,7 @@ def test_settings_left_none_on_resume_are_the_checkpoints(digits, tmp_path):
     (np.zeros((10, 3, 2, 2, 2), np.float32), np.zeros(10, int), "must be"),
     (np.zeros((10, 4), np.float32), np.zeros(9, int), "labels"),
     (np.zeros((10, 4), np.float32), np.full(10, -1), "0..K-1"),
-    (np.zeros((10, 4), np.float32), np.linspace(0, 1, 10), "integers"),
+    (np.zeros((10, 4), np.float32), np.array(list("ababababab")), "integers"),
     (np.full((10, 4), np.nan, np.float32), np.zeros(10, int), "NaN"),
     (np.zeros((10, 4), np.float32), None, "labels y are missing"),
 ])
@@ -350,7 +350,7 @@ def test_device_copies_of_the_data_stay_out_of_worker_payloads(digits):
 
     from tinyevo.app.config import FitConfig
     from tinyevo.app.data import GenerationBatches
-    from tinyevo.app.fitting import ClassifierFitness
+    from tinyevo.app.scoring import ClassifierFitness
 
     x, y = digits
     batches = GenerationBatches(x, y, FitConfig(seed=0))
@@ -460,7 +460,7 @@ def test_the_hall_of_fame_keeps_the_best_ever_when_the_last_generation_is_worse(
     # Snapshots score what they scored when they were taken (the fitness is reproducible).
     from tinyevo.app.config import FitConfig
     from tinyevo.app.data import GenerationBatches, split_validation
-    from tinyevo.app.fitting import ClassifierFitness
+    from tinyevo.app.scoring import ClassifierFitness
     (xt, yt), valid = split_validation(x, y, 0.3, TINY["seed"])
     scorer = ClassifierFitness(GenerationBatches(xt, yt, FitConfig(seed=0)), valid, tiebreak="loss")
     best = fame.best()
@@ -478,7 +478,7 @@ def test_final_training_trains_a_copy_of_the_best_and_keeps_the_time_limit(digit
     assert len(final) == 1 and final[0]["steps"] > 0
     # Kept unless it validates clearly worse than where it started (accept_final), and then
     # also in the hall of fame.
-    from tinyevo.app.fitting import accept_final
+    from tinyevo.app.scoring import accept_final
     before = type("Fitted", (), {"fitness": final[0]["before"]})()
     kept = accept_final(type("Fitted", (), {"fitness": final[0]["fitness"]})(), before, 72)
     assert (population.final is not None) == kept
@@ -491,7 +491,7 @@ def test_final_training_trains_a_copy_of_the_best_and_keeps_the_time_limit(digit
 def test_train_final_leaves_the_best_as_it_was(digits):
     from tinyevo.app.config import FitConfig
     from tinyevo.app.data import GenerationBatches
-    from tinyevo.app.fitting import ClassifierFitness, train_final
+    from tinyevo.app.scoring import ClassifierFitness, train_final
 
     x, y = digits
     population = te.fit(x, y, generations=1, **TINY)
@@ -585,7 +585,7 @@ def test_ctrl_c_mid_generation_returns_the_weights_that_earned_the_fitness(digit
 def test_the_final_model_is_kept_unless_it_validates_clearly_worse():
     from types import SimpleNamespace as C
 
-    from tinyevo.app.fitting import accept_final
+    from tinyevo.app.scoring import accept_final
 
     best = C(fitness=0.99)                   # 1,000 samples at 99 %: standard error 0.31 %
     assert accept_final(C(fitness=0.99), best, 1000)

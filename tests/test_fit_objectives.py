@@ -126,7 +126,7 @@ def test_the_plot_draws_the_front_and_records_it(digits, tmp_path):
 
 @pytest.mark.parametrize("objectives, match", [
     (("accuracy",), "at least two"),
-    (("params", "latency"), "accuracy or loss"),
+    (("params", "latency"), "accuracy, r2 or loss"),
     (("accuracy", "accuracy"), "at least two different"),
     (("accuracy", "speed"), "each one of"),
     (3, "list of objectives"),

@@ -22,6 +22,7 @@ from tinyevo.layers import (
     Layer,
     MaxPool,
     MeanPool,
+    Rescale,
     Sequential,
     activations,
     initialize,
@@ -529,6 +530,7 @@ def _all_layers():
         (GlobalPool("max"), (2, 3, 4)),
         (Flatten(), (2, 3, 2)),
         (Dropout(0.3), (3, 4)),
+        (Rescale([1.0, 2.0, 3.0], [0.5, 0.0, -1.0]), (2, 3, 4, 5)),
     ]
 
 

@@ -1,8 +1,11 @@
-"""The ``tinyevo`` command: ``tinyevo fit`` evolves a classifier, ``tinyevo show`` reports a run.
+"""The ``tinyevo`` command: ``tinyevo fit`` evolves a model, ``tinyevo show`` reports a run,
+``tinyevo predict`` runs a run's best model on new data.
 
     tinyevo fit                                   # the bundled digits, 5 minutes
     tinyevo fit --data mnist:~/data/mnist --time-limit 1h --dir runs/mnist --workers 2
     tinyevo show runs/mnist
+    tinyevo fit --data iris.csv --target species --dir runs/iris
+    tinyevo predict runs/iris new_flowers.csv -o predictions.csv
 """
 
 from __future__ import annotations
@@ -72,20 +75,24 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tinyevo",
-        description="Evolve neural network classifiers with a genetic algorithm while training "
-                    "them (NAS with weight inheritance).")
+        description="Evolve neural networks (classifiers, regressors) with a genetic algorithm "
+                    "while training them (NAS with weight inheritance).")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO)")
     sub = p.add_subparsers(title="commands", dest="command")
 
     f = sub.add_parser(
-        "fit", help="evolve a classifier on a dataset",
-        description="Evolve an image classifier. Resumes when --dir holds a run. Ends with the "
-                    "best model's test accuracy and where its checkpoint, plots and ONNX file "
-                    "are. Ctrl-C stops cleanly; run the same command again to continue.")
+        "fit", help="evolve a model on a dataset",
+        description="Evolve a classifier or regressor. Resumes when --dir holds a run. Ends "
+                    "with the best model's test accuracy (or R²) and where its checkpoint, "
+                    "plots and ONNX file are. Ctrl-C stops cleanly; run the same command "
+                    "again to continue.")
     f.add_argument("--data", default="digits",
                    help="digits (bundled, default) | mnist:DIR | fashion-mnist:DIR | "
                         "cifar10:DIR | FILE.npz (arrays x, y or x_train, y_train, x_test, "
-                        "y_test)")
+                        "y_test) | FILE.csv or FILE.tsv (a header row; with --target)")
+    f.add_argument("--target", default=None, metavar="COLUMN",
+                   help="with --data FILE.csv: the column to predict; every other column is a "
+                        "feature (docs/tabular.md)")
     f.add_argument("--generations", type=_positive_int, default=None,
                    help="stop after this many generations")
     f.add_argument("--time-limit", type=parse_duration, default=None,
@@ -100,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="evaluate candidates on a Dask cluster, e.g. tcp://host:8786")
     f.add_argument("--backend", choices=("numpy", "cupy"), default=None,
                    help="array backend (default numpy, or $TINYEVO_BACKEND)")
+    f.add_argument("--init", action="append", default=None, metavar="DIR",
+                   help="start from this saved tinyevo model (a folder written by save_model, "
+                        "e.g. another run's best/); repeat for several")
     f.add_argument("--no-plots", action="store_true", help="do not draw plots")
     f.add_argument("--no-progress", action="store_true",
                    help="plain progress lines (a line per finished candidate, at most every "
@@ -111,6 +121,19 @@ def _parser() -> argparse.ArgumentParser:
                        description="Print a run's progress and its best architecture.")
     s.add_argument("dir", help="run directory written by tinyevo fit")
     s.set_defaults(run=_show)
+
+    r = sub.add_parser("predict", help="predict with a run's best model",
+                       description="Run the best model of a finished tinyevo fit run on new "
+                                   "data and write a CSV table: the prediction and, for a "
+                                   "classifier, one probability column per class. Writes "
+                                   "nothing in the run directory.")
+    r.add_argument("dir", metavar="RUN_DIR", help="run directory written by tinyevo fit")
+    r.add_argument("data", metavar="DATA",
+                   help="FILE.csv or FILE.tsv with the training's feature columns (by name; "
+                        "other columns are ignored), or FILE.npz with an array x (or x_test)")
+    r.add_argument("-o", "--output", default=None, metavar="OUT.csv",
+                   help="write the table here (default: standard output)")
+    r.set_defaults(run=_predict)
     return p
 
 
@@ -167,6 +190,8 @@ def _fit(args: argparse.Namespace) -> int:
     from tinyevo.app import callbacks as cbs
     from tinyevo.app.io import write_json
     from tinyevo.app.pareto import format_front
+    from tinyevo.app.predict import load_run_data, record_data
+    from tinyevo.app.tasks import SCORE_NAMES, test_score
 
     if args.backend:
         te.backend.use(args.backend)
@@ -178,8 +203,9 @@ def _fit(args: argparse.Namespace) -> int:
     mdir = Path(args.dir).expanduser()
     resumed = (mdir / "checkpoint").exists()
     config = _settings(args, resumed)
-    (x, y), (x_test, y_test) = te.load_dataset(args.data)
+    (x, y), (x_test, y_test), data_info = load_run_data(args.data, args.target)
     mdir.mkdir(parents=True, exist_ok=True)
+    record_data(mdir, data_info, resumed)
     callbacks = []
     if not args.no_plots:
         try:       # PlotPareto draws only in a run with objectives
@@ -208,15 +234,15 @@ def _fit(args: argparse.Namespace) -> int:
         with display:
             population = te.fit(x, y, generations=args.generations, time_limit=run_limit,
                                 mdir=mdir, callbacks=callbacks, executor=executor,
-                                progress=display.update, config=config)
+                                progress=display.update, config=config, initial=args.init)
     finally:
         close = getattr(executor, "close", None)
         if callable(close):
             close()
     fame = population.hall_of_fame
     best = population.final or (fame.best() if len(fame) else population.best())
-    graph = best.graph()
-    accuracy = best.evaluate(x_test, y_test)
+    graph, task = best.graph(), population.task
+    score = test_score(graph, x_test, y_test, task)
     te.save_model(graph, mdir / "best")
     onnx_path = mdir / "best.onnx"
     try:
@@ -224,20 +250,23 @@ def _fit(args: argparse.Namespace) -> int:
     except ImportError:
         onnx_path = None
     front = population.pareto_front
-    rows = None if front is None else _export_front(front, mdir, x.shape[1:], (x_test, y_test))
+    rows = None if front is None else _export_front(front, mdir, x.shape[1:], (x_test, y_test),
+                                                    task)
     seconds = time.monotonic() - t_start
     write_json(mdir / "result.json", {
         "generation": population.generation, "best_generation": best.generation,
-        "final_training": population.final is not None,
-        "test_accuracy": accuracy, "test_samples": len(y_test),
+        "final_training": population.final is not None, "task": task,
+        SCORE_NAMES[task]: score, "test_samples": len(y_test),
         "validation_fitness": best.fitness, "nparams": graph.nparams(),
         "nvertices": len(graph.vertices), "seconds": seconds,
         **({} if rows is None else {"pareto_front": rows})})
     print(f"\ngeneration {population.generation}, {seconds:.0f} s this session")
     which = ("the best ever evaluated, trained on at the end" if population.final is not None
              else "the best ever evaluated")
+    tested = (f"accuracy {100 * score:.2f} %" if task == "classification"
+              else f"R² {score:.4f}")
     print(f"best model ({which}, from generation {best.generation}): test "
-          f"accuracy {100 * accuracy:.2f} % on {len(y_test)} held-out samples (validation "
+          f"{tested} on {len(y_test)} held-out samples (validation "
           f"fitness {best.fitness:.4f}); {graph.nparams():,} parameters, "
           f"{len(graph.vertices)} vertices")
     print(f"checkpoint: {mdir / 'checkpoint'}   best model: {mdir / 'best'}")
@@ -265,11 +294,12 @@ def _run_objectives(config: FitConfig, mdir: Path) -> Any:
     return (stored_settings(mdir) or {}).get("objectives")
 
 
-def _export_front(front: Any, mdir: Path, input_shape: tuple, test: tuple) -> list[dict]:
+def _export_front(front: Any, mdir: Path, input_shape: tuple, test: tuple,
+                  task: str) -> list[dict]:
     """The Pareto front's models saved in ``mdir/front``, with its table; the rows."""
     from tinyevo.app.pareto import FRONT_DIR, export_front
 
-    return export_front(front, mdir / FRONT_DIR, tuple(input_shape), test)
+    return export_front(front, mdir / FRONT_DIR, tuple(input_shape), test, task)
 
 
 class _Progress:
@@ -362,6 +392,29 @@ def _value(label: str, value: Any, fmt: str = ".4f", unit: str = "") -> str:
     return "" if not isinstance(value, (int, float)) else f"{label} {value:{fmt}}{unit}"
 
 
+# ---------------------------------------------------------------------------- predict
+
+def _predict(args: argparse.Namespace) -> int:
+    from tinyevo.app.predict import predict
+    from tinyevo.app.tables import table_text, write_table
+
+    run, out = Path(args.dir).expanduser(), args.output
+    if out is not None:
+        target = Path(out).expanduser().resolve()
+        if run.resolve() in target.parents:
+            raise ValueError(f"-o {out} lies in the run directory {run}, which predict leaves as "
+                             "it is: write the predictions elsewhere")
+        if target == Path(args.data).expanduser().resolve():
+            raise ValueError(f"-o {out} is the data file itself: write the predictions elsewhere")
+    header, columns = predict(run, args.data)
+    if out is None:
+        sys.stdout.write(table_text(header, columns))
+    else:
+        write_table(Path(out).expanduser(), header, columns)
+        print(f"tinyevo predict: {len(columns[0])} predictions written to {out}", file=sys.stderr)
+    return 0
+
+
 # ---------------------------------------------------------------------------- show
 
 def _show(args: argparse.Namespace) -> int:
@@ -376,8 +429,10 @@ def _show(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{mdir} holds no checkpoint yet (no complete generation)")
     population, state = loaded
     best = max(population.members, key=lambda c: c.fitness if c.fitness is not None else -1)
-    print(f"run {mdir}: generation {population.generation}, {len(population.members)} "
-          f"candidates, {state.get('elapsed', 0):.0f} s of evolution")
+    task = state.get("config", {}).get("task") or "classification"
+    print(f"run {mdir}: {task}, generation {population.generation}, "
+          f"{len(population.members)} candidates, {state.get('elapsed', 0):.0f} s of evolution"
+          + ("; fitness is the validation R²" if task == "regression" else ""))
     rows = history(mdir).get("fitness", [])
     if rows:
         print("generation  best     mean")

@@ -352,6 +352,12 @@ def _batchnorm(f: Field) -> tuple[dict, int]:
     return {name: (n,) for name in ("weight", "bias", "running_mean", "running_var")}, n
 
 
+def _rescale(f: Field) -> tuple[dict, int]:
+    f.obj(("type", "n"))
+    n = f["n"].integer(1, MAX_SIZE)
+    return {"scale": (n,), "offset": (n,)}, n
+
+
 def _pool(f: Field) -> tuple[dict, None]:
     f.obj(("type",), ("window", "stride", "padding", "ndim"))
     for key in ("window", "stride"):
@@ -386,6 +392,7 @@ def _dropout(f: Field) -> tuple[dict, None]:
 _LAYERS: dict[str, Callable[[Field], tuple[dict, int | None]]] = {
     "Dense": _dense, "Conv": _conv, "BatchNorm": _batchnorm, "MaxPool": _pool,
     "MeanPool": _pool, "GlobalPool": _global_pool, "Flatten": _flatten, "Dropout": _dropout,
+    "Rescale": _rescale,
 }
 
 

@@ -46,6 +46,7 @@ from tinyevo.app.io import (
     write_json,
     write_npz,
 )
+from tinyevo.app.tasks import TASKS
 from tinyevo.evolution.candidate import (
     CandidateDataIterMap,
     CandidateModel,
@@ -245,7 +246,10 @@ def _check_run_state(state: Field) -> None:
     state["kind"].string(KINDS)
     for n in state["sample_shape"].items(1, 3):
         n.integer(1)
-    state["nclasses"].integer(2)
+    state["nclasses"].integer(1)        # classes, or regression outputs
+    if "initial" in state.value:          # fingerprints of a warm start's models
+        for h in state["initial"].items():
+            h.string()
     check_rng_state(state["rng"])
     state["name_counter"].integer(1)
     for key in ("elapsed", "last_seconds"):
@@ -304,6 +308,8 @@ _CONFIG = {
     "lr_schedule": lambda f: f.string(), "tiebreak": lambda f: f.string(),
     "optimizer_state": lambda f: f.string(),
     "objectives": lambda f: [n.string() for n in f.items()],
+    "task": lambda f: f.string(TASKS, null=True),
+    "standardize": lambda f: f.value is None or f.boolean(),
 }
 
 

@@ -24,7 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from tinyevo.app.tasks import TASKS
+
 __all__ = ["FitConfig", "configure", "check_combination", "plain_defaults", "data_defaults",
+           "data_choices",
            "small_data_config", "default_batches", "integer", "real"]
 
 # Defaults sized on MNIST (60,000 28x28 images) on 2 cores; docs/fit.md has the measurements.
@@ -42,11 +45,13 @@ LARGE_DATA_MACS_PER_VALUE = 8000
 LR_SCHEDULES = ("constant", "cosine")
 # What fit(objectives=...) can search on (tinyevo.app.pareto): validation accuracy and cross
 # entropy, parameters and inference latency per sample.
-OBJECTIVES = ("accuracy", "loss", "params", "latency")
+OBJECTIVES = ("accuracy", "loss", "r2", "params", "latency")
+# The objectives that measure how good a model's predictions are: a front needs one.
+QUALITY_OBJECTIVES = ("accuracy", "loss", "r2")
 # The front's table (tinyevo.app.pareto.front_rows) has these columns beside the objectives.
 FRONT_COLUMNS = ("index", "fitness", "generation", "nparams", "nvertices", "test_accuracy",
-                 "model", "onnx")
-TIEBREAKS = ("size", "loss")        # see tinyevo.app.fitting.ClassifierFitness
+                 "test_r2", "model", "onnx")
+TIEBREAKS = ("size", "loss")        # see tinyevo.app.scoring.ClassifierFitness
 OPTIMIZER_STATES = ("keep", "reset")
 
 
@@ -115,8 +120,8 @@ def _widths(name: str, value: Any) -> tuple[int, int] | None:
 def _objectives(name: str, value: Any) -> tuple | None:
     """None, or the objectives of a multi-objective search: names of :data:`OBJECTIVES` (a
     tuple, or one string "accuracy,params") or ``Objective`` objects; () for none. At least
-    two, named differently, one of them accuracy or loss (a search blind to accuracy would
-    find the empty model)."""
+    two, named differently, one of them accuracy, r2 or loss (a search blind to how good the
+    predictions are would find the empty model)."""
     from tinyevo.evolution.objectives import Objective
 
     if value is None:
@@ -134,9 +139,9 @@ def _objectives(name: str, value: Any) -> tuple | None:
         raise ValueError(f"fit: {name}: {taken} name a column of the front's table "
                          f"({', '.join(FRONT_COLUMNS)}); give the objective another name")
     if items and (len(items) < 2 or len(set(names)) < len(names)
-                  or not {"accuracy", "loss"} & set(names)):
+                  or not set(QUALITY_OBJECTIVES) & set(names)):
         raise ValueError(f"fit: {name} needs at least two different objectives, one of them "
-                         f"accuracy or loss (e.g. accuracy,params), got {names}")
+                         f"accuracy, r2 or loss (e.g. accuracy,params), got {names}")
     return items
 
 
@@ -216,6 +221,14 @@ class FitConfig:
         lambda n, v: real(n, v, 0.0, None, "None or >= 0 multiply-adds per sample (0 turns "
                           "the ceiling off)", optional=True))
 
+    task: str | None = _setting(
+        None, "classification (integer labels) or regression (numbers; MSE, R² fitness) "
+        "(None: inferred from the targets: floats with a fractional part are regression)",
+        lambda n, v: None if v is None else _one_of(TASKS)(n, v), TASKS)
+    standardize: bool | None = _setting(
+        None, "standardise the inputs inside each drawn model (a fixed first layer, saved and "
+        "exported with it, so it takes raw data) (None: for (N, F) tabular data only)",
+        lambda n, v: None if v is None else _flag(n, v))
     objectives: tuple[str, ...] | None = _setting(
         None, f"search a Pareto front of these objectives, e.g. accuracy,params (of "
         f"{', '.join(OBJECTIVES)}; None: none, a single-objective search)", _objectives)
@@ -267,9 +280,16 @@ def configure(config: FitConfig | None, settings: dict[str, Any]) -> FitConfig:
 
 
 def check_combination(config: FitConfig, kind: str, *, valid: Any, search_space: Any,
-                      mutation: Any, crossover: Any, strategy: Any) -> None:
-    """Refuse a setting that the rest of the call would ignore: a ValueError that says which,
-    why, and what to do instead."""
+                      mutation: Any, crossover: Any, strategy: Any,
+                      task: str = "classification") -> None:
+    """Refuse a setting that the rest of the call would ignore, or that does not fit the
+    ``task``: a ValueError that says which, why, and what to do instead."""
+    wrong = {"classification": "r2", "regression": "accuracy"}[task]
+    names = [o if isinstance(o, str) else o.name for o in config.objectives or ()]
+    if wrong in names:
+        raise ValueError(f"fit: the objective {wrong} is for "
+                         f"{'regression' if wrong == 'r2' else 'classification'}, and this "
+                         f"run is {task}; use {'accuracy' if wrong == 'r2' else 'r2'} or loss")
     if strategy is not None:
         given = [n for n, v in (("mutation", mutation), ("crossover", crossover),
                                 ("elites", config.elites)) if v is not None]
@@ -306,11 +326,17 @@ def plain_defaults() -> dict[str, Any]:
             "objectives": ()}
 
 
+def data_choices(kind: str, task: str) -> dict[str, Any]:
+    """What a new run chooses for ``task`` and ``standardize`` on data of ``kind`` (the
+    inferred ``task``): tabular data standardised, images and signals as they are."""
+    return {"task": task, "standardize": kind == "dense"}
+
+
 def small_data_config() -> FitConfig:
     """The settings a run on small data chooses where it is given none (but the seed)."""
     return FitConfig(population_size=POPULATION, valid_fraction=VALID_FRACTION,
                      valid_max=VALID_MAX, elites=ELITES, widths=WIDTHS, final_training=0.0,
-                     objectives=())
+                     objectives=(), task="classification", standardize=False)
 
 
 def data_defaults(config: FitConfig, ntrain: int, sample_shape: tuple[int, ...]

@@ -1,7 +1,7 @@
 """The data of a ``fit`` run: its arrays checked, the validation split, and the stream of
 training batches that every candidate of a generation trains on.
 
-    >>> x, y = as_arrays(batches, None, "training data")        # doctest: +SKIP
+    >>> x, y, task = as_arrays(batches, None, "training data")  # doctest: +SKIP
     >>> (x, y), (xv, yv) = split_validation(x, y, 0.3, seed=0)  # doctest: +SKIP
     >>> GenerationBatches(x, y, FitConfig(seed=0)).itergeneration(2)  # doctest: +SKIP
     <generation 2: batches 30...62 of the stream>
@@ -16,17 +16,20 @@ import numpy as np
 
 from tinyevo import backend as B
 from tinyevo.app.config import FitConfig
+from tinyevo.app.tasks import infer_task, regression_targets
 
-__all__ = ["as_arrays", "classes", "validation_arrays", "split_validation",
+__all__ = ["as_arrays", "classes", "noutputs", "validation_arrays", "split_validation",
            "GenerationBatches", "KIND_OF_RANK"]
 
 KIND_OF_RANK = {2: "dense", 3: "conv1d", 4: "conv2d"}
 MAX_SPARSE_CLASSES = 1000   # labels may skip classes, but not up to more than this (or 10x)
 
 
-def as_arrays(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validated float32 samples (N, ...) and int64 labels (N,) from arrays, an ``(x, y)``
-    tuple or an iterable of ``(x, y)`` batches."""
+def as_arrays(x: Any, y: Any, what: str, task: str | None = None
+              ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Validated float32 samples (N, ...) and targets from arrays, an ``(x, y)`` tuple or an
+    iterable of ``(x, y)`` batches, with the task (``task``, else :func:`infer_task`'s):
+    int64 labels (N,) for classification, float32 (N, K) for regression."""
     if y is None:
         if isinstance(x, tuple) and len(x) == 2:
             x, y = x
@@ -45,6 +48,24 @@ def as_arrays(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
                          f"{x.shape}")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise ValueError(f"fit: {what} must be real numbers, got dtype {x.dtype}")
+    task = task or infer_task(y)
+    y = regression_targets(y, x.shape[0], what) if task == "regression" else _labels(y, x, what)
+    if x.shape[0] < 2:
+        raise ValueError(f"fit: {what} needs at least 2 samples, got {x.shape[0]}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"fit: {what} contains NaN or Inf values; clean or impute them first")
+    with np.errstate(over="ignore"):        # checked just below
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+    if x32.dtype != x.dtype and not np.all(np.isfinite(x32)):
+        big = float(np.abs(x[np.isfinite(x)]).max())
+        raise ValueError(f"fit: {what} has values too large for float32 (up to {big:.3g}; "
+                         "float32 holds up to 3.4e38), which training computes in; rescale "
+                         "them (for example standardise each feature)")
+    return x32, y, task
+
+
+def _labels(y: np.ndarray, x: np.ndarray, what: str) -> np.ndarray:
+    """Class labels as int64 (N,), from labels (N,) or (N, 1) or one-hot rows (N, K)."""
     if y.ndim == 2 and y.shape[0] == x.shape[0] and y.shape[1] == 1:
         y = y[:, 0]                                # a column of labels
     elif y.ndim == 2 and y.shape[0] == x.shape[0]:
@@ -64,22 +85,18 @@ def as_arrays(x: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
         if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
             y = y.astype(np.int64)
         else:
-            raise ValueError(f"fit: {what}: labels must be integers 0..K-1, got dtype {y.dtype}")
+            raise ValueError(f"fit: {what}: labels must be integers 0..K-1, got dtype {y.dtype}"
+                             "; for numbers to predict pass task='regression'")
     if len(y) and (y.min() < 0):
         raise ValueError(f"fit: {what}: labels must be integers 0..K-1, got minimum {y.min()}; "
                          "remap them with numpy.unique(y, return_inverse=True)")
-    if x.shape[0] < 2:
-        raise ValueError(f"fit: {what} needs at least 2 samples, got {x.shape[0]}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"fit: {what} contains NaN or Inf values; clean or impute them first")
-    with np.errstate(over="ignore"):        # checked just below
-        x32 = np.ascontiguousarray(x, dtype=np.float32)
-    if x32.dtype != x.dtype and not np.all(np.isfinite(x32)):
-        big = float(np.abs(x[np.isfinite(x)]).max())
-        raise ValueError(f"fit: {what} has values too large for float32 (up to {big:.3g}; "
-                         "float32 holds up to 3.4e38), which training computes in; rescale "
-                         "them (for example standardise each feature)")
-    return x32, y.astype(np.int64)
+    return y.astype(np.int64)
+
+
+def noutputs(y: np.ndarray, task: str) -> int:
+    """The model's outputs for targets ``y``: the classes (:func:`classes`), or the columns of
+    regression targets."""
+    return classes(y) if task == "classification" else int(y.shape[1])
 
 
 def classes(y: np.ndarray) -> int:
@@ -97,17 +114,21 @@ def classes(y: np.ndarray) -> int:
     return nclasses
 
 
-def validation_arrays(valid: Any, x: np.ndarray, nclasses: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_arrays(valid: Any, x: np.ndarray, task: str, nout: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """``fit``'s ``valid=`` as checked arrays: samples shaped as ``x``'s, labels among its
-    ``nclasses`` classes."""
-    xv, yv = as_arrays(*valid, "validation data") if isinstance(valid, tuple) and \
-        len(valid) == 2 else as_arrays(valid, None, "validation data")
+    ``nout`` classes (or ``nout`` regression targets a sample)."""
+    xv, yv, _ = as_arrays(*valid, "validation data", task) if isinstance(valid, tuple) and \
+        len(valid) == 2 else as_arrays(valid, None, "validation data", task)
     if xv.shape[1:] != x.shape[1:]:
         raise ValueError(f"fit: validation samples have shape {xv.shape[1:]}, training "
                          f"samples {x.shape[1:]}; they must match")
-    if yv.max() >= nclasses:
+    if task == "regression" and yv.shape[1] != nout:
+        raise ValueError(f"fit: validation targets have {yv.shape[1]} columns, training "
+                         f"targets {nout}; they must match")
+    if task == "classification" and yv.max() >= nout:
         raise ValueError(f"fit: validation label {int(yv.max())} is not a class of the "
-                         f"training data (labels 0..{nclasses - 1}); every validation "
+                         f"training data (labels 0..{nout - 1}); every validation "
                          "sample would count as wrong. Use the same label coding for both")
     return xv, yv
 
@@ -116,13 +137,14 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int,
                      max_samples: int | None = None) -> tuple[tuple, tuple]:
     """A stratified, seeded split: ``fraction`` of each class to validation (at least one
     sample of classes with two or more), and with ``max_samples``, at most that many in all
-    (each class in proportion to its size)."""
+    (each class in proportion to its size). Regression targets (float, (N, K)) are one group."""
     rng = np.random.default_rng([seed, 7])
     if max_samples is not None:
         fraction = min(fraction, max_samples / len(y))
     valid_idx = []
-    for label in np.unique(y):
-        idx = np.flatnonzero(y == label)
+    groups = y if y.ndim == 1 else np.zeros(len(y), dtype=np.int64)
+    for label in np.unique(groups):
+        idx = np.flatnonzero(groups == label)
         take = min(len(idx) - 1, max(1, int(round(fraction * len(idx))))) if len(idx) > 1 else 0
         valid_idx.extend(rng.permutation(idx)[:take])
     mask = np.zeros(len(y), dtype=bool)

@@ -92,7 +92,8 @@ BATCH_STEPS = range(-3, 5)
 
 
 def default_search_space(kind: str, nclasses: int, widths: tuple[int, int] = WIDTHS,
-                         sample_shape: tuple[int, ...] | None = None) -> Any:
+                         sample_shape: tuple[int, ...] | None = None,
+                         task: str = "classification") -> Any:
     """The architecture space ``fit`` draws initial models from, for "dense", "conv1d" or
     "conv2d" data. ``widths`` bounds the first conv block's channels; the second block draws
     up to twice as many (the seed: 8-256 then 32-512; smaller here so that a CPU run of minutes
@@ -100,8 +101,10 @@ def default_search_space(kind: str, nclasses: int, widths: tuple[int, int] = WID
     stem: inputs wider than 16 pixels (MNIST's 28, CIFAR's 32) first go through a 3x3 conv,
     a BatchNorm and a 2x2 max pooling per halving that takes them to 16 or below, so that the
     blocks run at digits-like resolutions (without it, a 28x28 model of this space trained
-    ~10x slower per sample than a hand-written two-block CNN; docs/fit.md)."""
-    head = _head(nclasses)
+    ~10x slower per sample than a hand-written two-block CNN; docs/fit.md). For
+    ``task="regression"``, ``nclasses`` is the number of targets and the output layer keeps
+    its identity activation (a relu there would cut off negative predictions)."""
+    head = _head(nclasses, task)
     if kind == "dense":
         hidden = VertexSpace(DenseSpace(range(16, 257), ACTIVATIONS))
         return ArchSpaceChain(RepeatArchSpace(hidden, range(1, 4)), head)
@@ -132,11 +135,12 @@ def stem_halvings(sample_shape: tuple[int, ...] | None, largest: int = 16) -> in
     return n
 
 
-def _head(nclasses: int) -> Any:
+def _head(nclasses: int, task: str = "classification") -> Any:
     dense = VertexSpace(DenseSpace(range(16, 257), ("relu", "elu", "selu")))
-    # The output keeps its size; only its activation may change (the seed's shield).
+    # The output keeps its size; only a classifier's activation may change (the seed's shield).
     out = VertexSpace(DenseSpace(nclasses, "identity"),
-                      shielded=MutationShield(allow=(ActivationFunctionMutation,)))
+                      shielded=True if task == "regression"
+                      else MutationShield(allow=(ActivationFunctionMutation,)))
     return ArchSpaceChain(RepeatArchSpace(dense, range(0, 3)), out)
 
 

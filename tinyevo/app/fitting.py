@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -30,16 +29,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tinyevo import backend as B
 from tinyevo.app import defaults, pareto, resume
 from tinyevo.app._workers import one_blas_thread
 from tinyevo.app.callbacks import callback_list, run_callback
-from tinyevo.app.checkpoint import save_checkpoint
+from tinyevo.app.checkpoint import save_checkpoint, stored_settings
 from tinyevo.app.config import (
-    TIEBREAKS,
     FitConfig,
     check_combination,
     configure,
+    data_choices,
     data_defaults,
     integer,
     plain_defaults,
@@ -49,29 +47,30 @@ from tinyevo.app.data import (
     KIND_OF_RANK,
     GenerationBatches,
     as_arrays,
-    classes,
+    noutputs,
     split_validation,
     validation_arrays,
 )
 from tinyevo.app.executors import SeededEvaluator, make_evaluator
 from tinyevo.app.runlock import run_lock
-from tinyevo.evolution.candidate import CandidateOptModel, FittedCandidate, nparams
-from tinyevo.evolution.fitness import (
-    AbstractFitness,
-    DeadlineExceeded,
-    EwmaFitness,
-    TrainThenFitness,
-    check_deadline,
-    cosine_schedule,
+from tinyevo.app.scoring import (
+    ClassifierFitness,
+    RegressorFitness,
+    ValidationFitness,
+    accept_final,
+    train_final,
 )
+from tinyevo.app.warmstart import continue_names_after, fingerprint, initial_models
+from tinyevo.evolution.candidate import CandidateOptModel, FittedCandidate
+from tinyevo.evolution.fitness import DeadlineExceeded, EwmaFitness, cosine_schedule
 from tinyevo.evolution.halloffame import HallOfFame, snapshot
 from tinyevo.evolution.pareto import ParetoFront
 from tinyevo.evolution.population import Population
 from tinyevo.graph import CompGraph, input_vertex
-from tinyevo.losses import logit_cross_entropy
-from tinyevo.optimizers import Adam
+from tinyevo.layers import destandardizer, standardizer
+from tinyevo.search import rescale_vertex
 
-__all__ = ["fit", "ClassifierFitness", "initial_population", "train_final", "accept_final"]
+__all__ = ["fit", "initial_population"]
 
 log = logging.getLogger("tinyevo")
 
@@ -86,12 +85,22 @@ def fit(x: Any, y: Any = None, *, generations: int | None = None,
         progress: Callable[[dict], None] | None = None, executor: Any = None,
         search_space: Any = None, mutation: Any = None, crossover: Any = None,
         strategy: Any = None, hall_of_fame: int = 5, config: FitConfig | None = None,
-        **settings: Any) -> Population:
-    """Evolve a classifier for ``x`` (N, C, H, W), (N, C, L) or (N, F) with integer labels ``y``.
+        initial: Sequence[Any] | None = None, **settings: Any) -> Population:
+    """Evolve a model for ``x`` (N, C, H, W), (N, C, L) or (N, F): a classifier for integer
+    labels ``y``, a regressor for numbers ``y`` (N,) or (N, K) (``task``: see below).
 
     ``x`` may also be an ``(x, y)`` tuple or an iterable of ``(x, y)`` batches (gathered into
     arrays); labels may be one-hot. Without ``valid`` (an ``(x, y)`` pair or batches), a
     stratified share of the data is held out for validation.
+
+    ``task`` (a setting) is "classification" (cross entropy; fitness: validation accuracy) or
+    "regression" (MSE on standardised targets; fitness: validation R², at least -1; each model
+    ends in a fixed layer that gives predictions in ``y``'s units); None infers it from ``y``
+    (:func:`~tinyevo.app.tasks.infer_task`). ``standardize`` (None: for (N, F) data) starts
+    each drawn model with a fixed layer that standardises the raw inputs.
+    ``initial``: the user's models (graphs, or folders written by ``save_model``) to start
+    from: copies of them, weights as given, are the first members of generation 1
+    (:mod:`tinyevo.app.warmstart`).
 
     The run's settings are the fields of :class:`~tinyevo.app.config.FitConfig`
     (``population_size``, ``batch_size``, ``seed``, ``lr_schedule`` ...: docs/fit.md lists
@@ -136,11 +145,15 @@ def fit(x: Any, y: Any = None, *, generations: int | None = None,
     config = configure(config, settings)
     hall_of_fame = integer("hall_of_fame", hall_of_fame, 1)
     callbacks = callback_list(callbacks)
-    x, y = as_arrays(x, y, "training data")
-    kind, nclasses = KIND_OF_RANK[x.ndim], classes(y)
-    valid = None if valid is None else validation_arrays(valid, x, nclasses)
+    task = config.task
+    if task is None and mdir is not None:         # a resumed run's, where it is not given
+        task = (stored_settings(mdir) or {}).get("task")
+    x, y, task = as_arrays(x, y, "training data", task)
+    kind, nout = KIND_OF_RANK[x.ndim], noutputs(y, task)
+    valid = None if valid is None else validation_arrays(valid, x, task, nout)
     check_combination(config, kind, valid=valid, search_space=search_space, mutation=mutation,
-                      crossover=crossover, strategy=strategy)
+                      crossover=crossover, strategy=strategy, task=task)
+    initial = initial_models(initial, x, kind, nout)
     mdir = _run_directory(mdir)
     with run_lock(mdir) if mdir is not None else contextlib.nullcontext():
         resumed = resume.load(mdir)
@@ -148,36 +161,43 @@ def fit(x: Any, y: Any = None, *, generations: int | None = None,
         if valid is None:
             (x, y), valid = split_validation(x, y, config.valid_fraction, config.seed,
                                              config.valid_max)
-        config = resume.fill(config, resumed, data_defaults(config, len(y), x.shape[1:]))
+        config = resume.fill(config, resumed, {**data_defaults(config, len(y), x.shape[1:]),
+                                               **data_choices(kind, task)})
+        if len(initial) > config.population_size:
+            raise ValueError(f"fit: initial= gives {len(initial)} models for a population of "
+                             f"{config.population_size}; give at most that many, or a larger "
+                             "population_size")
+        started_from = fingerprint(initial)
         if resumed is not None:
-            resume.check(resumed, config, kind, x.shape[1:], nclasses, mdir)
+            resume.check(resumed, config, kind, x.shape[1:], nout, mdir, started_from)
+            started_from = resumed.state.get("initial", [])
             log.info("resuming %s from generation %d", mdir, resumed.population.generation)
-        scorer = ClassifierFitness(
-            GenerationBatches(x, y, config), valid, batch_size=256,
-            time_limit=config.candidate_time_limit, tiebreak=config.tiebreak,
-            lr_schedule=cosine_schedule if config.lr_schedule == "cosine" else None,
-            keep_optimizer_state=config.optimizer_state == "keep",
-            keep_metrics=bool(config.objectives))
+        scorer = _scorer(config, task, GenerationBatches(x, y, config), valid, y)
         batch_mutation, batch_crossover = defaults.batch_size_operators(
             config.batch_size if config.batch_size_search else None)
         strategy = strategy or defaults.default_strategy(
             config.population_size, mutation or defaults.default_mutation(
-                kind, nclasses, max_macs=config.max_macs, sample_shape=x.shape[1:]),
+                kind, nout, max_macs=config.max_macs, sample_shape=x.shape[1:]),
             crossover or defaults.default_crossover(batch_crossover), config.elites,
             itermap_mutation=batch_mutation, pareto=bool(config.objectives))
 
         def draw() -> Population:
-            space = search_space or defaults.default_search_space(kind, nclasses, config.widths,
-                                                                  x.shape[1:])
-            population = initial_population(space, x.shape[1], kind, config.population_size,
-                                            max_macs=config.max_macs, spatial=x.shape[2:])
+            space = search_space or defaults.default_search_space(kind, nout, config.widths,
+                                                                  x.shape[1:], task)
+            continue_names_after(initial)
+            population = initial_population(
+                space, x.shape[1], kind, config.population_size, max_macs=config.max_macs,
+                spatial=x.shape[2:], initial=initial,
+                inputs=standardizer(x) if config.standardize else None,
+                outputs=destandardizer(y) if task == "regression" else None)
             if config.batch_size_search:      # each candidate with its own batch size
                 population = defaults.with_batch_sizes(population, config.batch_size)
             return population
 
         search = _Search(config, stop, scorer, strategy, resumed, draw, executor,
-                         facts=(kind, x.shape[1:], nclasses, len(y)), mdir=mdir,
-                         callbacks=callbacks, progress=progress, hall_of_fame=hall_of_fame)
+                         facts=(kind, x.shape[1:], nout, len(y)), mdir=mdir,
+                         callbacks=callbacks, progress=progress, hall_of_fame=hall_of_fame,
+                         started_from=started_from)
         try:
             while not search.done():
                 fitted = search.evaluate(search.next_generation())
@@ -220,12 +240,13 @@ class _Search:
     one it restores the random state and the last generation. ``facts`` are the data's kind,
     sample shape, number of classes and number of training samples."""
 
-    def __init__(self, config: FitConfig, stop: _Stop, scorer: ClassifierFitness,
+    def __init__(self, config: FitConfig, stop: _Stop, scorer: ValidationFitness,
                  strategy: Callable, resumed: resume.Resumed | None,
                  draw: Callable[[], Population], executor: Any, *, facts: tuple,
                  mdir: Path | None, callbacks: list[Callable], progress: Callable | None,
-                 hall_of_fame: int) -> None:
+                 hall_of_fame: int, started_from: list[str]) -> None:
         self.config, self.stop, self.scorer, self.strategy = config, stop, scorer, strategy
+        self.started_from = started_from
         self.kind, self.sample_shape, self.nclasses, self.ntrain = facts
         self.mdir, self.callbacks, self.progress = mdir, callbacks, progress
         self.start = time.monotonic()
@@ -354,7 +375,8 @@ class _Search:
         if final is not None and self.front is not None:
             with one_blas_thread():      # as where candidates are evaluated
                 final.fitness = self.fitness.measure(final.candidate, final.fitness)
-        if final is not None and accept_final(final, best, self.scorer.nvalid):
+        if final is not None and accept_final(final, best, self.scorer.nvalid,
+                                              self.config.task):
             self.hof.update([final])
             if self.front is not None:
                 self.front.update([final])
@@ -391,10 +413,12 @@ class _Search:
             self.evaluator.on_result = None
 
     def result(self) -> Population:
-        """The last generation, with its ``hall_of_fame``, ``pareto_front`` and ``final``."""
+        """The last generation, with its ``hall_of_fame``, ``pareto_front``, ``final`` and
+        ``task``."""
         self.fitted.hall_of_fame = self.hof
         self.fitted.pareto_front = self.front
         self.fitted.final = getattr(self.fitted, "final", None)
+        self.fitted.task = self.config.task
         return self.fitted
 
     def front_members(self) -> list:
@@ -403,100 +427,34 @@ class _Search:
 
     def state(self) -> dict:
         return resume.run_state(self.config, self.kind, self.sample_shape, self.nclasses,
-                                self.elapsed(), self.last_seconds)
-
-
-# ---------------------------------------------------------------------------- fitness
-
-class ClassifierFitness(AbstractFitness):
-    """Train on the generation's batches, then score on the validation set: the seed's
-    ``accuracy + min(1e-3, 1 / nparams)`` (``tiebreak="size"``, default), or
-    ``accuracy + 1e-3 / (1 + cross entropy)`` (``tiebreak="loss"``: among equally accurate
-    models, the one that is right with more confidence). Accuracy always comes first: the extra
-    term is below one validation sample's worth. Invalid: 0.0. ``keep_optimizer_state``: see
-    :class:`~tinyevo.evolution.TrainThenFitness`. ``keep_metrics``: each validation also
-    leaves ``candidate.metrics = {"accuracy": ..., "loss": ...}`` (for objectives)."""
-
-    def __init__(self, train: GenerationBatches, valid: tuple[np.ndarray, np.ndarray],
-                 batch_size: int = 256, time_limit: float | None = None,
-                 tiebreak: str = "size", lr_schedule: Callable | None = None,
-                 keep_optimizer_state: bool = False, keep_metrics: bool = False) -> None:
-        if tiebreak not in TIEBREAKS:
-            raise ValueError(f"tiebreak must be one of {TIEBREAKS}, got {tiebreak!r}")
-        xv, yv = valid
-        self.valid = [(xv[i:i + batch_size], yv[i:i + batch_size])
-                      for i in range(0, len(yv), batch_size)]
-        self.nvalid = len(yv)
-        self._device: tuple | None = None
-        self.tiebreak, self.keep_metrics = tiebreak, keep_metrics
-        self.train = TrainThenFitness(train, logit_cross_entropy, Adam(), self._score,
-                                      invalidfitness=0.0, time_limit=time_limit,
-                                      lr_schedule=lr_schedule,
-                                      keep_optimizer_state=keep_optimizer_state)
-        self.invalidfitness = 0.0
-
-    def _score(self, candidate: Any) -> float:
-        model = candidate.graph()
-        correct, loss, total = 0, 0.0, 0
-        for x, y in self._valid_batches():
-            check_deadline(self.deadline, "a candidate was validated")
-            out = model(x)
-            correct = correct + (out.argmax(axis=1) == y).sum()
-            loss = loss + logit_cross_entropy(out, y)[0] * len(y)
-            total += len(y)
-        accuracy, loss = float(correct) / total, float(loss) / total
-        if self.keep_metrics:       # for the objectives (tinyevo.app.pareto)
-            candidate.metrics = {"accuracy": accuracy, "loss": loss}
-        if not math.isfinite(loss):
-            return 0.0
-        if self.tiebreak == "size":
-            return accuracy + min(1e-3, 1.0 / max(1, nparams(model)))
-        return accuracy + 1e-3 / (1.0 + loss)
-
-    def _valid_batches(self) -> list[tuple[Any, Any]]:
-        """The validation batches on the current backend: moved to a GPU once."""
-        if B.name() == "numpy":
-            return self.valid
-        if self._device is None or self._device[0] != B.name():
-            self._device = (B.name(), [(B.to_device(x), B.to_device(y)) for x, y in self.valid])
-        return self._device[1]
-
-    @property
-    def deadline(self) -> float | None:
-        """The run's deadline (``time.time()``): training or validation that reaches it raises
-        :class:`~tinyevo.evolution.fitness.DeadlineExceeded`."""
-        return self.train.deadline
-
-    @deadline.setter
-    def deadline(self, value: float | None) -> None:
-        self.train.deadline = value
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_device": None}    # workers move the data themselves
-
-    def __call__(self, candidate: Any, generation: int | None = None) -> float:
-        t0 = time.perf_counter()
-        value = float(self.train(candidate, generation) or 0.0)
-        candidate.eval_time = time.perf_counter() - t0      # for ScatterPop; travels back
-        return value
+                                self.elapsed(), self.last_seconds, self.started_from)
 
 
 # ---------------------------------------------------------------------------- population
 
 def initial_population(space: Any, insize: int, kind: str, size: int,
                        rng: np.random.Generator | None = None, max_macs: float | None = None,
-                       spatial: Sequence[int] = (), tries: int = 20) -> Population:
-    """``size`` candidates drawn from ``space``, each with its own optimiser
-    (:func:`tinyevo.app.defaults.default_optimizer`). With ``max_macs``, a model over that
-    many multiply-adds per sample (inputs of ``spatial`` size) is drawn again, up to ``tries``
-    times (then the cheapest draw is kept)."""
-    members = []
-    for i in range(size):
-        graph = _draw(space, insize, kind, rng)
+                       spatial: Sequence[int] = (), tries: int = 20,
+                       initial: Sequence[CompGraph] = (), inputs: tuple | None = None,
+                       outputs: tuple | None = None) -> Population:
+    """``size`` candidates, each with its own optimiser
+    (:func:`tinyevo.app.defaults.default_optimizer`): first the graphs of ``initial`` (as
+    they are), then models drawn from ``space``. With ``max_macs``, a model over that many
+    multiply-adds per sample (inputs of ``spatial`` size) is drawn again, up to ``tries``
+    times (then the cheapest draw is kept). ``inputs``/``outputs``: ``(scale, offset)`` of a
+    fixed :class:`~tinyevo.layers.Rescale` vertex that the drawn models get after their input
+    (standardising it) or after their output (giving targets' units)."""
+    members = [CandidateOptModel(defaults.default_optimizer(rng), g) for g in initial]
+
+    def draw() -> CompGraph:
+        return _draw(space, insize, kind, rng, inputs, outputs)
+
+    for i in range(len(members), size):
+        graph = draw()
         if max_macs is not None:
             draws = [(graph.macs(tuple(spatial)), graph)]
             while draws[-1][0] > max_macs and len(draws) < tries:
-                graph = _draw(space, insize, kind, rng)
+                graph = draw()
                 draws.append((graph.macs(tuple(spatial)), graph))
             graph = min(draws, key=lambda d: d[0])[1]
         members.append(CandidateOptModel(defaults.default_optimizer(rng), graph))
@@ -505,91 +463,24 @@ def initial_population(space: Any, insize: int, kind: str, size: int,
     return Population(members)
 
 
-def _draw(space: Any, insize: int, kind: str, rng: Any) -> CompGraph:
+def _draw(space: Any, insize: int, kind: str, rng: Any, inputs: tuple | None = None,
+          outputs: tuple | None = None) -> CompGraph:
     inp = input_vertex("input", insize, kind)
-    return CompGraph(inp, space(inp, rng))
+    first = inp if inputs is None else rescale_vertex(inp, *inputs)
+    out = space(first, rng)
+    return CompGraph(inp, out if outputs is None else rescale_vertex(out, *outputs))
 
 
-def train_final(best: Any, scorer: ClassifierFitness, generation: int, seconds: float,
-                progress: Callable[[dict], None] | None = None) -> FittedCandidate | None:
-    """A copy of ``best`` trained for about ``seconds`` (validation included) on the stream's
-    batches after those of ``generation``, in this process with its threads, the learning
-    rate annealed from the model's own to 0 over the time (cosine); then scored by
-    ``scorer``. None where there is no time for it, or training diverged."""
-    candidate = snapshot(best)
-    if candidate.opt() is None or seconds <= 0:
-        return None
-    # The library generator (dropout masks) is left as the search left it, so that a run
-    # resumed after this goes on as the checkpoint says.
-    saved = B.rng().bit_generator.state
-    try:
-        return _train_final(candidate, best, scorer, generation, seconds, progress)
-    finally:
-        B.rng().bit_generator.state = saved
-
-
-def accept_final(final: Any, best: Any, nvalid: int) -> bool:
-    """Whether the final training's model replaces the best-ever one as the run's result: unless
-    it validates lower by more than two standard errors of the validation accuracy.
-
-    The best-ever fitness is the maximum over every candidate evaluated, so it is biased
-    upwards (the winner's curse); the trained copy's is a fresh measurement. On 1,000
-    samples at 99 % the standard error is 0.3 %, more than the final training's gain, so a
-    plain comparison would keep the less trained model about half the time."""
-    p = min(1.0, max(0.0, float(best.fitness)))
-    return float(final.fitness) >= float(best.fitness) - 2.0 * math.sqrt(p * (1 - p) / nvalid)
-
-
-def _train_final(candidate: Any, best: Any, scorer: ClassifierFitness, generation: int,
-                 seconds: float, progress: Callable[[dict], None] | None) -> Any:
-    model, optimizer = candidate.graph(), candidate.opt()
-    t0 = time.monotonic()
-    scorer._score(candidate)                  # the time of one validation pass, kept back
-    train_seconds = seconds - 1.5 * (time.monotonic() - t0) - 0.02 * seconds
-    if train_seconds <= 0:
-        return None
-    stream = scorer.train.dataiter
-    peak, start = optimizer.learning_rate, time.monotonic()
-    steps = [0]
-
-    def batches():
-        # Batches twice the search's: one model in all threads uses them better.
-        xp, first = B.current(), stream.span(generation + 1)[0]
-        while time.monotonic() - start < train_seconds:
-            pairs = iter(stream.batches(first, 64))
-            for (x1, y1), (x2, y2) in zip(pairs, pairs):
-                if time.monotonic() - start >= train_seconds:
-                    return
-                steps[0] += 1
-                if progress is not None and steps[0] % 100 == 0:
-                    progress({"event": "final", "steps": steps[0],
-                              "seconds": time.monotonic() - start, "of": train_seconds})
-                yield xp.concatenate([x1, x2]), xp.concatenate([y1, y2])
-            first += 64
-
-    diverged = False
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for x, y in batches():
-            optimizer.learning_rate = peak * cosine_schedule(
-                min(time.monotonic() - start, train_seconds), train_seconds)
-            out, backprop = model.forward(x, train=True)
-            loss, dout = logit_cross_entropy(out, y)
-            backprop(dout, need_dx=False)
-            optimizer.update(model)
-            if steps[0] % 50 == 0 and not math.isfinite(float(loss)):
-                diverged = True
-                break
-    optimizer.learning_rate = peak
-    if diverged:
-        log.warning("final training of the best model diverged; it is not kept")
-        return None
-    value = scorer._score(candidate)
-    log.info("final training: %d steps in %.0f s, validation fitness %.4f (was %.4f)",
-             steps[0], time.monotonic() - start, value, best.fitness)
-    if progress is not None:
-        progress({"event": "final", "steps": steps[0], "seconds": time.monotonic() - start,
-                  "of": train_seconds, "fitness": value, "before": best.fitness})
-    return FittedCandidate(candidate, value, generation)
+def _scorer(config: FitConfig, task: str, train: GenerationBatches, valid: tuple,
+            y: np.ndarray) -> ValidationFitness:
+    """The run's fitness: the task's, with the run's settings."""
+    common = {"batch_size": 256, "time_limit": config.candidate_time_limit,
+              "lr_schedule": cosine_schedule if config.lr_schedule == "cosine" else None,
+              "keep_optimizer_state": config.optimizer_state == "keep",
+              "keep_metrics": bool(config.objectives)}
+    if task == "regression":
+        return RegressorFitness(train, valid, scale=destandardizer(y)[0], **common)
+    return ClassifierFitness(train, valid, tiebreak=config.tiebreak, **common)
 
 
 def _evaluate_with(evaluator: Any, fitness: Any, progress: Callable | None,

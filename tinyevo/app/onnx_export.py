@@ -13,6 +13,7 @@ What the file holds (inference only, float32):
   dynamic batch axis; spatial axes are dynamic unless ``input_shape`` fixes them;
 - one graph output per output vertex, named like the vertex (``"output"`` for a Sequential);
 - Dense -> Gemm, Conv -> Conv, BatchNorm -> BatchNormalization (running statistics),
+  Rescale -> Mul + Add (scale and offset shaped (C, 1, ...) to broadcast along axis 1),
   MaxPool -> MaxPool, MeanPool -> AveragePool (count_include_pad=1), GlobalPool ->
   GlobalAveragePool/GlobalMaxPool + Flatten, Flatten -> Flatten, Dropout -> nothing, concat ->
   Concat (axis 1), add -> Add/Sum, mul -> Mul; activations as ONNX operators (swish as
@@ -51,6 +52,7 @@ from tinyevo.layers import (
     Layer,
     MaxPool,
     MeanPool,
+    Rescale,
     Sequential,
 )
 from tinyevo.layers.conv import conv_output_size
@@ -231,6 +233,14 @@ def _emit_layer(b: _Builder, layer: Layer, x: _Value, stem: str) -> _Value:
         y = _Value(b.node("BatchNormalization", ins, core, epsilon=layer.eps), x.rank,
                    layer.nout, x.spatial)
         return _emit_activation(b, layer.activation, y, stem)
+    if isinstance(layer, Rescale):
+        if x.rank < 2:
+            raise _rank_error(layer, stem, "(N, C, ...)", x)
+        per_channel = (layer.nin,) + (1,) * (x.rank - 2)      # broadcasts along axis 1
+        scale, offset = (b.const(f"{stem}.{k}", layer.state[k].reshape(per_channel))
+                         for k in ("scale", "offset"))
+        scaled = b.node("Mul", [x.name, scale], f"{stem}.scaled")
+        return _Value(b.node("Add", [scaled, offset], stem), x.rank, layer.nout, x.spatial)
     if isinstance(layer, (MaxPool, MeanPool)):
         ranks = (layer.ndim + 2,) if layer.ndim else (3, 4)
         _need_rank(x, ranks, layer, stem)
@@ -262,7 +272,7 @@ def _emit_layer(b: _Builder, layer: Layer, x: _Value, stem: str) -> _Value:
         return x                                       # inference: the identity
     raise NotImplementedError(f"export_onnx: no ONNX mapping for layer {layer!r} (vertex "
                               f"{stem!r}); supported: Dense, Conv, BatchNorm, MaxPool, MeanPool, "
-                              "GlobalPool, Flatten, Dropout")
+                              "GlobalPool, Flatten, Dropout, Rescale")
 
 
 def _emit_merge(b: _Builder, op: str, xs: list[_Value], stem: str) -> _Value:

@@ -20,6 +20,7 @@ from typing import Any
 
 from tinyevo.app.io import atomic_dir, write_json
 from tinyevo.app.model_io import save_model
+from tinyevo.app.tasks import SCORE_NAMES, test_score
 from tinyevo.evolution.objectives import (
     LatencyObjective,
     MetricObjective,
@@ -50,16 +51,17 @@ def objectives_fitness(objectives: Iterable[str | Objective], fitness: Any,
 
 def named_objective(name: str, sample: Any = None) -> Objective:
     """The objective ``fit`` means by ``name``: "accuracy" (validation accuracy, maximised),
-    "loss" (validation cross entropy, minimised), "params" (parameters, minimised) or
+    "r2" (validation R² of a regression, maximised), "loss" (validation cross entropy, or
+    standardised MSE for regression, minimised), "params" (parameters, minimised) or
     "latency" (seconds per sample of inference on ``sample``, minimised)."""
-    if name in ("accuracy", "loss"):
-        return MetricObjective(name, "max" if name == "accuracy" else "min")
+    if name in ("accuracy", "r2", "loss"):
+        return MetricObjective(name, "min" if name == "loss" else "max")
     if name == "params":
         return ParamsObjective()
     if name == "latency":
         return LatencyObjective(sample[:LATENCY_BATCH])
-    raise ValueError(f"no objective named {name!r}: use accuracy, loss, params or latency, or "
-                     "an Objective")
+    raise ValueError(f"no objective named {name!r}: use accuracy, r2, loss, params or latency, "
+                     "or an Objective")
 
 
 def front_rows(front: ParetoFront | Sequence[Any]) -> list[dict[str, Any]]:
@@ -77,12 +79,13 @@ def front_rows(front: ParetoFront | Sequence[Any]) -> list[dict[str, Any]]:
 
 def export_front(front: ParetoFront, folder: str | os.PathLike,
                  input_shape: Sequence[int] | None = None,
-                 test: tuple[Any, Any] | None = None) -> list[dict[str, Any]]:
+                 test: tuple[Any, Any] | None = None,
+                 task: str = "classification") -> list[dict[str, Any]]:
     """Save each member of ``front`` as ``folder/NN`` (:func:`~tinyevo.app.save_model`) and
     ``folder/NN.onnx`` (where onnx is installed; ``input_shape`` is one sample's), with
-    :func:`front_rows` (and, given ``test`` data ``(x, y)``, each member's ``test_accuracy``)
-    in ``folder/front.json``. The folder is replaced as a whole, atomically: a smaller front
-    leaves no stale files. Returns the rows."""
+    :func:`front_rows` (and, given ``test`` data ``(x, y)``, each member's ``test_accuracy``,
+    or ``test_r2`` for regression) in ``folder/front.json``. The folder is replaced as a
+    whole, atomically: a smaller front leaves no stale files. Returns the rows."""
     from tinyevo.app.onnx_export import export_onnx
 
     rows = front_rows(front)
@@ -93,7 +96,7 @@ def export_front(front: ParetoFront, folder: str | os.PathLike,
             save_model(c.graph(), tmp / name)
             row["model"] = name
             if test is not None:
-                row["test_accuracy"] = c.evaluate(*test)
+                row[SCORE_NAMES[task]] = test_score(c.graph(), *test, task)
             if onnx:
                 try:
                     export_onnx(c.graph(), tmp / f"{name}.onnx", input_shape=input_shape)
@@ -111,12 +114,13 @@ def format_front(rows: Sequence[dict[str, Any]]) -> str:
     known, generation and size."""
     if not rows:
         return "(empty)"
-    fixed = {"index", "fitness", "generation", "nparams", "nvertices", "model", "onnx",
-             "test_accuracy"}
+    scores = [k for k in SCORE_NAMES.values() if k in rows[0]]
+    fixed = {"index", "fitness", "generation", "nparams", "nvertices", "model", "onnx", *scores}
     names = [k for k in rows[0] if k not in fixed]
-    shown = [*names, *(["test_accuracy"] if "test_accuracy" in rows[0] else []),
-             "generation", *(["nparams"] if "params" not in names else []), "nvertices"]
-    header = {"test_accuracy": "test accuracy", "nparams": "parameters", "nvertices": "vertices"}
+    shown = [*names, *scores, "generation", *(["nparams"] if "params" not in names else []),
+             "nvertices"]
+    header = {"test_accuracy": "test accuracy", "test_r2": "test R²", "nparams": "parameters",
+              "nvertices": "vertices"}
     lines = ["#   " + "  ".join(f"{header.get(c, c):>13}" for c in shown)]
     for r in rows:
         lines.append(f"{r['index']:<3d} " + "  ".join(f"{_cell(c, r[c]):>13}" for c in shown))

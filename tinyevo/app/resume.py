@@ -34,7 +34,7 @@ log = logging.getLogger("tinyevo")
 
 # What runs did before each of these settings came (a checkpoint written then lacks the key).
 _BEFORE_IT_EXISTED = {"optimizer_state": "reset", "valid_max": None, "final_training": 0.0,
-                      "max_macs": None}
+                      "max_macs": None, "task": "classification", "standardize": False}
 
 
 @dataclass
@@ -89,18 +89,23 @@ def fill(config: FitConfig, resumed: Resumed | None, defaults: dict[str, Any]) -
 
 
 def check(resumed: Resumed, config: FitConfig, kind: str, sample_shape: tuple,
-          nclasses: int, mdir: Path) -> None:
-    """Refuse to resume ``resumed`` with other data or other settings than it was made with: a
-    ValueError that names them. A setting the checkpoint lacks counts as its default then;
-    where runs did something else before the setting existed, the run goes on with the one
-    asked now (with a warning where the two differ)."""
+          nclasses: int, mdir: Path, initial: list[str] | None = None) -> None:
+    """Refuse to resume ``resumed`` with other data, other settings or other initial models
+    (``initial``: their fingerprints; none given: any) than it was made with: a ValueError
+    that names them. A setting the checkpoint lacks counts as its default then; where runs
+    did something else before the setting existed, the run goes on with the one asked now
+    (with a warning where the two differ). ``nclasses``: the model's outputs."""
     state = resumed.state
     if (state.get("kind") != kind or list(state.get("sample_shape", [])) != list(sample_shape)
             or state.get("nclasses") != nclasses):
         raise ValueError(f"fit: the checkpoint in {mdir} is for {state.get('kind')} data of "
                          f"shape {state.get('sample_shape')} with {state.get('nclasses')} "
-                         f"classes, not {kind} {list(sample_shape)} with {nclasses}; use "
-                         "another mdir")
+                         f"classes or outputs, not {kind} {list(sample_shape)} with "
+                         f"{nclasses}; use another mdir")
+    if initial and initial != state.get("initial", []):
+        raise ValueError(f"fit: the run in {mdir} started from other initial models than the "
+                         "initial= given now; resume without initial= (or with the same "
+                         "models), or use another mdir")
     saved = dict(resumed.settings)
     mine = config.to_json()
     for k, before in _BEFORE_IT_EXISTED.items():
@@ -120,12 +125,16 @@ def check(resumed: Resumed, config: FitConfig, kind: str, sample_shape: tuple,
 
 
 def run_state(config: FitConfig, kind: str, sample_shape: tuple, nclasses: int,
-              elapsed: float, last_seconds: float) -> dict:
+              elapsed: float, last_seconds: float, initial: list[str] | None = None) -> dict:
     """The run's state as its checkpoint keeps it: all that resuming needs besides the
-    population and the hall of fame (the random generator and name counter as they are now)."""
-    return {"config": config.to_json(), "kind": kind, "sample_shape": list(sample_shape),
-            "nclasses": nclasses, "rng": B.rng().bit_generator.state,
-            "name_counter": name_counter(), "elapsed": elapsed, "last_seconds": last_seconds}
+    population and the hall of fame (the random generator and name counter as they are now;
+    the fingerprints of the ``initial`` models it started from, where it did)."""
+    state = {"config": config.to_json(), "kind": kind, "sample_shape": list(sample_shape),
+             "nclasses": nclasses, "rng": B.rng().bit_generator.state,
+             "name_counter": name_counter(), "elapsed": elapsed, "last_seconds": last_seconds}
+    if initial:
+        state["initial"] = list(initial)
+    return state
 
 
 def start_random_state(seed: int) -> None:

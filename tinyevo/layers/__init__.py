@@ -8,10 +8,11 @@ from tinyevo.layers.dense import Dense
 from tinyevo.layers.init import initialize
 from tinyevo.layers.norm import BatchNorm
 from tinyevo.layers.pool import Dropout, Flatten, GlobalPool, MaxPool, MeanPool
+from tinyevo.layers.rescale import Rescale, destandardizer, standardizer
 from tinyevo.layers.sequential import Sequential
 
 __all__ = [
     "Layer", "Dense", "Conv", "BatchNorm", "MaxPool", "MeanPool", "GlobalPool", "Flatten",
     "Dropout", "Sequential", "activations", "initialize", "layer_from_spec", "register",
-    "LAYER_TYPES", "own",
+    "LAYER_TYPES", "own", "Rescale", "standardizer", "destandardizer",
 ]

@@ -17,7 +17,13 @@ from tinyevo.search.parspace import (
     ParSpace2D,
     as_parspace,
 )
-from tinyevo.search.shield import MutationShield, is_shielded, mutation_shield, set_shield
+from tinyevo.search.shield import (
+    MutationShield,
+    is_shielded,
+    mutation_shield,
+    rescale_vertex,
+    set_shield,
+)
 from tinyevo.search.spaces import (
     AbstractArchSpace,
     AbstractLayerSpace,
@@ -53,4 +59,5 @@ __all__ = [
     "GlobalPoolSpace", "NoOpArchSpace", "SpaceError",
     "WeightInit", "DefaultWeightInit", "IdentityWeightInit", "PartialIdentityWeightInit",
     "ZeroWeightInit", "MutationShield", "is_shielded", "mutation_shield", "set_shield",
+    "rescale_vertex",
 ]

@@ -12,6 +12,12 @@ touch the vertex. Mutation operators ask :func:`is_shielded`:
 The allow-list lives on the vertex's layer, so it survives ``CompGraph.copy`` and is kept by
 ``CompGraph.to_spec``/``from_spec`` (as class names). A merge vertex (concat/add) can only be
 fully shielded.
+
+:func:`rescale_vertex` makes the fixed, fully shielded ``Rescale`` vertex that standardises a
+model's input or turns its output into the targets' units:
+
+    >>> v = rescale_vertex(input_vertex("in", 2), *standardizer(x)); is_shielded(v)
+    True
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ import weakref
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["MutationShield", "is_shielded", "mutation_shield", "set_shield"]
+from tinyevo.graph import Vertex, vertex
+from tinyevo.layers import Rescale
+
+__all__ = ["MutationShield", "is_shielded", "mutation_shield", "set_shield", "rescale_vertex"]
 
 _ATTR = "mutation_shield"
 _MERGE_SHIELDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -107,3 +116,20 @@ def is_shielded(v: Any, mutation: Any = None) -> bool:
     if shield is None:
         return False
     return mutation is None or not shield.allows(mutation)
+
+
+def rescale_vertex(inp: Vertex, scale: Any, offset: Any, name: str | None = None) -> Vertex:
+    """A fully shielded vertex computing ``Rescale(scale, offset)`` on ``inp``: no mutation
+    changes it and crossover never cuts at it (its entries follow only where ``inp``'s size
+    changes: new ones are scale 1, offset 0).
+
+        >>> out = rescale_vertex(head, *destandardizer(y_train), name="to_units")
+    """
+    if not isinstance(inp, Vertex):
+        raise TypeError(f"rescale_vertex: expected a Vertex as input, got {type(inp).__name__}")
+    layer = Rescale(scale, offset)
+    if layer.nin != inp.nout:
+        raise ValueError(f"rescale_vertex: {inp.name!r} outputs {inp.nout} features/channels "
+                         f"but scale and offset have {layer.nin} entries; pass one per "
+                         "feature/channel")
+    return vertex(layer, inp, name=name, shielded=True)
