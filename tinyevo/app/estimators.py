@@ -126,14 +126,10 @@ class _EvoEstimator(BaseEstimator):
         _check_input_shape(name, self.input_shape, nfeatures)
         if not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
             raise ValueError(f"{name}: verbose must be an int >= 0, got {self.verbose!r}")
-        kwargs = dict(settings, generations=self.generations, time_limit=self.time_limit,
+        return dict(settings, generations=self.generations, time_limit=self.time_limit,
                       population_size=self.population_size, batch_size=self.batch_size,
-                      seed=_seed(name, self.random_state), executor=_workers(name, self.n_jobs))
-        if self._task == "regression":
-            kwargs["task"] = self._task
-        if self.initial is not None:
-            kwargs["initial"] = self.initial
-        return kwargs
+                      seed=_seed(name, self.random_state), executor=_workers(name, self.n_jobs),
+                      task=self._task, initial=self.initial)
 
     # ------------------------------------------------------------------ predict
     def _outputs(self, X: Any) -> np.ndarray:
