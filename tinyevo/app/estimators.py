@@ -127,9 +127,9 @@ class _EvoEstimator(BaseEstimator):
         if not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
             raise ValueError(f"{name}: verbose must be an int >= 0, got {self.verbose!r}")
         return dict(settings, generations=self.generations, time_limit=self.time_limit,
-                      population_size=self.population_size, batch_size=self.batch_size,
-                      seed=_seed(name, self.random_state), executor=_workers(name, self.n_jobs),
-                      task=self._task, initial=self.initial)
+                    population_size=self.population_size, batch_size=self.batch_size,
+                    seed=_seed(name, self.random_state), executor=_workers(name, self.n_jobs),
+                    task=self._task, initial=self.initial)
 
     # ------------------------------------------------------------------ predict
     def _outputs(self, X: Any) -> np.ndarray:
