@@ -195,3 +195,12 @@ __all__ += ["CandidateDataIterMap", "MapCandidate", "LogFitness", "ReBatchingIte
 __all__ += ["Objectives", "Objective", "ObjectivesFitness", "FitnessObjective",
             "ParamsObjective", "LatencyObjective", "ParetoFront", "ParetoEliteSelection",
             "ParetoTournamentSelection"]
+
+
+def __getattr__(name: str) -> object:
+    """``EvoClassifier`` and ``EvoRegressor`` (tinyevo.app.estimators), imported on first use:
+    ``import tinyevo`` needs no scikit-learn."""
+    if name in ("EvoClassifier", "EvoRegressor"):
+        from tinyevo.app import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The application layer: ``fit``, data sets from local files, checkpoints, plots, export.
 
-Importing it needs only NumPy; optional extras (scikit-learn for the bundled digits) are imported
-when a function needs them.
+Importing it needs only NumPy; optional extras (scikit-learn for the bundled digits and for
+``EvoClassifier``/``EvoRegressor``) are imported when a function or class needs them.
 
     >>> from tinyevo.app import load_dataset, write_json
     >>> (x, y), (x_test, y_test) = load_dataset("digits")
@@ -62,3 +62,11 @@ __all__ += ["make_evaluator", "SerialEvaluator", "ProcessEvaluator", "DaskEvalua
             "ExecutorEvaluator"]
 __all__ += ["fit", "FitConfig", "persist", "save_checkpoint", "load_checkpoint"]
 __all__ += ["PlotPareto", "export_front"]
+
+
+def __getattr__(name: str) -> object:
+    """``EvoClassifier`` and ``EvoRegressor``, imported on first use (they need scikit-learn)."""
+    if name in ("EvoClassifier", "EvoRegressor"):
+        from tinyevo.app import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
