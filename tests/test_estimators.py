@@ -31,8 +31,6 @@ SAMPLE_WEIGHT = ("sample_weight is rejected with a ValueError: tinyevo trains ev
                  "on the same unweighted batches (resample the data instead)")
 FLOAT32 = ("tinyevo computes in float32, and the matrix products of one row and of many round "
            "differently (about 1e-6 relative, above the check's 1e-7)")
-PICKLE = ("a fitted estimator's population_ holds tinyevo's HallOfFame, whose weak references "
-          "do not pickle; save the model with tinyevo.save_model(est.model_, folder) instead")
 EXPECTED_FAILED = {
     "check_sample_weights_pandas_series": SAMPLE_WEIGHT,
     "check_sample_weights_not_an_array": SAMPLE_WEIGHT,
@@ -42,7 +40,6 @@ EXPECTED_FAILED = {
     "check_sample_weight_equivalence_on_dense_data": SAMPLE_WEIGHT,
     "check_all_zero_sample_weights_error": SAMPLE_WEIGHT,
     "check_classifiers_one_label_sample_weights": SAMPLE_WEIGHT,
-    "check_estimators_pickle": PICKLE,
     "check_methods_subset_invariance": FLOAT32,
 }
 
@@ -263,10 +260,3 @@ def test_sklearn_estimator_checks(estimator, check):
 def test_the_docs_list_every_expected_failure():
     text = (ROOT / "docs/sklearn.md").read_text()
     assert [name for name in EXPECTED_FAILED if f"`{name}`" not in text] == []
-
-
-def test_the_docs_examples_run(tmp_path, monkeypatch):
-    """docs/sklearn.md's examples, each fit scaled down as tests/test_docs_examples.py does."""
-    import test_docs_examples
-
-    test_docs_examples.test_the_examples_run("docs/sklearn.md", tmp_path, monkeypatch)

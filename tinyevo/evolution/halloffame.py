@@ -113,6 +113,10 @@ class HallOfFame(Archive):
                              "evaluated population first")
         return self._members[0]
 
+    def __getstate__(self) -> dict:
+        # Weak references do not pickle; a copy remembers no original (none is in it either).
+        return {**self.__dict__, "_sources": [(_gone, g) for _, g in self._sources]}
+
     def __repr__(self) -> str:
         best = f", best {self._members[0].fitness:.4g}" if self._members else ""
         return f"HallOfFame(size={self._size}, {len(self._members)} members{best})"
@@ -155,4 +159,9 @@ def _reference(x: Any) -> Any:
     try:
         return weakref.ref(x)
     except TypeError:
-        return lambda: None
+        return _gone
+
+
+def _gone() -> None:
+    """The reference to an original that is not known: it matches nothing."""
+    return None
