@@ -260,3 +260,16 @@ def test_sklearn_estimator_checks(estimator, check):
 def test_the_docs_list_every_expected_failure():
     text = (ROOT / "docs/sklearn.md").read_text()
     assert [name for name in EXPECTED_FAILED if f"`{name}`" not in text] == []
+
+
+def test_a_failed_refit_leaves_the_fitted_estimator_as_it_was():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3))
+    y = np.array(["a", "b"])[np.arange(60) % 2]
+    clf = te.EvoClassifier(**TINY).fit(X, y)
+    before = clf.predict(X)
+    with pytest.raises(ValueError):
+        clf.set_params(settings={"no_such_setting": 1}).fit(X, np.array(["x", "y", "z"])[
+            np.arange(60) % 3])
+    assert list(clf.classes_) == ["a", "b"]
+    np.testing.assert_array_equal(clf.predict(X), before)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import tinyevo as te
-from tinyevo.app.tasks import R2_FLOOR, infer_task, r2_score
+from tinyevo.app.tasks import R2_FLOOR, infer_task, r2_standard_error
+from tinyevo.metrics import r2_score
 
 TINY = dict(population_size=4, batches_per_generation=20, batch_size=32, seed=0)
 
@@ -140,3 +141,60 @@ def test_resume_keeps_the_task_without_being_told(tmp_path):
     assert resumed.generation == 2 and resumed.task == "regression"
     with pytest.raises(ValueError, match="task"):
         te.fit(x, y, generations=3, mdir=tmp_path, task="classification", **TINY)
+
+
+def test_members_of_a_regression_predict_numbers_and_evaluate_r2():
+    x, y = linear(300, 7)
+    population = te.fit(x, y, generations=1, **TINY)
+    for c in (population.best(), population.hall_of_fame.best()):
+        pred = c.predict(x[:9])
+        assert pred.shape == (9, 1) and pred.dtype.kind == "f"
+        np.testing.assert_allclose(pred, c.graph()(x[:9]), rtol=1e-6)
+        assert c.evaluate(x, y) == pytest.approx(r2_score(y, c.graph()(x)), abs=1e-9)
+    assert te.app.fitting.result_model(population) is population.hall_of_fame.best()
+
+
+def test_the_fitness_is_the_validation_r2_of_the_model():
+    from tinyevo.app.data import GenerationBatches
+    from tinyevo.app.scoring import RegressorFitness
+    from tinyevo.evolution.candidate import CandidateModel
+
+    x, y = linear(300, 8)
+    population = te.fit(x, y, generations=1, **TINY)
+    model = population.best().graph()
+    y2 = y[:, None]
+    scorer = RegressorFitness(GenerationBatches(x, y2, te.app.FitConfig(seed=0)),
+                              (x[:100], y2[:100]), scale=np.array([50.0]), batch_size=32)
+    assert scorer._score(CandidateModel(model)) == pytest.approx(
+        r2_score(y[:100], model(x[:100])), abs=1e-5)
+
+
+def test_final_training_of_a_regressor():
+    x, y = linear(2000, 9)
+    events = []
+    population = te.fit(x, y, time_limit=8, final_training=0.4, progress=events.append,
+                        **{**TINY, "batches_per_generation": 10})
+    finals = [e for e in events if e["event"] == "final" and "fitness" in e]
+    assert len(finals) == 1 and np.isfinite(finals[0]["fitness"])
+    after, before = finals[0]["fitness"], finals[0]["before"]
+    # kept unless R² fell by more than two standard errors (600 validation samples: 30 %)
+    kept = after >= before - 2 * r2_standard_error(before, 600)
+    assert (population.final is not None) == kept
+    if kept:
+        assert population.final.predict(x[:3]).shape == (3, 1)
+
+
+@pytest.mark.parametrize("y, message", [
+    (np.array([[1, 0, 1], [0, 1, 1]] * 30), "must be one-hot"),
+    (np.array([[3, 1], [2, 5]] * 30), "integer columns"),
+])
+def test_label_matrices_that_are_not_one_hot_are_refused(y, message):
+    x = np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=message):
+        te.fit(x, y, generations=1, **TINY)
+
+
+def test_tiebreak_is_refused_for_regression():
+    x, y = linear(100, 10)
+    with pytest.raises(ValueError, match="tiebreak"):
+        te.fit(x, y, generations=1, tiebreak="size", **TINY)

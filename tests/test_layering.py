@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent / "tinyevo"
 LAYERS = [
     ("version", ["tinyevo._version"]),
     ("backend", ["tinyevo.backend", "tinyevo._kernels"]),
-    ("substrate", ["tinyevo.layers", "tinyevo.losses", "tinyevo.optimizers"]),
+    ("substrate", ["tinyevo.layers", "tinyevo.losses", "tinyevo.metrics",
+                   "tinyevo.optimizers"]),
     ("graph", ["tinyevo.graph"]),
     ("search", ["tinyevo.search"]),
     ("evolution", ["tinyevo.evolution"]),

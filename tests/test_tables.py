@@ -261,10 +261,13 @@ def test_regression_runs_predict_each_output(tmp_path, monkeypatch, nout, header
     np.testing.assert_allclose(np.stack(columns, axis=1), expected, rtol=1e-6)
 
 
-def test_a_run_without_task_or_class_names_predicts_class_indices(tmp_path):
+def test_a_run_without_class_names_predicts_class_indices(tmp_path):
     graph = hand_made_run(tmp_path, 4, {"sample_shape": [3]})
     x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
     np.savez(tmp_path / "new.npz", x=x)
+    with pytest.raises(ValueError, match="cannot tell whether its model is a classifier"):
+        predict(tmp_path, tmp_path / "new.npz")            # best/ alone does not say
+    (tmp_path / "result.json").write_text(json.dumps({"task": "classification"}))
     header, columns = predict(tmp_path, tmp_path / "new.npz")
     assert header == ["prediction", "p_0", "p_1", "p_2", "p_3"]
     np.testing.assert_array_equal(columns[0], graph(x).argmax(1))
@@ -296,3 +299,28 @@ def test_a_numeric_target_runs_a_regression_end_to_end(tmp_path, capsys):
     assert header == ["prediction"]
     expected = te.load_model(run / "best")(read_table(data, "price").x)[:, 0]
     np.testing.assert_allclose(np.asarray(columns[0], dtype=np.float64), expected, rtol=1e-5)
+
+
+def test_numeric_class_labels_with_gaps_map_back_and_text_is_no_regression(tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((90, 2))
+    label = np.array([-1, 3, 7])[np.arange(90) % 3]
+    x[:, 0] += label
+    lines = ["a,b,grade"] + [f"{p:.4f},{q:.4f},{g}" for (p, q), g in zip(x, label)]
+    data = write(tmp_path, "\n".join(lines) + "\n", "grades.csv")
+    run = tmp_path / "run"
+    assert main(["fit", "--data", str(data), "--target", "grade", "--dir", str(run)] + FIT) == 0
+    assert json.loads((run / "data.json").read_text())["classes"] == [-1, 3, 7]
+    header, columns = predict(run, data)
+    assert header == ["prediction", "p_-1", "p_3", "p_7"]
+    assert set(columns[0].tolist()) <= {-1, 3, 7}
+    flowers = flowers_csv(tmp_path / "flowers.csv")
+    assert main(["fit", "--data", str(flowers), "--target", "species", "--task", "regression",
+                 "--dir", str(tmp_path / "r2")] + FIT) == 1
+
+
+def test_predict_refuses_values_float32_cannot_hold(flowers_run, tmp_path):
+    _, run = flowers_run
+    np.savez(tmp_path / "big.npz", x=np.full((2, 4), 1e39))
+    with pytest.raises(ValueError, match="too large for float32"):
+        predict(run, tmp_path / "big.npz")

@@ -1,6 +1,6 @@
 """tinyevo: evolve neural networks with a genetic algorithm while training them."""
 
-from tinyevo import backend, layers, losses, optimizers
+from tinyevo import backend, layers, losses, metrics, optimizers
 from tinyevo._version import __version__
 from tinyevo.app.datasets import load_dataset, load_digits  # numpy only at import
 from tinyevo.app.fitting import fit
@@ -149,7 +149,7 @@ from tinyevo.search import (  # search spaces; tinyevo.search is the package
     mutation_shield,
 )
 
-__all__ = ["backend", "layers", "losses", "optimizers", "seed", "__version__"]
+__all__ = ["backend", "layers", "losses", "metrics", "optimizers", "seed", "__version__"]
 __all__ += ["load_dataset", "load_digits"]
 __all__ += ["save_model", "load_model", "export_onnx"]
 __all__ += [

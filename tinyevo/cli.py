@@ -161,8 +161,9 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
         if f.default is not None and kind != "bool":
             text += f" (default {f.default})"
         opts: dict[str, Any] = {"dest": f.name, "default": None, "help": text.replace("%", "%%")}
-        if kind == "bool":
-            opts["action"] = "store_true"
+        if kind == "bool":          # a None default (chosen for the data): --X / --no-X
+            opts["action"] = ("store_true" if f.default is not None
+                              else argparse.BooleanOptionalAction)
         elif kind == "tuple[int, int]":
             opts.update(type=int, nargs=2, metavar=("LOW", "HIGH"))
         elif f.metadata["choices"]:
@@ -188,9 +189,10 @@ def _fit(args: argparse.Namespace) -> int:
     t_start = time.monotonic()          # the time limit counts from here, loading included
     import tinyevo as te
     from tinyevo.app import callbacks as cbs
-    from tinyevo.app.io import write_json
+    from tinyevo.app.checkpoint import CHECKPOINT_DIR, stored_settings
+    from tinyevo.app.io import complete_dir, write_json
     from tinyevo.app.pareto import format_front
-    from tinyevo.app.predict import load_run_data, record_data
+    from tinyevo.app.predict import RESULT_FILE, load_run_data, record_data
     from tinyevo.app.tasks import SCORE_NAMES, test_score
 
     if args.backend:
@@ -201,9 +203,10 @@ def _fit(args: argparse.Namespace) -> int:
     if time_limit is None and args.generations is None:
         time_limit = 300.0
     mdir = Path(args.dir).expanduser()
-    resumed = (mdir / "checkpoint").exists()
+    resumed = complete_dir(mdir / CHECKPOINT_DIR) is not None   # also one a crash left mid-swap
     config = _settings(args, resumed)
-    (x, y), (x_test, y_test), data_info = load_run_data(args.data, args.target)
+    task = config.task or (stored_settings(mdir) or {}).get("task") if resumed else config.task
+    (x, y), (x_test, y_test), data_info = load_run_data(args.data, args.target, task)
     mdir.mkdir(parents=True, exist_ok=True)
     record_data(mdir, data_info, resumed)
     callbacks = []
@@ -239,8 +242,7 @@ def _fit(args: argparse.Namespace) -> int:
         close = getattr(executor, "close", None)
         if callable(close):
             close()
-    fame = population.hall_of_fame
-    best = population.final or (fame.best() if len(fame) else population.best())
+    best = te.app.fitting.result_model(population)
     graph, task = best.graph(), population.task
     score = test_score(graph, x_test, y_test, task)
     te.save_model(graph, mdir / "best")
@@ -253,7 +255,7 @@ def _fit(args: argparse.Namespace) -> int:
     rows = None if front is None else _export_front(front, mdir, x.shape[1:], (x_test, y_test),
                                                     task)
     seconds = time.monotonic() - t_start
-    write_json(mdir / "result.json", {
+    write_json(mdir / RESULT_FILE, {
         "generation": population.generation, "best_generation": best.generation,
         "final_training": population.final is not None, "task": task,
         SCORE_NAMES[task]: score, "test_samples": len(y_test),

@@ -200,9 +200,10 @@ class FitConfig:
     lr_schedule: str = _setting(
         "constant", "learning rate within a generation: constant, or cosine (decays to 0 over "
         "each generation's training)", _one_of(LR_SCHEDULES), LR_SCHEDULES)
-    tiebreak: str = _setting(
-        "loss", "among equally accurate models: the more confident (loss) or the smaller "
-        "(size) wins", _one_of(TIEBREAKS), TIEBREAKS)
+    tiebreak: str | None = _setting(
+        None, "among equally accurate models: the more confident (loss) or the smaller "
+        "(size) wins (None: loss; classification only)",
+        lambda n, v: None if v is None else _one_of(TIEBREAKS)(n, v), TIEBREAKS)
     optimizer_state: str = _setting(
         "keep", "optimiser state between generations: keep (into checkpoints and children) or "
         "reset", _one_of(OPTIMIZER_STATES), OPTIMIZER_STATES)
@@ -284,6 +285,9 @@ def check_combination(config: FitConfig, kind: str, *, valid: Any, search_space:
                       task: str = "classification") -> None:
     """Refuse a setting that the rest of the call would ignore, or that does not fit the
     ``task``: a ValueError that says which, why, and what to do instead."""
+    if task == "regression" and config.tiebreak is not None:
+        raise ValueError("fit: tiebreak= breaks ties between equally accurate classifiers; a "
+                         "regression's fitness, R², has no such ties. Leave tiebreak out")
     wrong = {"classification": "r2", "regression": "accuracy"}[task]
     names = [o if isinstance(o, str) else o.name for o in config.objectives or ()]
     if wrong in names:
@@ -323,7 +327,7 @@ def plain_defaults() -> dict[str, Any]:
     the data (the seed drawn from the operating system's entropy)."""
     return {"seed": int(np.random.SeedSequence().entropy % 2**31),
             "valid_fraction": VALID_FRACTION, "valid_max": VALID_MAX, "widths": WIDTHS,
-            "objectives": ()}
+            "objectives": (), "tiebreak": "loss"}
 
 
 def data_choices(kind: str, task: str) -> dict[str, Any]:

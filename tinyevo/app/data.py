@@ -18,8 +18,8 @@ from tinyevo import backend as B
 from tinyevo.app.config import FitConfig
 from tinyevo.app.tasks import infer_task, regression_targets
 
-__all__ = ["as_arrays", "classes", "noutputs", "validation_arrays", "split_validation",
-           "GenerationBatches", "KIND_OF_RANK"]
+__all__ = ["as_arrays", "checked_float32", "classes", "noutputs", "validation_arrays",
+           "split_validation", "GenerationBatches", "KIND_OF_RANK"]
 
 KIND_OF_RANK = {2: "dense", 3: "conv1d", 4: "conv2d"}
 MAX_SPARSE_CLASSES = 1000   # labels may skip classes, but not up to more than this (or 10x)
@@ -54,14 +54,21 @@ def as_arrays(x: Any, y: Any, what: str, task: str | None = None
         raise ValueError(f"fit: {what} needs at least 2 samples, got {x.shape[0]}")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"fit: {what} contains NaN or Inf values; clean or impute them first")
+    return checked_float32(x, f"fit: {what}"), y, task
+
+
+def checked_float32(x: Any, what: str) -> np.ndarray:
+    """Finite numbers ``x`` as a contiguous float32 array, which tinyevo computes in; a
+    ValueError (its message starting with ``what``) for values float32 cannot hold."""
+    x = np.asarray(x)
     with np.errstate(over="ignore"):        # checked just below
         x32 = np.ascontiguousarray(x, dtype=np.float32)
     if x32.dtype != x.dtype and not np.all(np.isfinite(x32)):
         big = float(np.abs(x[np.isfinite(x)]).max())
-        raise ValueError(f"fit: {what} has values too large for float32 (up to {big:.3g}; "
-                         "float32 holds up to 3.4e38), which training computes in; rescale "
+        raise ValueError(f"{what} has values too large for float32 (up to {big:.3g}; "
+                         "float32 holds up to 3.4e38), which tinyevo computes in; rescale "
                          "them (for example standardise each feature)")
-    return x32, y, task
+    return x32
 
 
 def _labels(y: np.ndarray, x: np.ndarray, what: str) -> np.ndarray:
@@ -77,6 +84,13 @@ def _labels(y: np.ndarray, x: np.ndarray, what: str) -> np.ndarray:
             raise ValueError(f"fit: {what}: one-hot label rows must mark a class, but "
                              f"{empty.size} rows are all zero (the first is row {empty[0]}); "
                              "pass integer labels 0..K-1 or fix those rows")
+        marks = (y != 0).sum(axis=1)
+        if not np.isin(y, (0, 1)).all() or marks.max() > 1:
+            row = int(np.argmax((marks > 1) | ~np.isin(y, (0, 1)).all(axis=1)))
+            raise ValueError(f"fit: {what}: label rows (N, K) must be one-hot (a single 1, "
+                             f"the rest 0), but row {row} is {y[row].tolist()}; multi-label "
+                             "and soft labels are not supported (for K numbers to predict, "
+                             "pass task='regression')")
         y = y.argmax(axis=1)                       # one-hot labels
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"fit: {what}: expected {x.shape[0]} labels (N,) or one-hot (N, K), "
@@ -85,8 +99,12 @@ def _labels(y: np.ndarray, x: np.ndarray, what: str) -> np.ndarray:
         if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
             y = y.astype(np.int64)
         else:
-            raise ValueError(f"fit: {what}: labels must be integers 0..K-1, got dtype {y.dtype}"
-                             "; for numbers to predict pass task='regression'")
+            hint = ("for numbers to predict pass task='regression'"
+                    if np.issubdtype(y.dtype, np.number) else
+                    "map text labels to 0..K-1 with numpy.unique(y, return_inverse=True), "
+                    "or use tinyevo.EvoClassifier, which takes labels of any kind")
+            raise ValueError(f"fit: {what}: labels must be integers 0..K-1, got dtype "
+                             f"{y.dtype}; {hint}")
     if len(y) and (y.min() < 0):
         raise ValueError(f"fit: {what}: labels must be integers 0..K-1, got minimum {y.min()}; "
                          "remap them with numpy.unique(y, return_inverse=True)")

@@ -33,9 +33,10 @@ except ImportError as err:      # tinyevo.EvoClassifier reaches here only on fir
                       "with pip install 'tinyevo[app]'") from err
 
 import tinyevo.app.fitting as fitting
-from tinyevo import backend as B
 from tinyevo.app.callbacks import fitness_value
 from tinyevo.app.config import FitConfig
+from tinyevo.app.data import checked_float32
+from tinyevo.metrics import outputs, softmax
 
 __all__ = ["EvoClassifier", "EvoRegressor"]
 
@@ -73,9 +74,11 @@ class _EvoEstimator(BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ fit
-    def _evolve(self, x: np.ndarray, y: np.ndarray, sample_weight: Any) -> None:
+    def _evolve(self, x: np.ndarray, y: np.ndarray, sample_weight: Any,
+                fitted: dict[str, Any]) -> None:
         """Run ``tinyevo.fit`` on validated ``x`` (N, F) and targets ``y`` as tinyevo takes
-        them, and set the fitted attributes they share."""
+        them; then, where it succeeded, set the fitted attributes: those they share, and
+        ``fitted`` (each estimator's own)."""
         name = type(self).__name__
         if sample_weight is not None:
             raise ValueError(f"{name} does not support sample_weight: tinyevo trains every "
@@ -99,10 +102,12 @@ class _EvoEstimator(BaseEstimator):
                       f"mean {row['mean']:.4f}, {row['seconds']:.0f} s", flush=True)
 
         samples = self._shaped(x, tuple(self.input_shape or x.shape[1:]))
-        self._sample_shape = samples.shape[1:]     # what predict reshapes rows to
         population = fitting.fit(samples, y, callbacks=[record], **kwargs)
-        fame = population.hall_of_fame
-        best = population.final or (fame.best() if len(fame) else population.best())
+        # Only now, the run done: a fit that fails leaves the estimator as it was.
+        best = fitting.result_model(population)
+        for key, value in fitted.items():
+            setattr(self, key, value)
+        self._sample_shape = samples.shape[1:]     # what predict reshapes rows to
         self.model_ = best.graph()
         self.best_fitness_ = fitness_value(best)
         self.population_ = population
@@ -137,18 +142,11 @@ class _EvoEstimator(BaseEstimator):
         check_is_fitted(self)
         x = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
         x = self._shaped(x, self._sample_shape)
-        parts = [B.to_numpy(self.model_(B.to_device(x[i:i + PREDICT_BATCH])))
-                 for i in range(0, len(x), PREDICT_BATCH)]
-        return np.concatenate(parts)
+        return outputs(self.model_, x, PREDICT_BATCH)
 
     def _shaped(self, x: np.ndarray, sample_shape: tuple[int, ...]) -> np.ndarray:
         """Rows of features ``x`` as float32 samples of ``sample_shape``."""
-        name = type(self).__name__
-        with np.errstate(over="ignore"):      # checked just below
-            x32 = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.all(np.isfinite(x32)):
-            raise ValueError(f"{name}: X has values too large for float32 (which tinyevo "
-                             "computes in); rescale them, e.g. with a StandardScaler first")
+        x32 = checked_float32(x, f"{type(self).__name__}: X")
         return x32.reshape((len(x32),) + tuple(sample_shape))
 
 
@@ -205,8 +203,7 @@ class EvoClassifier(ClassifierMixin, _EvoEstimator):
             raise ValueError(f"{type(self).__name__}: every class has a single sample, and "
                              "tinyevo holds out a share of each class (of those with 2 or more "
                              "samples) to validate on; give more samples")
-        self.classes_ = classes
-        self._evolve(X, labels.astype(np.int64), sample_weight)
+        self._evolve(X, labels.astype(np.int64), sample_weight, {"classes_": classes})
         return self
 
     def predict(self, X: Any) -> np.ndarray:
@@ -217,9 +214,7 @@ class EvoClassifier(ClassifierMixin, _EvoEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, len(classes_)), the softmax of the model's logits, columns
         in the order of ``classes_``."""
-        logits = self._outputs(X).astype(np.float64)
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return softmax(self._outputs(X))
 
 
 class EvoRegressor(RegressorMixin, _EvoEstimator):
@@ -249,9 +244,8 @@ class EvoRegressor(RegressorMixin, _EvoEstimator):
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64], multi_output=True,
                              y_numeric=True, ensure_min_samples=2)
         y = np.asarray(y, dtype=np.float64)
-        self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
-        self._target_shape = y.shape[1:]
-        self._evolve(X, y, sample_weight)
+        self._evolve(X, y, sample_weight, {"n_outputs_": 1 if y.ndim == 1 else y.shape[1],
+                                           "_target_shape": y.shape[1:]})
         return self
 
     def predict(self, X: Any) -> np.ndarray:

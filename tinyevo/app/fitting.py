@@ -70,7 +70,7 @@ from tinyevo.graph import CompGraph, input_vertex
 from tinyevo.layers import destandardizer, standardizer
 from tinyevo.search import rescale_vertex
 
-__all__ = ["fit", "initial_population"]
+__all__ = ["fit", "initial_population", "result_model"]
 
 log = logging.getLogger("tinyevo")
 
@@ -127,7 +127,8 @@ def fit(x: Any, y: Any = None, *, generations: int | None = None,
     best candidates *ever evaluated* (``.best()``: the best-ever model, as it was when it
     earned its fitness); ``population.final`` is the final training's model or None. With
     ``objectives``, ``population.pareto_front`` holds every non-dominated candidate (else None).
-    ``.predict(x)``, ``.evaluate(x, y)`` and ``.graph()`` work on each.
+    ``.predict(x)``, ``.evaluate(x, y)`` and ``.graph()`` work on each (for regression:
+    predictions (N, K) and R²); :func:`result_model` picks the one a user gets.
 
     ``mdir``: checkpoint every generation there and resume from it (one ``fit`` at a time
     owns it). ``callbacks``: called with the evaluated population after every generation,
@@ -211,6 +212,16 @@ def fit(x: Any, y: Any = None, *, generations: int | None = None,
         finally:
             search.close()
         return search.result()
+
+
+def result_model(population: Population) -> Any:
+    """The candidate a run's user gets: the final training's model where there was one, else
+    the best model ever evaluated (the hall of fame's best), else the last generation's best
+    (what the command tests and exports, and the estimators keep)."""
+    fame = population.hall_of_fame
+    if getattr(population, "final", None) is not None:
+        return population.final
+    return fame.best() if fame is not None and len(fame) else population.best()
 
 
 class _Stop(NamedTuple):
@@ -419,6 +430,9 @@ class _Search:
         self.fitted.pareto_front = self.front
         self.fitted.final = getattr(self.fitted, "final", None)
         self.fitted.task = self.config.task
+        for c in [*self.fitted.members, *self.hof.members, *self.front_members(),
+                  *([self.fitted.final] if self.fitted.final is not None else [])]:
+            c.task = self.config.task    # predict and evaluate give a regressor's outputs, R²
         return self.fitted
 
     def front_members(self) -> list:

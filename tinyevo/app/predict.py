@@ -18,34 +18,44 @@ returns the columns of the answer: ``prediction`` and one probability ``p_<label
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tinyevo import backend as B
 from tinyevo.app.checkpoint import stored_settings
+from tinyevo.app.data import checked_float32
 from tinyevo.app.datasets import load_dataset
 from tinyevo.app.io import complete_dir, read_json, read_npz, write_json
 from tinyevo.app.model_io import load_model
-from tinyevo.app.tables import is_table_path, read_columns, read_features, read_table
+from tinyevo.app.tables import Table, is_table_path, read_columns, read_features, read_table
+from tinyevo.app.tasks import TASKS, infer_task
+from tinyevo.metrics import outputs, softmax
 
-__all__ = ["load_run_data", "record_data", "predict", "DATA_FILE", "BEST_DIR"]
+__all__ = ["load_run_data", "record_data", "predict", "run_task", "DATA_FILE", "BEST_DIR",
+           "RESULT_FILE"]
 
 #: The file in a run directory that says what the run's model reads.
 DATA_FILE = "data.json"
 #: The run's best model, saved by ``tinyevo fit`` at the end of a run.
 BEST_DIR = "best"
+#: What the command found at the end of a run (its task, test score, ...).
+RESULT_FILE = "result.json"
 BATCH = 1024
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
 
-def load_run_data(spec: str, target: str | None) -> tuple[Arrays, Arrays, dict]:
-    """``(train, test, info)`` for the command's ``--data`` and ``--target``: a table file is
-    split with a quarter held out for the test (:meth:`~tinyevo.app.tables.Table.split`), any
-    other ``--data`` goes to :func:`~tinyevo.app.datasets.load_dataset`. ``info`` is what
-    :func:`record_data` stores.
+def load_run_data(spec: str, target: str | None, task: str | None = None
+                  ) -> tuple[Arrays, Arrays, dict]:
+    """``(train, test, info)`` for the command's ``--data``, ``--target`` and ``--task``: a
+    table file is split with a quarter held out for the test
+    (:meth:`~tinyevo.app.tables.Table.split`), any other ``--data`` goes to
+    :func:`~tinyevo.app.datasets.load_dataset`. ``info`` is what :func:`record_data` stores.
+    A table's class labels, text or numbers (a numeric target that ``task`` or
+    :func:`~tinyevo.app.tasks.infer_task` calls classification), become classes 0..K-1, their
+    labels kept in ``info["classes"]`` for ``predict`` to give back.
 
         >>> (x, y), test, info = load_run_data("houses.csv", "price")    # doctest: +SKIP
     """
@@ -60,12 +70,28 @@ def load_run_data(spec: str, target: str | None) -> tuple[Arrays, Arrays, dict]:
         raise ValueError(f"{path}: a table needs --target COLUMN, the column to predict (the "
                          f"others are the features); its columns are "
                          f"{', '.join(read_columns(path))}")
-    table = read_table(path, target)
+    table = _labelled(read_table(path, target), task)
     train, test = table.split()
     info = {"format": "csv", "features": list(table.feature_names), "target": table.target,
             "classes": None if table.classes is None else list(table.classes),
             "sample_shape": list(table.x.shape[1:])}
     return train, test, info
+
+
+def _labelled(table: Table, task: str | None) -> Table:
+    """``table`` with numeric class labels mapped to 0..K-1 (gaps and negative labels
+    included); a text target refused for regression."""
+    if table.classes is not None:
+        if task == "regression":
+            raise ValueError(f"--task regression needs numbers to predict, but the target "
+                             f"{table.target!r} holds text ({table.classes[0]!r}, ...); drop "
+                             "--task for a classifier, or pick a numeric target")
+        return table
+    if (task or infer_task(table.y)) == "regression":
+        return table
+    values, index = np.unique(table.y, return_inverse=True)
+    labels = tuple(int(v) if float(v).is_integer() else float(v) for v in values)
+    return replace(table, y=index.astype(np.int64), classes=labels)
 
 
 def record_data(mdir: str | os.PathLike, info: dict, resuming: bool) -> None:
@@ -104,13 +130,29 @@ def predict(run_dir: str | os.PathLike, data: str | os.PathLike) -> tuple[list[s
         raise FileNotFoundError(f"{run} holds no best model yet ({run / BEST_DIR}): tinyevo fit "
                                 "saves it when a run ends; run tinyevo fit to the end first")
     x = _read_samples(Path(data).expanduser(), info, run)
-    task = (stored_settings(run) or {}).get("task") or "classification"
-    outputs = _outputs(load_model(run / BEST_DIR), x)
+    task = run_task(run)
+    out = outputs(load_model(run / BEST_DIR), x, BATCH)
     if task == "regression":
-        if outputs.shape[1] == 1:
-            return ["prediction"], [outputs[:, 0]]
-        return [f"prediction_{k}" for k in range(outputs.shape[1])], list(outputs.T)
-    return _classes(outputs, (info or {}).get("classes"), run)
+        if out.shape[1] == 1:
+            return ["prediction"], [out[:, 0]]
+        return [f"prediction_{k}" for k in range(out.shape[1])], list(out.T)
+    return _classes(out, (info or {}).get("classes"), run)
+
+
+def run_task(run: Path) -> str:
+    """Whether the run's model is a classifier or a regressor: its ``result.json`` says, else
+    its checkpoint's settings (a run from before regression existed has none: a classifier);
+    a ValueError where neither can be read (a copied ``best/`` alone does not tell)."""
+    result = run / RESULT_FILE
+    task = read_json(result).get("task") if result.is_file() else None
+    if task is None:
+        settings = stored_settings(run)
+        task = None if settings is None else settings.get("task", "classification")
+    if task not in TASKS:
+        raise ValueError(f"{run}: cannot tell whether its model is a classifier or a regressor: "
+                         f"neither {RESULT_FILE} nor a checkpoint says; predict from the whole "
+                         "run directory that tinyevo fit wrote")
+    return task
 
 
 def _read_samples(path: Path, info: dict | None, run: Path) -> np.ndarray:
@@ -144,14 +186,7 @@ def _read_samples(path: Path, info: dict | None, run: Path) -> np.ndarray:
     if not np.isfinite(x).all():
         i = int(np.argmin(np.isfinite(x.reshape(len(x), -1)).all(axis=1)))
         raise ValueError(f"{path}: {name}[{i}] holds NaN or infinite values; fix or drop it")
-    return x.astype(np.float32)
-
-
-def _outputs(model: Any, x: np.ndarray) -> np.ndarray:
-    """The model's outputs on ``x`` as (N, K) host arrays, computed in batches."""
-    parts = [B.to_numpy(model(B.to_device(x[i:i + BATCH]))) for i in range(0, len(x), BATCH)]
-    out = np.concatenate(parts)
-    return out.reshape(len(out), -1)
+    return checked_float32(x, f"{path}: {name}")
 
 
 def _classes(logits: np.ndarray, classes: list | None, run: Path) -> tuple[list[str], list]:
@@ -159,9 +194,7 @@ def _classes(logits: np.ndarray, classes: list | None, run: Path) -> tuple[list[
     if classes is not None and len(classes) != logits.shape[1]:
         raise ValueError(f"{run}: the best model scores {logits.shape[1]} classes but "
                          f"{DATA_FILE} names {len(classes)}; the run directory is damaged")
-    logits = logits.astype(np.float64)
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    p = (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+    p = softmax(logits).astype(np.float32)
     labels = list(range(logits.shape[1])) if classes is None else classes
     index = logits.argmax(axis=1)
     prediction = index if classes is None else np.array(classes, dtype=object)[index]

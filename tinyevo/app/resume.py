@@ -34,7 +34,7 @@ log = logging.getLogger("tinyevo")
 
 # What runs did before each of these settings came (a checkpoint written then lacks the key).
 _BEFORE_IT_EXISTED = {"optimizer_state": "reset", "valid_max": None, "final_training": 0.0,
-                      "max_macs": None, "task": "classification", "standardize": False}
+                      "max_macs": None, "standardize": False}
 
 
 @dataclass

@@ -31,6 +31,7 @@ from tinyevo.evolution.fitness import (
 )
 from tinyevo.evolution.halloffame import snapshot
 from tinyevo.losses import logit_cross_entropy
+from tinyevo.metrics import r2_from_sums
 from tinyevo.optimizers import Adam
 
 __all__ = ["ValidationFitness", "ClassifierFitness", "RegressorFitness", "train_final",
@@ -157,10 +158,7 @@ class RegressorFitness(ValidationFitness):
             sse = sse + (diff * diff).sum(axis=0)
             loss = loss + self.loss(out, y)[0] * len(y)
         sse, loss = B.to_numpy(sse).astype(np.float64), float(loss) / self.nvalid
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = float(np.mean(np.where(self.sst > 0, 1.0 - sse / np.where(self.sst > 0,
-                                                                           self.sst, 1.0),
-                                        np.where(sse == 0, 1.0, 0.0))))
+        r2 = r2_from_sums(sse, self.sst)
         if self.keep_metrics:
             candidate.metrics = {"r2": r2, "loss": loss}
         if not (math.isfinite(loss) and math.isfinite(r2)):

@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from tinyevo.backend import get_array_module
+from tinyevo.metrics import outputs, r2_score
 
-__all__ = ["TASKS", "infer_task", "regression_targets", "r2_score", "ScaledMSE", "R2_FLOOR",
-           "MAX_INFERRED_CLASSES", "model_outputs", "test_score", "SCORE_NAMES"]
+__all__ = ["TASKS", "infer_task", "regression_targets", "ScaledMSE", "R2_FLOOR",
+           "MAX_INFERRED_CLASSES", "test_score", "SCORE_NAMES", "r2_standard_error"]
 
 TASKS = ("classification", "regression")
 SCORE_NAMES = {"classification": "test_accuracy", "regression": "test_r2"}  # result tables
@@ -41,18 +42,21 @@ MAX_INFERRED_CLASSES = 50
 
 
 def infer_task(y: Any) -> str:
-    """"classification" for integer or boolean labels, one-hot (or soft) label rows and
+    """"classification" for integer or boolean labels (N,), rows of 0s and 1s (one-hot) and
     floats that are all whole numbers (taking at most :data:`MAX_INFERRED_CLASSES` values);
     "regression" for other float targets. A ValueError where it cannot tell (many
-    whole-number float values)."""
+    whole-number float values; integer columns that are not 0/1)."""
     y = np.asarray(y)
-    if not np.issubdtype(y.dtype, np.number) or y.dtype.kind in "iub":
+    if not np.issubdtype(y.dtype, np.number) or y.dtype.kind in "iub" and y.ndim == 1:
         return "classification"
     if y.ndim == 2 and y.shape[1] > 1:
-        # one-hot (0/1, checked later) or soft labels: rows of weights that sum to 1
-        labels = bool(np.isin(y, (0, 1)).all()) or (
-            bool(np.all(y >= 0)) and bool(np.allclose(y.sum(axis=1), 1.0, atol=1e-4)))
-        return "classification" if labels else "regression"
+        if np.isin(y, (0, 1)).all():        # one-hot rows (each marks one class: checked later)
+            return "classification"
+        if y.dtype.kind in "iub":
+            raise ValueError("fit: the targets are integer columns (N, K) but not one-hot "
+                             "rows: class labels or numbers to predict? Say which: "
+                             "task='regression' for K numbers, or pass the labels as (N,)")
+        return "regression"
     finite = y[np.isfinite(y)]
     if finite.size and not np.all(finite == np.round(finite)):
         return "regression"
@@ -90,34 +94,10 @@ def regression_targets(y: Any, n: int, what: str) -> np.ndarray:
     return y32
 
 
-def r2_score(y: Any, pred: Any) -> float:
-    """The coefficient of determination, averaged over outputs (scikit-learn's ``r2_score``
-    with ``multioutput="uniform_average"``): 1 is perfect, 0 is predicting the mean. An
-    output whose targets are constant counts 1 where it is predicted exactly, else 0."""
-    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
-    pred = np.asarray(pred, dtype=np.float64).reshape(len(y), -1)
-    if y.shape != pred.shape:
-        raise ValueError(f"r2_score: targets {y.shape} and predictions {pred.shape} differ")
-    sse = ((y - pred) ** 2).sum(axis=0)
-    sst = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0),
-                      np.where(sse == 0, 1.0, 0.0))
-    return float(r2.mean())
-
-
-def model_outputs(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
-    """``model``'s outputs on the samples of ``x``, in batches, as a NumPy array."""
-    from tinyevo import backend as B
-
-    return np.concatenate([B.to_numpy(model(B.to_device(x[i:i + batch_size])))
-                           for i in range(0, len(x), batch_size)])
-
-
 def test_score(model: Any, x: Any, y: Any, task: str) -> float:
     """How good ``model`` is on held-out ``(x, y)``: the accuracy of its argmax on labels
     (N,), or the R² of its predictions on regression targets (N,) or (N, K)."""
-    out = model_outputs(model, x)
+    out = outputs(model, x)
     if task == "regression":
         return r2_score(y, out)
     y = np.asarray(y)

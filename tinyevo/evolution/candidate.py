@@ -40,6 +40,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from tinyevo.metrics import outputs, r2_score
+
 __all__ = [
     "AbstractCandidate", "CandidateModel", "CandidateOptModel", "FittedCandidate",
     "new_candidate", "graph", "opt", "lossfun", "prior_fitness", "copy_model", "nparams",
@@ -78,19 +80,32 @@ class AbstractCandidate:
         return model(x)
 
     def predict(self, x: Any, batch_size: int = 256) -> Any:
-        """Class labels (argmax of the output) for the samples of ``x``, in batches.
+        """Class labels (argmax of the output) for the samples of ``x``, in batches; for a
+        regressor (``task == "regression"``, which ``tinyevo.fit`` sets on the candidates it
+        returns) the outputs themselves, (N, K) in the targets' units.
 
             >>> labels = population.best().predict(x_test)  # doctest: +SKIP
         """
         _check_finite(x, "predict")
-        return _map_batches(lambda xb: self(xb).argmax(axis=1), x, batch_size)
+        out = outputs(self, x, batch_size)
+        if self._regressor():
+            return out
+        return out.argmax(axis=1) if out.size else out.reshape(-1).astype("int64")
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> float:
         """Accuracy of :meth:`predict` against ``y``: integer labels (N,) or (N, 1) in [0, K),
-        or one-hot rows (N, K), for a model with K outputs."""
+        or one-hot rows (N, K), for a model with K outputs; for a regressor, the R² of its
+        predictions against targets ``y`` (N,) or (N, K) (averaged over outputs)."""
         import numpy as np
 
         y = np.asarray(getattr(y, "get", lambda: y)())
+        _check_finite(x, "evaluate")
+        if self._regressor():
+            out = outputs(self, x, batch_size)
+            if y.size != out.size or len(y) != len(out):
+                raise ValueError(f"evaluate: the model gives {out.shape[1]} outputs for each of "
+                                 f"{len(out)} samples, the targets have shape {y.shape}")
+            return r2_score(y, out)
         width = y.shape[1] if y.ndim == 2 and y.shape[1] != 1 else None    # one-hot rows
         if y.ndim == 2:
             y = y[:, 0] if width is None else y.argmax(axis=1)
@@ -99,26 +114,27 @@ class AbstractCandidate:
                              f"(N, K), got shape {y.shape}")
         if width is None:
             _check_labels(y)
-        _check_finite(x, "evaluate")
-        nout: list[int] = []
-
-        def classes(xb: Any) -> Any:
-            out = self(xb)
-            nout.append(int(out.shape[-1]))
-            return out.argmax(axis=1)
-
-        labels = _map_batches(classes, x, batch_size)
+        out = outputs(self, x, batch_size)
+        if not out.size:
+            if len(y):
+                raise ValueError(f"evaluate: 0 samples in x but {len(y)} labels in y")
+            return float("nan")
+        labels = out.argmax(axis=1)
         if len(labels) != len(y):
             raise ValueError(f"evaluate: {len(labels)} samples in x but {len(y)} labels in y")
-        if nout and width is not None and width != nout[0]:
+        nout = out.shape[1]
+        if width is not None and width != nout:
             raise ValueError(f"evaluate: one-hot labels need one column per model output: "
-                             f"expected (N, {nout[0]}), got {width} columns; pass integer "
-                             f"labels or one-hot rows over the model's {nout[0]} classes")
-        if nout and len(y) and y.max() >= nout[0]:
-            raise ValueError(f"evaluate: labels must lie in [0, {nout[0]}) for a model with "
-                             f"{nout[0]} outputs, got labels up to {y.max()}; map the classes "
-                             f"to 0..{nout[0] - 1} as in training")
+                             f"expected (N, {nout}), got {width} columns; pass integer "
+                             f"labels or one-hot rows over the model's {nout} classes")
+        if len(y) and y.max() >= nout:
+            raise ValueError(f"evaluate: labels must lie in [0, {nout}) for a model with "
+                             f"{nout} outputs, got labels up to {y.max()}; map the classes "
+                             f"to 0..{nout - 1} as in training")
         return float((labels == y).mean()) if len(y) else float("nan")
+
+    def _regressor(self) -> bool:
+        return getattr(self, "task", None) == "regression"
 
     def lossfun(self, default: Any = None) -> Any:
         """The candidate's own loss function, else ``default``."""
@@ -395,17 +411,3 @@ def _check_labels(y: Any) -> None:
     if y.size and y.min() < 0:
         raise ValueError(f"evaluate: labels must be >= 0 (class indices), got {y.min()}; map "
                          "the classes to 0..K-1 as in training")
-
-
-def _map_batches(fn: Callable[[Any], Any], x: Any, batch_size: int) -> Any:
-    """``fn`` over batches of ``x``, concatenated on the host."""
-    import numpy as np
-
-    from tinyevo import backend as B
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if getattr(x, "ndim", 0) < 1:
-        raise ValueError(f"expected a batch-first array, got {type(x).__name__}")
-    parts = [B.to_numpy(fn(B.to_device(x[i:i + batch_size])))
-             for i in range(0, len(x), batch_size)]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
