@@ -176,21 +176,10 @@ def run_evolved(data_dir: str, data, seconds: float, seed: int, workers: int,
 def run_tinyevo_cnn(data, seconds: float, seed: int, build=None) -> dict:
     """Train :func:`tinyevo_cnn` (or what ``build`` makes) for ``seconds`` in this process,
     then test it."""
-    (x, y), (x_test, y_test) = data
     tinyevo.seed(seed)
     model = (build or tinyevo_cnn)()
-    opt = Adam(LEARNING_RATE)
-
-    def step(xb, yb):
-        logits, backprop = model.forward(xb, train=True)
-        loss, dlogits = logit_cross_entropy(logits, yb)
-        backprop(dlogits, need_dx=False)
-        opt.update(model)
-        return loss
-
     row = {"nparams": model.nparams() if hasattr(model, "nparams") else model.parameter_count()}
-    row.update(train_for(step, x, y, seconds, seed))
-    row["test_accuracy"] = accuracy(model, x_test, y_test)
+    row.update(train_and_test(model, *data, seconds, seed))
     return row
 
 
@@ -201,12 +190,25 @@ def pretrained_graph_cnn(data, seconds: float, seed: int) -> tuple[Path, dict]:
     import atexit
     import shutil
 
-    (x, y), (x_test, y_test) = data
+    (x, y), test = data
     # Not on the samples the warm arm's fit validates on (its seeded split of the training
     # images): a net that had seen them would validate too well, and bias its selection.
-    (x, y), _ = split_validation(x, y, VALID_FRACTION, seed, VALID_MAX)
+    train, _ = split_validation(x, y, VALID_FRACTION, seed, VALID_MAX)
     tinyevo.seed(seed)
-    model, opt = graph_cnn(), Adam(LEARNING_RATE)
+    model = graph_cnn()
+    print(f"pretraining the graph CNN for {seconds:g} s (counted in no arm)", flush=True)
+    row = train_and_test(model, train, test, seconds, seed)
+    print(f"pretrained: test accuracy {row['test_accuracy']:.2%} after {row['epochs']:.2f} "
+          "epochs", flush=True)
+    folder = Path(tempfile.mkdtemp(prefix="bench_mnist-start-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return tinyevo.save_model(model, folder / "start"), row
+
+
+def train_and_test(model, train, test, seconds: float, seed: int) -> dict:
+    """Train ``model`` on ``train`` with Adam(1e-3) for ``seconds`` (:func:`train_for`), then
+    its accuracy on ``test``."""
+    opt = Adam(LEARNING_RATE)
 
     def step(xb, yb):
         logits, backprop = model.forward(xb, train=True)
@@ -215,14 +217,9 @@ def pretrained_graph_cnn(data, seconds: float, seed: int) -> tuple[Path, dict]:
         opt.update(model)
         return loss
 
-    print(f"pretraining the graph CNN for {seconds:g} s (counted in no arm)", flush=True)
-    row = train_for(step, x, y, seconds, seed)
-    row["test_accuracy"] = accuracy(model, x_test, y_test)
-    print(f"pretrained: test accuracy {row['test_accuracy']:.2%} after {row['epochs']:.2f} "
-          "epochs", flush=True)
-    folder = Path(tempfile.mkdtemp(prefix="bench_mnist-start-"))
-    atexit.register(shutil.rmtree, folder, True)
-    return tinyevo.save_model(model, folder / "start"), row
+    row = train_for(step, *train, seconds, seed)
+    row["test_accuracy"] = accuracy(model, *test)
+    return row
 
 
 def run_torch_cnn(data, seconds: float, seed: int) -> dict:
