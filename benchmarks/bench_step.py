@@ -1,6 +1,6 @@
 """Reference training step: tinyevo vs PyTorch on the CPU, same net, same thread count.
 
-    python benchmarks/bench_step.py              # prints per-step times and the ratio
+    python benchmarks/bench_step.py              # ms per step and ratios: 3x32x32, 1x8x8, 1x28x28
     pytest benchmarks/bench_step.py --benchmark-enable
 
 Net: Conv(3->32, 3x3, same)-BN-relu-MaxPool(2) -> Conv(32->64, 3x3, same)-BN-relu-MaxPool(2)
@@ -24,6 +24,8 @@ from tinyevo.losses import logit_cross_entropy
 from tinyevo.optimizers import Adam
 
 BATCH = 64
+# The inputs compared: CIFAR-shaped (the reference), digits-shaped, MNIST-shaped.
+SHAPES = ((3, 32), (1, 8), (1, 28))
 
 
 def tinyevo_net(cin: int) -> Sequential:
@@ -133,6 +135,12 @@ def test_step_1x8x8(benchmark):
     benchmark(tinyevo_step(tinyevo_net(1), Adam(), x, y))
 
 
+def test_step_1x28x28(benchmark):
+    tinyevo.seed(0)
+    x, y = data(1, 28)
+    benchmark(tinyevo_step(tinyevo_net(1), Adam(), x, y))
+
+
 def test_torch_step_3x32x32(benchmark):
     torch = __import__("pytest").importorskip("torch")
     torch.set_num_threads(_threads())
@@ -145,7 +153,7 @@ if __name__ == "__main__":
     print(f"threads: {_threads()} (BLAS, PyTorch); tinyevo's own: "
           f"{tinyevo.backend.num_threads()}; OpenBLAS wait tuned: "
           f"{tinyevo.backend.blas_wait_tuned()}")
-    for cin, hw in ((3, 32), (1, 8)):
+    for cin, hw in SHAPES:
         r = compare(cin, hw, repeats)
         line = f"{r['shape']:>8}: tinyevo {r['tinyevo_ms']:.2f} ms/step"
         if r["ratio"] is not None:
