@@ -64,6 +64,7 @@ def test_whole_number_targets_are_regression_when_told():
     (np.eye(3)[[0, 1, 2, 1]], "classification"),               # one-hot rows
     (np.array([[0.2, 3.0], [1.0, -1.0]]), "regression"),
     (np.array([True, False]), "classification"),
+    (np.arange(200, dtype=np.uint8)[:, None] % 100, "classification"),     # (N, 1), 100 classes
 ])
 def test_infer_task(y, task):
     assert infer_task(y) == task
@@ -150,7 +151,8 @@ def test_members_of_a_regression_predict_numbers_and_evaluate_r2():
         pred = c.predict(x[:9])
         assert pred.shape == (9, 1) and pred.dtype.kind == "f"
         np.testing.assert_allclose(pred, c.graph()(x[:9]), rtol=1e-6)
-        assert c.evaluate(x, y) == pytest.approx(r2_score(y, c.graph()(x)), abs=1e-9)
+        assert c.evaluate(x, y) == pytest.approx(r2_score(y, c.graph()(x)), abs=1e-7)
+        assert np.isnan(c.evaluate(x[:0], y[:0]))
     assert te.app.fitting.result_model(population) is population.hall_of_fame.best()
 
 

@@ -311,6 +311,7 @@ def test_numeric_class_labels_with_gaps_map_back_and_text_is_no_regression(tmp_p
     run = tmp_path / "run"
     assert main(["fit", "--data", str(data), "--target", "grade", "--dir", str(run)] + FIT) == 0
     assert json.loads((run / "data.json").read_text())["classes"] == [-1, 3, 7]
+    assert read_table(data, "grade").classes is None        # numbers, mapped only for the run
     header, columns = predict(run, data)
     assert header == ["prediction", "p_-1", "p_3", "p_7"]
     assert set(columns[0].tolist()) <= {-1, 3, 7}

@@ -35,7 +35,7 @@ def outputs(model: Any, x: Any, batch_size: int = 256) -> np.ndarray:
 
 def softmax(logits: Any) -> np.ndarray:
     """Class probabilities from logits (N, K), row by row, in float64."""
-    z = np.asarray(logits, dtype=np.float64)
+    z = np.asarray(B.to_numpy(logits), dtype=np.float64)
     z = np.exp(z - z.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
 
@@ -44,8 +44,8 @@ def r2_score(y: Any, pred: Any) -> float:
     """The coefficient of determination, averaged over outputs (scikit-learn's ``r2_score``
     with ``multioutput="uniform_average"``): 1 is perfect, 0 is predicting the mean. An
     output whose targets are constant counts 1 where it is predicted exactly, else 0."""
-    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
-    pred = np.asarray(pred, dtype=np.float64).reshape(len(y), -1)
+    y = np.asarray(B.to_numpy(y), dtype=np.float64).reshape(len(y), -1)
+    pred = np.asarray(B.to_numpy(pred), dtype=np.float64).reshape(len(y), -1)
     if y.shape != pred.shape:
         raise ValueError(f"r2_score: targets {y.shape} and predictions {pred.shape} differ")
     return r2_from_sums(((y - pred) ** 2).sum(axis=0), ((y - y.mean(axis=0)) ** 2).sum(axis=0))

@@ -340,7 +340,8 @@ def small_data_config() -> FitConfig:
     """The settings a run on small data chooses where it is given none (but the seed)."""
     return FitConfig(population_size=POPULATION, valid_fraction=VALID_FRACTION,
                      valid_max=VALID_MAX, elites=ELITES, widths=WIDTHS, final_training=0.0,
-                     objectives=(), task="classification", standardize=False)
+                     objectives=(), task="classification", standardize=False,
+                     tiebreak="loss")
 
 
 def data_defaults(config: FitConfig, ntrain: int, sample_shape: tuple[int, ...]

@@ -91,7 +91,8 @@ def _labelled(table: Table, task: str | None) -> Table:
         return table
     values, index = np.unique(table.y, return_inverse=True)
     labels = tuple(int(v) if float(v).is_integer() else float(v) for v in values)
-    return replace(table, y=index.astype(np.int64), classes=labels)
+    return replace(table, y=index.astype(np.int64),
+                   classes=None if labels == tuple(range(len(labels))) else labels)
 
 
 def record_data(mdir: str | os.PathLike, info: dict, resuming: bool) -> None:

@@ -47,7 +47,8 @@ def infer_task(y: Any) -> str:
     "regression" for other float targets. A ValueError where it cannot tell (many
     whole-number float values; integer columns that are not 0/1)."""
     y = np.asarray(y)
-    if not np.issubdtype(y.dtype, np.number) or y.dtype.kind in "iub" and y.ndim == 1:
+    if not np.issubdtype(y.dtype, np.number) or (
+            y.dtype.kind in "iub" and (y.ndim == 1 or y.ndim == 2 and y.shape[1] == 1)):
         return "classification"
     if y.ndim == 2 and y.shape[1] > 1:
         if np.isin(y, (0, 1)).all():        # one-hot rows (each marks one class: checked later)

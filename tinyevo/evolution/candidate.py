@@ -102,6 +102,8 @@ class AbstractCandidate:
         _check_finite(x, "evaluate")
         if self._regressor():
             out = outputs(self, x, batch_size)
+            if not len(out) and not len(y):
+                return float("nan")
             if y.size != out.size or len(y) != len(out):
                 raise ValueError(f"evaluate: the model gives {out.shape[1]} outputs for each of "
                                  f"{len(out)} samples, the targets have shape {y.shape}")
