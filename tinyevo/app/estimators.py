@@ -137,7 +137,7 @@ class _EvoEstimator(BaseEstimator):
                     task=self._task, initial=self.initial)
 
     # ------------------------------------------------------------------ predict
-    def _outputs(self, X: Any) -> np.ndarray:
+    def _model_outputs(self, X: Any) -> np.ndarray:
         """The model's outputs (N, K) on ``X``, checked as ``fit`` checked its samples."""
         check_is_fitted(self)
         x = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
@@ -208,13 +208,13 @@ class EvoClassifier(ClassifierMixin, _EvoEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """The class (from ``classes_``) of each row of ``X``."""
-        logits = self._outputs(X)                     # checks first that fit was called
+        logits = self._model_outputs(X)                     # checks first that fit was called
         return self.classes_[logits.argmax(axis=1)]
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, len(classes_)), the softmax of the model's logits, columns
         in the order of ``classes_``."""
-        return softmax(self._outputs(X))
+        return softmax(self._model_outputs(X))
 
 
 class EvoRegressor(RegressorMixin, _EvoEstimator):
@@ -251,7 +251,7 @@ class EvoRegressor(RegressorMixin, _EvoEstimator):
     def predict(self, X: Any) -> np.ndarray:
         """Predictions in ``y``'s units: (N,) for targets that were (N,) in ``fit``, else
         (N, K)."""
-        out = self._outputs(X).astype(np.float64)
+        out = self._model_outputs(X).astype(np.float64)
         return out.reshape((len(out),) + self._target_shape)
 
 
