@@ -193,7 +193,7 @@ def _fit(args: argparse.Namespace) -> int:
     from tinyevo.app.io import complete_dir, write_json
     from tinyevo.app.pareto import format_front
     from tinyevo.app.predict import RESULT_FILE, load_run_data, record_data
-    from tinyevo.app.tasks import SCORE_NAMES, test_score
+    from tinyevo.app.tasks import SCORE_NAMES
 
     if args.backend:
         te.backend.use(args.backend)
@@ -244,7 +244,7 @@ def _fit(args: argparse.Namespace) -> int:
             close()
     best = te.app.fitting.result_model(population)
     graph, task = best.graph(), population.task
-    score = test_score(graph, x_test, y_test, task)
+    score = best.evaluate(x_test, y_test)           # accuracy, or R² for a regression
     te.save_model(graph, mdir / "best")
     onnx_path = mdir / "best.onnx"
     try:
@@ -252,8 +252,7 @@ def _fit(args: argparse.Namespace) -> int:
     except ImportError:
         onnx_path = None
     front = population.pareto_front
-    rows = None if front is None else _export_front(front, mdir, x.shape[1:], (x_test, y_test),
-                                                    task)
+    rows = None if front is None else _export_front(front, mdir, x.shape[1:], (x_test, y_test))
     seconds = time.monotonic() - t_start
     write_json(mdir / RESULT_FILE, {
         "generation": population.generation, "best_generation": best.generation,
@@ -296,12 +295,11 @@ def _run_objectives(config: FitConfig, mdir: Path) -> Any:
     return (stored_settings(mdir) or {}).get("objectives")
 
 
-def _export_front(front: Any, mdir: Path, input_shape: tuple, test: tuple,
-                  task: str) -> list[dict]:
+def _export_front(front: Any, mdir: Path, input_shape: tuple, test: tuple) -> list[dict]:
     """The Pareto front's models saved in ``mdir/front``, with its table; the rows."""
     from tinyevo.app.pareto import FRONT_DIR, export_front
 
-    return export_front(front, mdir / FRONT_DIR, tuple(input_shape), test, task)
+    return export_front(front, mdir / FRONT_DIR, tuple(input_shape), test)
 
 
 class _Progress:

@@ -20,7 +20,7 @@ from typing import Any
 
 from tinyevo.app.io import atomic_dir, write_json
 from tinyevo.app.model_io import save_model
-from tinyevo.app.tasks import SCORE_NAMES, test_score
+from tinyevo.app.tasks import SCORE_NAMES
 from tinyevo.evolution.objectives import (
     LatencyObjective,
     MetricObjective,
@@ -79,13 +79,13 @@ def front_rows(front: ParetoFront | Sequence[Any]) -> list[dict[str, Any]]:
 
 def export_front(front: ParetoFront, folder: str | os.PathLike,
                  input_shape: Sequence[int] | None = None,
-                 test: tuple[Any, Any] | None = None,
-                 task: str = "classification") -> list[dict[str, Any]]:
+                 test: tuple[Any, Any] | None = None) -> list[dict[str, Any]]:
     """Save each member of ``front`` as ``folder/NN`` (:func:`~tinyevo.app.save_model`) and
     ``folder/NN.onnx`` (where onnx is installed; ``input_shape`` is one sample's), with
-    :func:`front_rows` (and, given ``test`` data ``(x, y)``, each member's ``test_accuracy``,
-    or ``test_r2`` for regression) in ``folder/front.json``. The folder is replaced as a
-    whole, atomically: a smaller front leaves no stale files. Returns the rows."""
+    :func:`front_rows` (and, given ``test`` data ``(x, y)``, each member's ``evaluate``: its
+    ``test_accuracy``, or ``test_r2`` for a regression's members) in ``folder/front.json``.
+    The folder is replaced as a whole, atomically: a smaller front leaves no stale files.
+    Returns the rows."""
     from tinyevo.app.onnx_export import export_onnx
 
     rows = front_rows(front)
@@ -96,7 +96,8 @@ def export_front(front: ParetoFront, folder: str | os.PathLike,
             save_model(c.graph(), tmp / name)
             row["model"] = name
             if test is not None:
-                row[SCORE_NAMES[task]] = test_score(c.graph(), *test, task)
+                row[SCORE_NAMES[getattr(c, "task", None) or "classification"]] = \
+                    c.evaluate(*test)
             if onnx:
                 try:
                     export_onnx(c.graph(), tmp / f"{name}.onnx", input_shape=input_shape)

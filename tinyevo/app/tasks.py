@@ -28,10 +28,9 @@ from typing import Any
 import numpy as np
 
 from tinyevo.backend import get_array_module
-from tinyevo.metrics import outputs, r2_score
 
 __all__ = ["TASKS", "infer_task", "regression_targets", "ScaledMSE", "R2_FLOOR",
-           "MAX_INFERRED_CLASSES", "test_score", "SCORE_NAMES", "r2_standard_error"]
+           "MAX_INFERRED_CLASSES", "SCORE_NAMES", "r2_standard_error"]
 
 TASKS = ("classification", "regression")
 SCORE_NAMES = {"classification": "test_accuracy", "regression": "test_r2"}  # result tables
@@ -93,17 +92,6 @@ def regression_targets(y: Any, n: int, what: str) -> np.ndarray:
         raise ValueError(f"fit: {what}: targets too large for float32 (up to "
                          f"{float(np.abs(y).max()):.3g}); rescale them")
     return y32
-
-
-def test_score(model: Any, x: Any, y: Any, task: str) -> float:
-    """How good ``model`` is on held-out ``(x, y)``: the accuracy of its argmax on labels
-    (N,), or the R² of its predictions on regression targets (N,) or (N, K)."""
-    out = outputs(model, x)
-    if task == "regression":
-        return r2_score(y, out)
-    y = np.asarray(y)
-    return float((out.argmax(axis=1) == (y.argmax(axis=1) if y.ndim == 2 and y.shape[1] > 1
-                                          else y.reshape(-1))).mean())
 
 
 def r2_standard_error(r2: float, n: int) -> float:
