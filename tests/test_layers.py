@@ -1111,3 +1111,29 @@ def test_grads_are_made_on_first_use_and_behave_as_a_mapping():
     assert layer.grads == layer.grads and layer.grads != Dense(3, 2).grads
     layer.grads = {}                                        # subclasses may still reset them
     assert not layer._grads
+
+
+@pytest.mark.parametrize("geometry", [dict(padding="same"), dict(padding=(2, 0), stride=2),
+                                      dict(padding="same", dilation=2, stride=(1, 2))])
+def test_conv_input_gradient_folded_by_offset_is_identical(geometry, monkeypatch):
+    # On one thread the input gradient is folded one kernel offset at a time (conv.py,
+    # _fold_by_offset), on more through the column matrix: the same additions in the same
+    # order, so the same bits (products this large use OpenBLAS's regular kernel either way).
+    from tinyevo.layers import conv
+    x = from_cl(np.random.default_rng(0).standard_normal((16, 20, 20, 24), dtype=np.float32))
+    results, folded = [], []
+    real = conv._fold_by_offset
+    monkeypatch.setattr(conv, "_fold_by_offset", lambda *a: folded.append(1) or real(*a))
+    try:
+        for threads in (1, 2):
+            B.set_num_threads(threads)
+            tinyevo.seed(0)
+            layer = Conv(24, 40, (3, 3), **geometry)
+            y, back = layer.forward(x, train=True)
+            dy = np.random.default_rng(1).standard_normal(y.shape, dtype=np.float32)
+            results.append([back(dy), *(np.array(g) for g in layer.grads.values())])
+            assert len(folded) == 1                   # the one-thread pass took the new path
+    finally:
+        B.set_num_threads(None)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
