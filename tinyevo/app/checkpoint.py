@@ -111,7 +111,7 @@ def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict
         write_npz(tmp / OPTIMIZERS_FILE, opt_arrays)
         write_json(tmp / STATE_FILE, doc)
         if lineage is not None:
-            write_json(tmp / LINEAGE_FILE, lineage.to_json())
+            write_json(tmp / LINEAGE_FILE, lineage.to_json(), indent=None)
     return target
 
 
