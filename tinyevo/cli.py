@@ -120,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="summarise a run directory",
                        description="Print a run's progress and its best architecture.")
     s.add_argument("dir", help="run directory written by tinyevo fit")
+    s.add_argument("--lineage", action="store_true",
+                   help="print the best model's line instead: each ancestor back to generation "
+                        "1, with its fitness, parameters and the mutations and crossovers that "
+                        "made it (docs/lineage.md)")
     s.set_defaults(run=_show)
 
     r = sub.add_parser("predict", help="predict with a run's best model",
@@ -433,6 +437,8 @@ def _show(args: argparse.Namespace) -> int:
     print(f"run {mdir}: {task}, generation {population.generation}, "
           f"{len(population.members)} candidates, {state.get('elapsed', 0):.0f} s of evolution"
           + ("; fitness is the validation R²" if task == "regression" else ""))
+    if args.lineage:
+        return _show_lineage(mdir, population.lineage, state.get("final"))
     rows = history(mdir).get("fitness", [])
     if rows:
         print("generation  best     mean")
@@ -468,6 +474,21 @@ def _show(args: argparse.Namespace) -> int:
         print(f"\nPareto front: {len(front)} models no other evaluated model beats on every "
               f"objective ({names})")
         print(format_front(front_rows(front)))
+    return 0
+
+
+def _show_lineage(mdir: Path, lineage: Any, final: Any) -> int:
+    """The winner's line; an error for a run that recorded none."""
+    from tinyevo.app.lineage_io import format_line
+
+    if lineage is None:
+        raise ValueError(f"{mdir} has no lineage: its checkpoint was written by a tinyevo that "
+                         "did not record one yet; resuming the run with this version records "
+                         "it from then on (docs/lineage.md)")
+    print(format_line(lineage))
+    if isinstance(final, dict):
+        print(f"then the final training: fitness {final.get('fitness', float('nan')):.4f} "
+              "(the model tinyevo fit exported)")
     return 0
 
 

@@ -11,7 +11,11 @@ fame (:class:`tinyevo.evolution.HallOfFame`), when given, is kept alongside: its
 files keyed ``"hof/<entry>/..."``; checkpoints without one load with an empty one. So is a Pareto
 front (:class:`tinyevo.evolution.ParetoFront`, ``"pareto_front"``, keyed ``"front/<entry>/..."``),
 and a fitness that is an :class:`~tinyevo.evolution.Objectives` keeps its vector beside it
-(``"objectives"``); checkpoints without a front load with none. The folder is
+(``"objectives"``); checkpoints without a front load with none. A run's lineage
+(:class:`tinyevo.evolution.lineage.Lineage`), when given, is ``lineage.json``: its
+``population``, ``hall_of_fame`` and ``front`` list the ids of the members, entries and front
+entries in their order, which loading gives back to them; checkpoints without one (from before
+lineages were recorded) load with ``population.lineage`` None. The folder is
 swapped in atomically (:func:`tinyevo.app.io.atomic_dir`): a run killed at any moment, even
 while writing, leaves the previous complete generation or the new one. Loading executes nothing
 from the files (JSON, and ``.npz`` read with ``allow_pickle=False``) and checks every field of
@@ -56,6 +60,7 @@ from tinyevo.evolution.candidate import (
 )
 from tinyevo.evolution.halloffame import HallOfFame
 from tinyevo.evolution.iterators import BatchSizeIteratorMap
+from tinyevo.evolution.lineage import Lineage, set_candidate_id
 from tinyevo.evolution.objectives import SENSES, Objectives
 from tinyevo.evolution.pareto import ParetoFront
 from tinyevo.evolution.population import Population
@@ -67,6 +72,7 @@ __all__ = ["save_checkpoint", "load_checkpoint", "stored_settings", "persist", "
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 OPTIMIZERS_FILE = "optimizers.npz"
+LINEAGE_FILE = "lineage.json"
 HOF_PREFIX = "hof/"      # the hall of fame's keys in the .npz files: "hof/<entry>/..."
 FRONT_PREFIX = "front/"  # the Pareto front's: "front/<entry>/..."
 # 2: with a hall of fame; 3: with objectives (a run without them still writes 2, which an
@@ -79,10 +85,11 @@ _FIX = ("restore the checkpoint from a copy, or remove its folder (or use anothe
 
 def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict,
                     hall_of_fame: HallOfFame | None = None,
-                    pareto_front: ParetoFront | None = None) -> Path:
+                    pareto_front: ParetoFront | None = None,
+                    lineage: Lineage | None = None) -> Path:
     """Write ``population`` (evaluated; candidates holding a CompGraph and optionally their own
-    optimiser), the JSON-able ``state`` and, when given, ``hall_of_fame`` and ``pareto_front``
-    to ``mdir/checkpoint``, atomically."""
+    optimiser), the JSON-able ``state`` and, when given, ``hall_of_fame``, ``pareto_front``
+    and ``lineage`` (updated with these three) to ``mdir/checkpoint``, atomically."""
     arrays: dict[str, Any] = {}
     opt_arrays: dict[str, Any] = {}
     doc = {"format": FORMAT, "version": 2, "tinyevo": __version__,
@@ -103,6 +110,8 @@ def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict
         write_npz(tmp / "members.npz", arrays)
         write_npz(tmp / OPTIMIZERS_FILE, opt_arrays)
         write_json(tmp / STATE_FILE, doc)
+        if lineage is not None:
+            write_json(tmp / LINEAGE_FILE, lineage.to_json(), indent=None)
     return target
 
 
@@ -171,20 +180,44 @@ def _load(folder: Path) -> tuple[Population, dict]:
     if stray:
         raise ValueError(f"{folder} is damaged: optimiser state {stray[0]!r} belongs to no member "
                          "with an optimiser; remove the folder or use another mdir")
+    lineage = read_lineage(folder)
     try:
-        members = _decode_all(doc["members"], "", arrays, opt_arrays)
+        decoded = [_decode_all(docs, tag, arrays, opt_arrays) for tag, docs in lists]
+        if lineage is not None:
+            _give_ids(lineage, decoded)
+        members, fame_entries, front_list = decoded
         hall_of_fame = HallOfFame(fame["size"]) if fame is not None else HallOfFame()
-        hall_of_fame.update(_decode_all(entries, HOF_PREFIX, arrays, opt_arrays))
+        hall_of_fame.update(fame_entries)
         pareto_front = None if front is None else ParetoFront()
         if pareto_front is not None:
-            pareto_front.update(_decode_all(front_entries, FRONT_PREFIX, arrays, opt_arrays))
+            pareto_front.update(front_list)
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise ValueError(f"{folder} is damaged and cannot be resumed ({err}); remove it or "
                          "use another mdir") from err
     population = Population(members, doc["generation"])
     population.hall_of_fame = hall_of_fame
     population.pareto_front = pareto_front
+    population.lineage = lineage
     return population, doc.get("state", {})
+
+
+def read_lineage(folder: Path) -> Lineage | None:
+    """The lineage in checkpoint ``folder``, checked; None where it has none (a checkpoint
+    from before lineages were recorded, or of a ``persist`` callback)."""
+    path = folder / LINEAGE_FILE
+    return Lineage.from_json(read_json(path), str(path)) if path.exists() else None
+
+
+def _give_ids(lineage: Lineage, decoded: list[list]) -> None:
+    """Give the members, hall-of-fame entries and front entries their ids, in order."""
+    for name, ids, candidates in zip(("population", "hall_of_fame", "front"),
+                                     (lineage.population, lineage.hall_of_fame, lineage.front),
+                                     decoded):
+        if len(ids) != len(candidates):
+            raise ValueError(f"{LINEAGE_FILE} lists {len(ids)} ids in {name} for "
+                             f"{len(candidates)} entries in {STATE_FILE}")
+        for i, c in zip(ids, candidates):
+            set_candidate_id(c, i)
 
 
 def _check_document(root: Field, stored: Stored) -> None:

@@ -64,6 +64,7 @@ from tinyevo.app.warmstart import continue_names_after, fingerprint, initial_mod
 from tinyevo.evolution.candidate import CandidateOptModel, FittedCandidate
 from tinyevo.evolution.fitness import DeadlineExceeded, EwmaFitness, cosine_schedule
 from tinyevo.evolution.halloffame import HallOfFame, snapshot
+from tinyevo.evolution.lineage import Lineage
 from tinyevo.evolution.pareto import ParetoFront
 from tinyevo.evolution.population import Population
 from tinyevo.graph import CompGraph, input_vertex
@@ -127,6 +128,7 @@ def fit(x: Any, y: Any = None, *, generations: int | None = None,
     best candidates *ever evaluated* (``.best()``: the best-ever model, as it was when it
     earned its fitness); ``population.final`` is the final training's model or None. With
     ``objectives``, ``population.pareto_front`` holds every non-dominated candidate (else None).
+    ``population.lineage`` records where each kept candidate came from (docs/lineage.md).
     ``.predict(x)``, ``.evaluate(x, y)`` and ``.graph()`` work on each (for regression:
     predictions (N, K) and R²); :func:`result_model` picks the one a user gets.
 
@@ -271,11 +273,15 @@ class _Search:
             self.hof.update(self.fitted.hall_of_fame)     # load_checkpoint always attaches one
             if self.front is not None:
                 self.front.update(self.fitted.pareto_front or ())
+            self.lineage = resume.continued_lineage(resumed, self.hof.members,
+                                                    self.front_members())
         else:
             resume.start_random_state(config.seed)
             self.elapsed0 = self.last_seconds = 0.0
             self.fitted = None
             self.pending = draw()
+            self.lineage = Lineage()        # who came from whom (draws no random numbers)
+            self.lineage.register(self.pending)
         # The search's deadline (wall clock, so that worker processes can read it too): training
         # and validation that reach it stop, and the generation they were in is dropped. The
         # final training has the rest of the time limit.
@@ -284,8 +290,8 @@ class _Search:
         if self.search_limit is not None:
             scorer.deadline = time.time() + max(0.0, self.search_limit - self.elapsed0)
         # the last checkpoint: what an interrupted run returns
-        self.checkpointed = (self.fitted, self.hof.members, self.front_members()
-                             ) if self.fitted is not None else None
+        self.checkpointed = (self.fitted, self.hof.members, self.front_members(),
+                             self.lineage.copy()) if self.fitted is not None else None
         self.stopped: str | None = None
         # A candidate past its time limit stops at the next batch; in worker processes one
         # stuck inside a batch is also terminated, at twice its limit plus 5 s.
@@ -320,8 +326,11 @@ class _Search:
         if self.fitted is None:
             population, self.pending = self.pending, None
             return population
-        return Population(self.strategy(self.fitted.members), self.fitted.generation + 1,
-                          previous=self.fitted)
+        with self.lineage.recording():
+            children = self.strategy(self.fitted.members)
+        population = Population(children, self.fitted.generation + 1, previous=self.fitted)
+        self.lineage.register(population)
+        return population
 
     def evaluate(self, population: Population) -> Population | None:
         """``population`` evaluated, best first; None where the deadline cut it short."""
@@ -349,6 +358,8 @@ class _Search:
         self.hof.update(fitted)
         if self.front is not None:
             self.front.update(fitted)
+        self.lineage.update(fitted, self.hof, self.front_members())
+        fitted.lineage = self.lineage           # for the callbacks too
         # The generation just replaced is garbage now, but graphs are reference cycles: freed
         # here, their memory is what the next generation's edits and training reuse (left to
         # the collector's schedule, they wait and new arrays take fresh pages).
@@ -362,8 +373,9 @@ class _Search:
             run_callback(cb, fitted)
         if self.mdir is not None:
             save_checkpoint(self.mdir, fitted, self.state(), hall_of_fame=self.hof,
-                            pareto_front=self.front)
-            self.checkpointed = (fitted, self.hof.members, self.front_members())
+                            pareto_front=self.front, lineage=self.lineage)
+            self.checkpointed = (fitted, self.hof.members, self.front_members(),
+                                 self.lineage.copy())
         if self.progress is not None:
             self.progress({"event": "generation", "generation": fitted.generation,
                            "best": fitted.best().fitness, "mean": _mean_fitness(fitted),
@@ -391,11 +403,12 @@ class _Search:
             self.hof.update([final])
             if self.front is not None:
                 self.front.update([final])
+            self.lineage.update(self.fitted, self.hof, self.front_members())  # final: its id
             self.fitted.final = final
             if self.mdir is not None:
                 save_checkpoint(self.mdir, self.fitted, {**self.state(), "final": {
                     "fitness": float(final.fitness), "generation": final.generation}},
-                    hall_of_fame=self.hof, pareto_front=self.front)
+                    hall_of_fame=self.hof, pareto_front=self.front, lineage=self.lineage)
 
     def interrupted(self) -> bool:
         """After Ctrl-C: go back to what the checkpoint holds where the interrupted generation
@@ -409,6 +422,7 @@ class _Search:
             if self.front is not None:
                 self.front = ParetoFront()
                 self.front.update(self.checkpointed[2])
+            self.lineage = self.checkpointed[3]
         if self.fitted is None:
             return False
         log.warning("interrupted: returning generation %d%s", self.fitted.generation,
@@ -424,12 +438,14 @@ class _Search:
             self.evaluator.on_result = None
 
     def result(self) -> Population:
-        """The last generation, with its ``hall_of_fame``, ``pareto_front``, ``final`` and
-        ``task``."""
+        """The last generation, with its ``hall_of_fame``, ``pareto_front``, ``final``,
+        ``lineage`` and ``task``."""
         self.fitted.hall_of_fame = self.hof
         self.fitted.pareto_front = self.front
         self.fitted.final = getattr(self.fitted, "final", None)
         self.fitted.task = self.config.task
+        self.lineage.update(self.fitted, self.hof, self.front_members())  # drops a cut generation
+        self.fitted.lineage = self.lineage
         for c in [*self.fitted.members, *self.hof.members, *self.front_members(),
                   *([self.fitted.final] if self.fitted.final is not None else [])]:
             c.task = self.config.task    # predict and evaluate give a regressor's outputs, R²

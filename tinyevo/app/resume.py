@@ -6,7 +6,8 @@ shape of its data, the library's random generator and the vertex-name counter (v
 like weights, follow from the seed), and the time it spent. A run on a folder with a checkpoint
 reads it (:func:`load`), takes from it the settings it leaves None (:func:`fill`), refuses to go
 on with other settings or other data (:func:`check`) and puts the random state back
-(:func:`restore_random_state`): it then reaches the result of a run that was never interrupted.
+(:func:`restore_random_state`): it then reaches the result of a run that was never interrupted,
+and its lineage goes on with the same ids (:func:`continued_lineage`).
 
     >>> resumed = load("runs/digits")                       # doctest: +SKIP
     >>> resumed.population.generation, resumed.elapsed      # doctest: +SKIP
@@ -24,11 +25,12 @@ from typing import Any
 from tinyevo import backend as B
 from tinyevo.app.checkpoint import load_checkpoint
 from tinyevo.app.config import FitConfig, small_data_config
+from tinyevo.evolution.lineage import Lineage
 from tinyevo.evolution.population import Population
 from tinyevo.graph.vertices import name_counter, set_name_counter
 
 __all__ = ["Resumed", "load", "fill", "check", "run_state", "start_random_state",
-           "restore_random_state"]
+           "restore_random_state", "continued_lineage"]
 
 log = logging.getLogger("tinyevo")
 
@@ -149,3 +151,18 @@ def restore_random_state(resumed: Resumed) -> None:
     B.seed(0)
     B.rng().bit_generator.state = resumed.state["rng"]
     set_name_counter(int(resumed.state.get("name_counter", 1)))
+
+
+def continued_lineage(resumed: Resumed, hall_of_fame: list, front: list) -> Lineage:
+    """The lineage the resumed run goes on with: its checkpoint's. A checkpoint written before
+    lineages were recorded starts one at its generation, its members, ``hall_of_fame`` and
+    ``front`` entries (the run's, as it holds them) without parents."""
+    population = resumed.population
+    lineage = getattr(population, "lineage", None)
+    if lineage is None:
+        lineage = Lineage()
+        lineage.register([*population.members, *hall_of_fame, *front], population.generation)
+        lineage.update(population, hall_of_fame, front)
+        log.info("the checkpoint has no lineage (an older tinyevo wrote it): it is recorded "
+                 "from generation %d on", population.generation)
+    return lineage

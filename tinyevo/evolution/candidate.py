@@ -40,6 +40,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from tinyevo.evolution import _births as births
 from tinyevo.metrics import outputs, r2_score
 
 __all__ = [
@@ -271,6 +272,15 @@ class FittedCandidate(_Wrapper):
             return self.fitness
         return getattr(self.candidate, "prior_fitness", None)
 
+    @property
+    def _lineage(self) -> Any:
+        """The lineage tag (:mod:`tinyevo.evolution.lineage`): the wrapped candidate's."""
+        return births.tag_of(self.__dict__.get("candidate"))
+
+    @_lineage.setter
+    def _lineage(self, tag: Any) -> None:
+        births.set_tag(self.candidate, tag)
+
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes not found normally; guard against recursion while
         # copy/pickle rebuild the object before ``candidate`` exists.
@@ -341,7 +351,9 @@ def new_candidate(c: Any, mapfield: Callable[[Any], Any]) -> Any:
     """
     if not isinstance(c, AbstractCandidate):
         raise TypeError(f"new_candidate: expected an AbstractCandidate, got {type(c).__name__}")
-    return _with_prior(c.new_candidate(mapfield), c)  # also for an overridden new_candidate
+    with births.making(c) as birth:     # a lineage that records learns the child's parent
+        child = c.new_candidate(mapfield)
+    return births.born(_with_prior(child, c), birth, c)  # also for an overridden new_candidate
 
 
 # --------------------------------------------------------------------- model helpers

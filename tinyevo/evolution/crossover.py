@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import copy as _copy
 import logging
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from tinyevo import backend as B
+from tinyevo.evolution import _births as births
 from tinyevo.evolution.candidate import copy_model, inherit_optimizer_state, new_candidate
 from tinyevo.evolution.candidate import graph as graph_of
 from tinyevo.evolution.candidate import itermap as itermap_of
@@ -237,6 +239,9 @@ def _swap(g1: CompGraph, v1: Vertex, g2: CompGraph, v2: Vertex, deviation: float
     in_place = (session is not None and v1 in session.owned,
                 session is not None and v2 in session.owned)
     side1, side2 = swap_segments(g1, (starts1[i], v1), g2, (starts2[j], v2), rng, in_place)
+    for side, got, (start, end) in ((0, side1, (starts2[j], v2)), (1, side2, (starts1[i], v1))):
+        if got is not None:
+            births.note_crossed(side, "CrossoverSwap", f"segment {start.name}..{end.name}")
     if session is not None:
         for side in (side1, side2):
             if side is not None:
@@ -330,6 +335,10 @@ class OptimizerCrossover:
             for new, old in ((n1, o1), (n2, o2)):
                 if hasattr(new, "learning_rate") and hasattr(old, "learning_rate"):
                     new.learning_rate = old.learning_rate
+        for side, (old, new) in enumerate(((o1, n1), (o2, n2))):
+            what = _optimizer_change(old, new)
+            if what:
+                births.note_crossed(side, type(self).__name__, what)
         return n1, n2
 
     def __repr__(self) -> str:
@@ -379,6 +388,10 @@ class IteratorMapCrossover:
     def __call__(self, pair: tuple) -> tuple:
         m1, m2 = _pair_of(pair, "IteratorMapCrossover")
         n1, n2 = _pair_of(self.crossover((m1, m2)), repr(self.crossover))
+        for side, (old, new) in enumerate(((m1, n1), (m2, n2))):
+            a, b = getattr(old, "batch_size", None), getattr(new, "batch_size", None)
+            if a != b:
+                births.note_crossed(side, type(self).__name__, f"batch size {a}->{b}")
         return tuple(_copy.deepcopy(n) if n is m1 or n is m2 else n for n in (n1, n2))
 
     def __repr__(self) -> str:
@@ -419,6 +432,10 @@ class evolve_crossover:  # noqa: N801 - a function-like callable object, picklab
 
     def __call__(self, pair: tuple) -> tuple:
         c1, c2 = _pair_of(pair, "evolve_crossover")
+        with births.crossing(c1, c2):      # a lineage that records learns who gave what
+            return self._children(c1, c2)
+
+    def _children(self, c1: Any, c2: Any) -> tuple:
         g1, g2 = graph_of(c1), graph_of(c2)
         n1, n2 = g1, g2
         if self.crossover is not None and g1 is not None and g2 is not None:
@@ -428,7 +445,11 @@ class evolve_crossover:  # noqa: N801 - a function-like callable object, picklab
         o1, o2 = opt_of(c1), opt_of(c2)
         p1, p2 = o1, o2
         if self.opt_crossover is not None and o1 is not None and o2 is not None:
+            mark = births.crossed_mark()
             p1, p2 = _pair_of(self.opt_crossover((o1, o2)), repr(self.opt_crossover))
+            for side, (old, new) in enumerate(((o1, p1), (o2, p2))):
+                if not _optimizer_change(old, new):
+                    births.drop_crossed(mark, side)
         p1, p2 = (_fresh(p) if p is not None and (p is o1 or p is o2) else p for p in (p1, p2))
         maps = self._itermaps(itermap_of(c1), itermap_of(c2))
         return tuple(inherit_optimizer_state(new_candidate(c, self._mapper(g, n, o, p, m)), c1, c2)
@@ -514,6 +535,17 @@ def _pair_of(pair: Any, who: str) -> tuple[Any, Any]:
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
         raise TypeError(f"{who}: expected a tuple of two, got {pair!r}")
     return pair[0], pair[1]
+
+
+def _optimizer_change(old: Any, new: Any) -> str:
+    """What changed from optimiser ``old`` to ``new``: type and learning rate ("" for none)."""
+    parts = []
+    if type(old) is not type(new):
+        parts.append(f"{type(old).__name__}->{type(new).__name__}")
+    a, b = getattr(old, "learning_rate", None), getattr(new, "learning_rate", None)
+    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real) and a != b:
+        parts.append(f"lr {births.change(a, b)}")
+    return ", ".join(parts)
 
 
 def _fresh(o: Any) -> Any:

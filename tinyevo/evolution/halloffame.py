@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from tinyevo.evolution._births import same_candidate
 from tinyevo.evolution.candidate import (
     FittedCandidate,
     copy_model,
@@ -126,8 +127,8 @@ def snapshot(candidate: Any) -> Any:
     """A copy of ``candidate`` that later training of the original does not change: its model
     copied (copy-on-write), its optimiser a copy holding the state the original's held for the
     model (moments shared copy-on-write where the backend allows, else copied), other fields
-    deep-copied."""
-    out = new_candidate(candidate, _copy_field)
+    deep-copied. It is the same candidate to a lineage (the same id)."""
+    out = same_candidate(new_candidate(candidate, _copy_field), candidate)
     model, original = graph(out), graph(candidate)
     src, dst = opt(candidate), opt(out)
     if isinstance(src, Optimizer) and isinstance(dst, Optimizer) and is_model(model):

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from tinyevo import backend as B
+from tinyevo.evolution import _births as births
 from tinyevo.evolution.candidate import copy_model, inherit_optimizer_state, is_model, new_candidate
 from tinyevo.evolution.candidate import graph as graph_of
 from tinyevo.evolution.population import Evaluator, Population
@@ -373,8 +374,7 @@ class evolve_model:  # noqa: N801 - a function-like callable object, picklable u
 
         if is_model(x):
             model = x if in_place else copy_model(x)
-            result = self.mutation(model)
-            return result if result is not None and is_model(result) else model
+            return births.edit(model, self._mutate_model, _name(self.mutation))
         if isinstance(x, Optimizer):
             o = x.copy()
             if self.opt_mutation is not None:
@@ -382,6 +382,10 @@ class evolve_model:  # noqa: N801 - a function-like callable object, picklable u
                 o = result if isinstance(result, Optimizer) else o
             return o
         return self.map_others(x)
+
+    def _mutate_model(self, model: Any) -> Any:
+        result = self.mutation(model)
+        return result if result is not None and is_model(result) else model
 
     def __repr__(self) -> str:
         return f"evolve_model({self.mutation!r})"
@@ -394,6 +398,11 @@ def _pairs(candidates: list) -> list[tuple]:
     if len(candidates) % 2:
         pairs.append((candidates[-1], candidates[0]))
     return pairs
+
+
+def _name(f: Any) -> str:
+    """A callable's name for a lineage: a function's, else its class's."""
+    return getattr(f, "__name__", None) or type(f).__name__
 
 
 def _fitness_of(c: Any) -> Any:

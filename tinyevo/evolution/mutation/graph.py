@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyevo.evolution._births import note, what
 from tinyevo.evolution.mutation.generic import (
     AbstractMutation,
     Rng,
@@ -182,7 +183,11 @@ class NoutMutation(_VertexLeaf):
             if d:
                 deltas[v] = d
         if deltas:
+            before = {v: v.nout for v in deltas}
             resize({v: v.nout + d for v, d in deltas.items()}, self.value_fn, gen, select=False)
+            for v, n in before.items():
+                if v.nout != n:
+                    note(f"{type(self).__name__} {v.name} {n}->{v.nout}")
         return xs
 
     def __repr__(self) -> str:
@@ -203,7 +208,9 @@ class RemoveVertexMutation(_VertexLeaf):
             logger.info("RemoveVertexMutation(%r): kept, feature-map shapes would not match",
                         v.name)
             return
-        remove_vertex(v, value_fn=self.value_fn, rng=self._gen())
+        text = f"{type(self).__name__} {v.name} {what(v)}"
+        if remove_vertex(v, value_fn=self.value_fn, rng=self._gen()):
+            note(text)
 
     def __repr__(self) -> str:
         return "RemoveVertexMutation()"
@@ -229,9 +236,11 @@ class AddVertexMutation(_VertexLeaf):
     def mutate_vertex(self, v: Vertex) -> None:
         gen = self._gen()
         flush_pending(v, None, gen)
+        made: list = []
 
         def factory(u: Vertex) -> Vertex:
             new = self._draw(u, gen)
+            made.append(new)
             if isinstance(new, Vertex) and new is not u:
                 if new.nout != u.nout and not resize_fresh(new, u.nout, u, gen):
                     raise ValueError(f"the drawn vertex has nout {new.nout} and cannot be resized "
@@ -241,7 +250,8 @@ class AddVertexMutation(_VertexLeaf):
             return new
 
         try:
-            insert_after(v, factory)
+            if insert_after(v, factory):
+                note(f"{type(self).__name__} after {v.name}: {made[-1].name} {what(made[-1])}")
         except ValueError as e:
             logger.info("AddVertexMutation(%r): not added, %s", v.name, e)
 
@@ -281,6 +291,7 @@ class RemoveEdgeMutation(_VertexLeaf):
         ins = list(dict.fromkeys(v.inputs))
         for k in gen.permutation(len(ins)):
             if remove_edge(ins[k], v, value_fn=self.value_fn, rng=gen):
+                note(f"{type(self).__name__} {ins[k].name} -> {v.name}")
                 return
 
     def __repr__(self) -> str:
@@ -345,6 +356,7 @@ class AddEdgeMutation(_VertexLeaf):
         op = "concat" if gen.random() < self.pconcat else "add"
         if target.layer is None:
             if add_edge(v, target, value_fn=self.value_fn, rng=gen):
+                note(f"{type(self).__name__} {v.name} -> {target.name}")
                 return
             logger.info("AddEdgeMutation(%r -> %r): not added", v.name, target.name)
             return
@@ -358,6 +370,8 @@ class AddEdgeMutation(_VertexLeaf):
         if not add_edge(v, merge, value_fn=self.value_fn, rng=gen):
             snap.restore()
             logger.info("AddEdgeMutation(%r -> %r): not added", v.name, target.name)
+            return
+        note(f"{type(self).__name__} {v.name} -> {target.name} via new {op} {merge.name}")
 
     def __repr__(self) -> str:
         return f"AddEdgeMutation({self.p})"
@@ -390,8 +404,9 @@ class KernelSizeMutation(_VertexLeaf):
         hi = self.maxsize or 1 << 30
         ks = tuple(min(max(k + self.choices[int(gen.integers(len(self.choices)))], 1), hi)
                    for k in layer.kernel_size)
-        if ks != layer.kernel_size:
-            change_kernel_size(v, ks)
+        old = layer.kernel_size
+        if ks != old and change_kernel_size(v, ks):
+            note(f"{type(self).__name__} {v.name} {_size(old)}->{_size(ks)}")
 
     def __repr__(self) -> str:
         return f"KernelSizeMutation({self.choices}, maxsize={self.maxsize})"
@@ -415,8 +430,11 @@ class ActivationFunctionMutation(_VertexLeaf):
     def mutate_vertex(self, v: Vertex) -> None:
         if v.layer is None or not v.layer.params:
             return
-        others = [a for a in self.activations if a != v.layer.activation] or self.activations
-        set_activation(v, others[int(self._gen().integers(len(others)))])
+        old = v.layer.activation
+        others = [a for a in self.activations if a != old] or self.activations
+        new = others[int(self._gen().integers(len(others)))]
+        if set_activation(v, new) and new != old:
+            note(f"{type(self).__name__} {v.name} {old}->{new}")
 
     def __repr__(self) -> str:
         return f"ActivationFunctionMutation({self.activations})"
@@ -427,6 +445,10 @@ class ActivationFunctionMutation(_VertexLeaf):
 def _alive(v: Vertex) -> bool:
     """False for a vertex that a RemoveVertexMutation took out of its graph."""
     return v.is_input or bool(v.inputs)
+
+
+def _size(kernel: Sequence[int]) -> str:
+    return "x".join(map(str, kernel))
 
 
 def _find(m: Any, cls: type) -> list:

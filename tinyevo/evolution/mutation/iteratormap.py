@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from tinyevo import backend as B
+from tinyevo.evolution._births import note
 from tinyevo.evolution.iterators import AbstractIteratorMap, BatchSizeIteratorMap
 from tinyevo.evolution.mutation.generic import AbstractMutation, Rng
 
@@ -61,6 +62,8 @@ class TrainBatchSizeMutation(AbstractMutation):
             return m
         size = mutate_batch_size(self.quantizeto, m.batch_size, self.minrel, self.maxrel,
                                  self._gen())
+        if size != m.batch_size:
+            note(f"{type(self).__name__} {m.batch_size}->{size}")
         return dataclasses.replace(m, batch_size=size)
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from tinyevo.evolution._births import change, note
 from tinyevo.evolution.mutation.generic import AbstractMutation, Rng, check_callable
 from tinyevo.optimizers import OPTIMIZERS, Optimizer
 
@@ -48,8 +49,12 @@ class OptimizerMutation(AbstractMutation):
         others = [c for c in self.choices if c is not type(o)] or list(self.choices)
         c = others[int(self._gen().integers(len(others)))]
         if isinstance(c, type) and issubclass(c, Optimizer):
-            return c(learning_rate=o.learning_rate)
-        return c(o.learning_rate)
+            new = c(learning_rate=o.learning_rate)
+        else:
+            new = c(o.learning_rate)
+        if type(new) is not type(o):
+            note(f"{type(self).__name__} {type(o).__name__}->{type(new).__name__}")
+        return new
 
     def __repr__(self) -> str:
         names = [getattr(c, "__name__", repr(c)) for c in self.choices]
@@ -72,8 +77,10 @@ class LearningRateMutation(AbstractMutation):
         if not isinstance(o, Optimizer):
             raise TypeError(f"LearningRateMutation mutates optimisers, got {type(o).__name__}")
         u = self._gen().random()
-        o.learning_rate = min(max(o.learning_rate * (1 + self.nudge * (u - 0.5)), self.lo),
-                              self.hi)
+        old = o.learning_rate
+        o.learning_rate = min(max(old * (1 + self.nudge * (u - 0.5)), self.lo), self.hi)
+        if o.learning_rate != old:
+            note(f"{type(self).__name__} {change(old, o.learning_rate)}")
         return o
 
     def __repr__(self) -> str:
