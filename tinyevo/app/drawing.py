@@ -425,8 +425,8 @@ def draw_family_tree(lineage: Any, path: str | os.PathLike) -> Path:
     path = _picture_path(path)
     gens = sorted({n.generation for n in tree.nodes}) or [1]
     tall = max((sum(n.generation == g for n in tree.nodes) for g in gens), default=1)
-    fig, ax = _figure(min(30.0, max(6.5, 0.45 * (gens[-1] - gens[0]) + 3.5)),
-                      min(30.0, max(3.5, 0.3 * tall + 1.6)))
+    height = min(30.0, max(3.5, 0.3 * tall + 1.6))
+    fig, ax = _figure(min(30.0, max(6.5, 0.45 * (gens[-1] - gens[0]) + 3.5)), height)
     where = {n.id: n for n in tree.nodes}
     for e in sorted(tree.edges, key=lambda e: e.winner):       # the winner's line on top
         a, b = where[e.parent], where[e.child]
@@ -441,7 +441,7 @@ def draw_family_tree(lineage: Any, path: str | os.PathLike) -> Path:
     ax.grid(True, axis="x", alpha=0.3)
     ax.set_title(f"Family tree: {len(tree.nodes)} candidates, the last population, the hall "
                  "of fame and their ancestors", loc="left", fontsize=10)
-    _family_legend(ax, tree)
+    _family_legend(ax, tree, below=0.6 / (height - 1.4))   # under the axis' label
     _save(fig, path)
     return path
 
@@ -468,7 +468,7 @@ def _draw_tree_nodes(ax: Any, nodes: Sequence[TreeNode], size: float) -> None:
                        edgecolors="crimson", linewidths=2.0, zorder=4)
 
 
-def _family_legend(ax: Any, tree: FamilyLayout) -> None:
+def _family_legend(ax: Any, tree: FamilyLayout, below: float) -> None:
     from matplotlib.lines import Line2D
 
     kinds = [k for k in ("mutation", "crossover", "copy") if any(e.kind == k for e in tree.edges)]
@@ -480,7 +480,7 @@ def _family_legend(ax: Any, tree: FamilyLayout) -> None:
         handles.append(Line2D([], [], marker="o", ls="", markersize=11, markerfacecolor="none",
                               markeredgecolor="crimson", markeredgewidth=2.0,
                               label="winner (its line in bold)"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.12), ncol=3,
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -below), ncol=3,
               fontsize=8, frameon=False)
 
 
