@@ -199,6 +199,20 @@ def test_reading_changes_nothing_and_writing_only_the_report_and_pictures(run):
         REPORT_FILE, "architecture.png", "architecture.dot", "architecture.svg"}
 
 
+def test_a_picture_older_than_the_checkpoint_is_not_shown(run, tmp_path):
+    import os
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    earlier = (copy / "checkpoint" / "state.json").stat().st_mtime - 60
+    os.utime(copy / "architecture.png", (earlier, earlier))    # the run went on since
+    page = Page(write_report(copy, draw=False).read_text(encoding="utf-8"))
+    assert "architecture.png" not in page.words
+    assert "Not drawn for the last checkpoint" in page.words
+    page = Page(write_report(copy).read_text(encoding="utf-8"))
+    assert "architecture.png" in page.words
+
+
 def test_text_is_escaped(run, tmp_path):
     odd = tmp_path / 'a<b>&"c'
     shutil.copytree(run, odd)

@@ -27,6 +27,7 @@ from typing import Any
 
 from tinyevo._version import __version__
 from tinyevo.app._lineage_standin import load_lineage
+from tinyevo.app.checkpoint import CHECKPOINT_DIR, STATE_FILE
 from tinyevo.app.drawing import (
     architecture_dot,
     draw_architecture,
@@ -164,10 +165,10 @@ def _front(s: RunSummary) -> str:
 def _architecture(s: RunSummary, notes: dict[str, str]) -> str:
     model = s.winner().graph()
     png = s.mdir / f"{ARCHITECTURE}.png"
-    picture = (_image(png, "the winner's architecture") if png.is_file()
+    picture = (_image(png, "the winner's architecture") if _current(s, png)
                else _missing(s, notes.get(ARCHITECTURE)))
     svg = s.mdir / f"{ARCHITECTURE}.svg"
-    graphviz = ("" if not svg.is_file() else
+    graphviz = ("" if not _current(s, svg) else
                 "<details><summary>The same, laid out by Graphviz</summary>"
                 + _image(svg, "the winner's architecture, laid out by Graphviz") + "</details>")
     return _section("architecture", f"<p>{model.nparams():,} parameters, "
@@ -201,7 +202,7 @@ def _lineage(s: RunSummary, lineage: Any, notes: dict[str, str]) -> str:
                      "-" if step.nparams is None else f"{step.nparams:,}", change])
         before = step.nparams
     family = s.mdir / f"{FAMILY}.png"
-    tree = (_image(family, "the family tree") if family.is_file()
+    tree = (_image(family, "the family tree") if _current(s, family)
             else _missing(s, notes.get(FAMILY)))
     return _section("lineage", f"<p>The winner (candidate #{winner}) and its line of "
                                f"ancestors back to generation {line[0].generation}, following "
@@ -238,9 +239,18 @@ def _image(path: Path, alt: str) -> str:
             f"<figcaption>{_e(path.name)}</figcaption></figure>")
 
 
+def _current(s: RunSummary, picture: Path) -> bool:
+    """Whether ``picture`` (one the report draws) was drawn from the checkpoint read: not
+    before it was written (a report of a run that went on since would show an old winner)."""
+    state = s.mdir / CHECKPOINT_DIR / STATE_FILE
+    return picture.is_file() and (not state.is_file()
+                                  or picture.stat().st_mtime >= state.stat().st_mtime)
+
+
 def _missing(s: RunSummary, why: str | None) -> str:
     return (f"<p>Not drawn: {_e(why)}</p>" if why else
-            f"<p>Not drawn yet: <code>tinyevo report {_e(str(s.mdir))}</code> draws it.</p>")
+            f"<p>Not drawn for the last checkpoint: <code>tinyevo report {_e(str(s.mdir))}"
+            "</code> draws it.</p>")
 
 
 def _data_text(s: RunSummary) -> str:
