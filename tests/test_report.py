@@ -213,6 +213,23 @@ def test_a_picture_older_than_the_checkpoint_is_not_shown(run, tmp_path):
     assert "architecture.png" in page.words
 
 
+def test_odd_values_in_the_runs_json_files_are_left_out_and_a_damaged_file_named(
+        run, tmp_path, capsys):
+    import json
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "result.json").write_text(json.dumps({"task": ["x"], "test_accuracy": "high",
+                                                  "test_samples": 60, "seconds": "long"}))
+    (copy / "data.json").write_text(json.dumps({"format": "csv", "features": 3,
+                                                "classes": 7, "sample_shape": "big"}))
+    words = Page(write_report(copy, draw=False).read_text(encoding="utf-8")).words
+    assert "not tested yet" in words and "its feature columns" in words
+    (copy / "result.json").write_text("[1, 2]")
+    assert main(["report", str(copy)]) == 1
+    assert "result.json: expected a JSON object" in capsys.readouterr().err
+
+
 def test_text_is_escaped(run, tmp_path):
     odd = tmp_path / 'a<b>&"c'
     shutil.copytree(run, odd)

@@ -259,10 +259,11 @@ def _data_text(s: RunSummary) -> str:
     text = ("samples of shape " + "x".join(map(str, shape)) if isinstance(shape, list)
             else "samples of an unrecorded shape (no data.json)")
     if data.get("format") == "csv":
-        features = data.get("features") or []
-        text = (f"a table: {len(features)} feature columns, target {data.get('target')!r}"
-                + (f", classes {', '.join(map(str, data['classes']))}"
-                   if data.get("classes") else ""))
+        features, classes = data.get("features"), data.get("classes")
+        text = (f"a table: {len(features) if isinstance(features, list) else 'its'} feature "
+                f"columns, target {str(data.get('target'))!r}"
+                + (f", classes {', '.join(map(str, classes))}"
+                   if isinstance(classes, list) and classes else ""))
     if _real(result.get("test_samples")):
         text += f"; {result['test_samples']} held out for the test"
     return text

@@ -23,7 +23,7 @@ from tinyevo.app.callbacks import history
 from tinyevo.app.checkpoint import load_checkpoint
 from tinyevo.app.io import read_json
 from tinyevo.app.predict import DATA_FILE, RESULT_FILE
-from tinyevo.app.tasks import SCORE_NAMES
+from tinyevo.app.tasks import SCORE_NAMES, TASKS
 
 __all__ = ["RunSummary", "run_summary", "show_text", "test_text"]
 
@@ -104,8 +104,8 @@ class RunSummary:
         """The exported model's test score as ``result.json`` records it; None where the run
         has not ended yet (or its file says nothing readable)."""
         result = self.result or {}
-        task = result.get("task", self.task)
-        score, n = result.get(SCORE_NAMES.get(task, "")), result.get("test_samples")
+        task = result.get("task") if result.get("task") in TASKS else self.task
+        score, n = result.get(SCORE_NAMES[task]), result.get("test_samples")
         if not _number(score) or not _number(n):
             return None
         return (f"test {test_text(task, score)} on {n} held-out samples (the exported model, "
