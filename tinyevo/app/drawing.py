@@ -40,7 +40,8 @@ from tinyevo.evolution.candidate import graph as candidate_graph
 from tinyevo.graph import CompGraph
 
 __all__ = [
-    "Box", "Edge", "Layout", "architecture_layout", "draw_architecture", "architecture_dot",
+    "Box", "Edge", "Layout", "architecture_layout", "vertex_label", "draw_architecture",
+    "architecture_dot",
     "render_dot", "TreeNode", "TreeEdge", "FamilyLayout", "family_layout", "draw_family_tree",
     "DrawArchitecture", "DrawFamilyTree",
 ]
@@ -104,27 +105,7 @@ def architecture_layout(graph: CompGraph) -> Layout:
     """
     _check_graph(graph)
     vertices = graph.vertices
-    index = {id(v): i for i, v in enumerate(vertices)}
-    rows_of: list[int] = []
-    for v in vertices:                      # topological order: inputs come first
-        rows_of.append(1 + max((rows_of[index[id(u)]] for u in v.inputs), default=-1))
-    row = list(rows_of)
-    pred: list[list[int]] = [[] for _ in vertices]
-    succ: list[list[int]] = [[] for _ in vertices]
-    chains = []
-    for j, v in enumerate(vertices):
-        for u in v.inputs:
-            chain = [index[id(u)]]
-            for r in range(row[chain[0]] + 1, row[j]):   # a bend point per row passed
-                row.append(r)
-                pred.append([])
-                succ.append([])
-                chain.append(len(row) - 1)
-            chain.append(j)
-            for a, b in zip(chain, chain[1:]):
-                succ[a].append(b)
-                pred[b].append(a)
-            chains.append((v, u, chain))
+    row, pred, succ, chains = _layered(vertices)
     rows = [[n for n in range(len(row)) if row[n] == r] for r in range(max(row) + 1)]
     rows = _order(rows, pred, succ)
     width = [1.0 if n < len(vertices) else _DUMMY_WIDTH for n in range(len(row))]
@@ -136,6 +117,33 @@ def architecture_layout(graph: CompGraph) -> Layout:
                        v.op if v.op in ("add", "concat", "mul") else None)
                   for v, u, chain in chains)
     return Layout(boxes, edges, len(rows), max(x[n] + width[n] / 2 for n in x) - left)
+
+
+def _layered(vertices: list) -> tuple[list[int], list[list[int]], list[list[int]], list]:
+    """The graph in rows: ``row`` of each node (the vertices, in order, then a bend point for
+    each row a long edge passes), each node's predecessors ``pred`` and successors ``succ``,
+    and per edge ``(target, source, chain of nodes from source to target)``."""
+    index = {id(v): i for i, v in enumerate(vertices)}
+    row: list[int] = []
+    for v in vertices:                      # topological order: inputs come first
+        row.append(1 + max((row[index[id(u)]] for u in v.inputs), default=-1))
+    pred: list[list[int]] = [[] for _ in vertices]
+    succ: list[list[int]] = [[] for _ in vertices]
+    chains = []
+    for j, v in enumerate(vertices):
+        for u in v.inputs:
+            chain = [index[id(u)]]
+            for r in range(row[chain[0]] + 1, row[j]):
+                row.append(r)
+                pred.append([])
+                succ.append([])
+                chain.append(len(row) - 1)
+            chain.append(j)
+            for a, b in zip(chain, chain[1:]):
+                succ[a].append(b)
+                pred[b].append(a)
+            chains.append((v, u, chain))
+    return row, pred, succ, chains
 
 
 def vertex_label(v: Any) -> str:
