@@ -2,8 +2,9 @@
 every image, names the best model and fitness as `tinyevo show` does, escapes what it shows
 and changes nothing in the run directory but what it writes; the family tree of a lineage.
 
-Lineage parts use STANDIN, a Lineage built as the #28 contract describes it
-(tinyevo.evolution.lineage): `Step` and `Lineage` below stand in for the real classes."""
+Lineage parts use a stand-in: `Step` and `Lineage` below are built as the #28 contract
+describes tinyevo.evolution.lineage's, and the report reads a run's lineage where the loaded
+checkpoint attaches it, ``population.lineage``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import hashlib
 import shutil
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -164,7 +166,9 @@ def test_fit_writes_a_self_contained_report_with_every_section(run):
     assert any(image_bytes(src).startswith(PNG) for src in page.images)
     assert "script" not in page.tags and "link" not in page.tags
     assert all(href.startswith("#") for href in page.links)
-    assert "predates lineage" in page.words
+    has_lineage = run_summary(run).lineage is not None
+    assert ("predates lineage" in page.words) is not has_lineage
+    assert ("family.png" in page.words) is has_lineage
     assert (run / "architecture.png").read_bytes().startswith(PNG)
     assert "digraph architecture" in (run / "architecture.dot").read_text()
 
@@ -271,9 +275,11 @@ def test_a_run_with_objectives_has_its_front(digits, tmp_path):
 # --------------------------------------------------------------------- lineage
 def test_the_report_shows_the_winners_line_and_the_family_tree(run, tmp_path, monkeypatch):
     lineage = standin_lineage()
-    monkeypatch.setattr(report_module, "load_lineage", lambda run_dir: lineage)
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
+    summary = run_summary(copy)
+    summary.population.lineage = lineage
+    monkeypatch.setattr(report_module, "run_summary", lambda run_dir: summary)
     text = write_report(copy).read_text(encoding="utf-8")
     page = Page(text)
     line = lineage.line(lineage.hall_of_fame[0])
@@ -285,6 +291,13 @@ def test_the_report_shows_the_winners_line_and_the_family_tree(run, tmp_path, mo
     assert "&lt;&amp;&gt;" in text                                # escaped in the page
     assert (copy / "family.png").read_bytes().startswith(PNG)
     assert len(page.images) >= 3 and all(image_bytes(src) for src in page.images)
+
+
+def test_a_run_without_lineage_says_it_predates_lineage(run):
+    summary = run_summary(run)
+    summary.population.lineage = None
+    words = Page(report_html(summary)).words
+    assert "This run predates lineage" in words and "family.png" not in words
 
 
 def test_the_family_tree_keeps_the_ancestry_and_marks_the_winners_line():
@@ -310,7 +323,11 @@ def test_draw_family_tree_and_its_callback(tmp_path):
     assert draw_family_tree(lineage, tmp_path / "tree.png").read_bytes().startswith(PNG)
     with pytest.raises(TypeError, match="Lineage"):
         draw_family_tree(object(), tmp_path / "x.png")
-    DrawFamilyTree(tmp_path / "a", lineage_of=lambda population: None)(None)
+    DrawFamilyTree(tmp_path / "a")(SimpleNamespace(generation=1, members=[]))
     assert not (tmp_path / "a").exists()                           # no lineage: nothing
-    DrawFamilyTree(tmp_path / "b", lineage_of=lambda population: lineage)(None)
+    DrawFamilyTree(tmp_path / "b")(SimpleNamespace(lineage=lineage))    # as fit attaches it
     assert (tmp_path / "b" / "family.png").read_bytes().startswith(PNG)
+    DrawFamilyTree(tmp_path / "c", lineage_of=lambda population: lineage)(None)
+    assert (tmp_path / "c" / "family.png").is_file()
+    with pytest.raises(TypeError, match="lineage_of"):
+        DrawFamilyTree(tmp_path, lineage_of="lineage")

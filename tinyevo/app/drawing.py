@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinyevo.app._lineage_standin import load_lineage
 from tinyevo.app.callbacks import _matplotlib
 from tinyevo.app.io import atomic_open, write_text
 from tinyevo.evolution.candidate import graph as candidate_graph
@@ -518,8 +517,8 @@ class DrawArchitecture:
 class DrawFamilyTree:
     """Callback: after each generation, the family tree in ``mdir/NAME.png``
     (:func:`draw_family_tree`) of the lineage ``lineage_of(population)`` gives; the default
-    reads the lineage of ``mdir``'s checkpoint (the generation before, as callbacks run before
-    the checkpoint is written). Draws nothing where there is no lineage.
+    takes ``population.lineage``, which ``fit`` attaches. Draws nothing where there is no
+    lineage.
 
         >>> cb = DrawFamilyTree("runs/a")                            # doctest: +SKIP
     """
@@ -532,15 +531,12 @@ class DrawFamilyTree:
                             f"got {lineage_of!r}")
         _matplotlib()
         self.mdir, self.name = Path(mdir), name
-        self.lineage_of = lineage_of if lineage_of is not None else self._checkpointed
+        self.lineage_of = lineage_of if lineage_of is not None else _attached_lineage
 
     def __call__(self, population: Any) -> None:
         lineage = self.lineage_of(population)
         if lineage is not None:
             draw_family_tree(lineage, self.mdir / f"{self.name}.png")
-
-    def _checkpointed(self, population: Any) -> Any:
-        return load_lineage(self.mdir)
 
     def __repr__(self) -> str:
         return f"DrawFamilyTree({str(self.mdir)!r}, name={self.name!r})"
@@ -565,6 +561,12 @@ def _check_lineage(lineage: Any) -> None:
 def _check_name(name: Any) -> None:
     if not isinstance(name, str) or not name or os.sep in name or "/" in name:
         raise ValueError(f"name must be a plain file name without folders, got {name!r}")
+
+
+def _attached_lineage(population: Any) -> Any:
+    """The lineage ``fit`` attaches to the populations it hands its callbacks; None for one
+    made otherwise."""
+    return getattr(population, "lineage", None)
 
 
 def _best(population: Any) -> Any:

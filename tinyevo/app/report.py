@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from tinyevo._version import __version__
-from tinyevo.app._lineage_standin import load_lineage
 from tinyevo.app.checkpoint import CHECKPOINT_DIR, STATE_FILE
 from tinyevo.app.drawing import (
     architecture_dot,
@@ -60,18 +59,17 @@ def write_report(run_dir: str | os.PathLike, draw: bool = True) -> Path:
     if not isinstance(draw, bool):
         raise TypeError(f"draw must be True or False, got {draw!r}")
     summary = run_summary(run_dir)
-    lineage = load_lineage(summary.mdir)
-    notes = write_pictures(summary, lineage) if draw else {}
+    notes = write_pictures(summary) if draw else {}
     path = summary.mdir / REPORT_FILE
-    write_text(path, report_html(summary, lineage, notes))
+    write_text(path, report_html(summary, notes))
     return path
 
 
-def write_pictures(summary: RunSummary, lineage: Any = None) -> dict[str, str]:
-    """Draw the winner's architecture (PNG, DOT, and SVG where Graphviz is installed) and, given
-    a ``lineage``, the family tree into the run directory. Returns a note per picture not drawn
-    (name -> why): matplotlib missing."""
-    mdir, model = summary.mdir, summary.winner().graph()
+def write_pictures(summary: RunSummary) -> dict[str, str]:
+    """Draw the winner's architecture (PNG, DOT, and SVG where Graphviz is installed) and, where
+    the run has a lineage, the family tree into the run directory. Returns a note per picture
+    not drawn (name -> why): matplotlib missing."""
+    mdir, model, lineage = summary.mdir, summary.winner().graph(), summary.lineage
     dot = architecture_dot(model)
     write_text(mdir / f"{ARCHITECTURE}.dot", dot)
     render_dot(dot, mdir / f"{ARCHITECTURE}.svg")
@@ -84,15 +82,14 @@ def write_pictures(summary: RunSummary, lineage: Any = None) -> dict[str, str]:
     return {}
 
 
-def report_html(summary: RunSummary, lineage: Any = None,
-                notes: dict[str, str] | None = None) -> str:
+def report_html(summary: RunSummary, notes: dict[str, str] | None = None) -> str:
     """The report page of ``summary``'s run as HTML text, embedding the pictures found in its
     directory; ``notes`` says why a picture is missing (else: not drawn yet)."""
     notes = notes or {}
     parts = [_summary(summary), _plots(summary), _hall_of_fame(summary)]
     if summary.front is not None:
         parts.append(_front(summary))
-    parts += [_architecture(summary, notes), _lineage(summary, lineage, notes)]
+    parts += [_architecture(summary, notes), _lineage(summary, notes)]
     title = f"tinyevo run {summary.mdir.name or summary.mdir}"
     links = " · ".join(f'<a href="#{k}">{_e(v)}</a>' for k, v in SECTIONS.items()
                        if k != "front" or summary.front is not None)
@@ -181,7 +178,8 @@ def _architecture(s: RunSummary, notes: dict[str, str]) -> str:
                     "directory.</p>")
 
 
-def _lineage(s: RunSummary, lineage: Any, notes: dict[str, str]) -> str:
+def _lineage(s: RunSummary, notes: dict[str, str]) -> str:
+    lineage = s.lineage
     if lineage is None:
         return _section("lineage", "<p>This run predates lineage: its checkpoint does not "
                                    "record which parent each candidate came from, so there is "

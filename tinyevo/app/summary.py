@@ -66,6 +66,12 @@ class RunSummary:
         return self.population.pareto_front
 
     @property
+    def lineage(self) -> Any:
+        """The run's lineage (:class:`tinyevo.evolution.lineage.Lineage`) as the checkpoint
+        read holds it; None for a run that predates lineage."""
+        return getattr(self.population, "lineage", None)
+
+    @property
     def final(self) -> dict | None:
         """The final training's fitness and generation, where the run exported its model."""
         final = self.state.get("final")
