@@ -28,7 +28,7 @@ pytest.importorskip("sklearn")      # the examples use the bundled digits
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ("README.md",) + tuple(f"docs/{name}.md" for name in (
     "graph", "search", "mutation", "crossover", "evolution", "fit", "callbacks", "parallel",
-    "export", "tabular", "sklearn", "lineage"))
+    "export", "tabular", "sklearn", "lineage", "report"))
 # not gpu.md (its one example needs a GPU) nor benchmarks.md (long runs)
 SKIP = "<!-- skip -->"
 SHORT = dict(generations=2, time_limit=None, target_fitness=None, population_size=3,

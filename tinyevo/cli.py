@@ -1,9 +1,11 @@
-"""The ``tinyevo`` command: ``tinyevo fit`` evolves a model, ``tinyevo show`` reports a run,
-``tinyevo predict`` runs a run's best model on new data.
+"""The ``tinyevo`` command: ``tinyevo fit`` evolves a model, ``tinyevo show`` summarises a run,
+``tinyevo report`` writes its report.html, ``tinyevo predict`` runs a run's best model on new
+data.
 
     tinyevo fit                                   # the bundled digits, 5 minutes
     tinyevo fit --data mnist:~/data/mnist --time-limit 1h --dir runs/mnist --workers 2
     tinyevo show runs/mnist
+    tinyevo report runs/mnist                     # runs/mnist/report.html
     tinyevo fit --data iris.csv --target species --dir runs/iris
     tinyevo predict runs/iris new_flowers.csv -o predictions.csv
 """
@@ -84,8 +86,8 @@ def _parser() -> argparse.ArgumentParser:
         "fit", help="evolve a model on a dataset",
         description="Evolve a classifier or regressor. Resumes when --dir holds a run. Ends "
                     "with the best model's test accuracy (or R²) and where its checkpoint, "
-                    "plots and ONNX file are. Ctrl-C stops cleanly; run the same command "
-                    "again to continue.")
+                    "plots, ONNX file and report.html are. Ctrl-C stops cleanly; run the same "
+                    "command again to continue.")
     f.add_argument("--data", default="digits",
                    help="digits (bundled, default) | mnist:DIR | fashion-mnist:DIR | "
                         "cifar10:DIR | FILE.npz (arrays x, y or x_train, y_train, x_test, "
@@ -110,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--init", action="append", default=None, metavar="DIR",
                    help="start from this saved tinyevo model (a folder written by save_model, "
                         "e.g. another run's best/); repeat for several")
-    f.add_argument("--no-plots", action="store_true", help="do not draw plots")
+    f.add_argument("--no-plots", action="store_true",
+                   help="do not draw plots, nor the report's pictures (report.html is "
+                        "written without them)")
     f.add_argument("--no-progress", action="store_true",
                    help="plain progress lines (a line per finished candidate, at most every "
                         "10 s, and per generation) instead of the live display")
@@ -125,6 +129,18 @@ def _parser() -> argparse.ArgumentParser:
                         "1, with its fitness, parameters and the mutations and crossovers that "
                         "made it (docs/lineage.md)")
     s.set_defaults(run=_show)
+
+    w = sub.add_parser("report", help="write a run's report.html",
+                       description="Write DIR/report.html, one self-contained page (images "
+                                   "embedded, no network): the summary, the fitness plots, the "
+                                   "hall of fame (and Pareto front), the winner's architecture "
+                                   "and its lineage. Draws the pictures first: "
+                                   "architecture.png, architecture.dot (and architecture.svg "
+                                   "where Graphviz's dot is installed), family.png. Changes "
+                                   "nothing else in DIR. tinyevo fit writes it at the end of a "
+                                   "run (docs/report.md).")
+    w.add_argument("dir", help="run directory written by tinyevo fit")
+    w.set_defaults(run=_report)
 
     r = sub.add_parser("predict", help="predict with a run's best model",
                        description="Run the best model of a finished tinyevo fit run on new "
@@ -197,6 +213,7 @@ def _fit(args: argparse.Namespace) -> int:
     from tinyevo.app.io import complete_dir, write_json
     from tinyevo.app.pareto import format_front
     from tinyevo.app.predict import RESULT_FILE, load_run_data, record_data
+    from tinyevo.app.summary import test_text
     from tinyevo.app.tasks import SCORE_NAMES
 
     if args.backend:
@@ -268,10 +285,8 @@ def _fit(args: argparse.Namespace) -> int:
     print(f"\ngeneration {population.generation}, {seconds:.0f} s this session")
     which = ("the best ever evaluated, trained on at the end" if population.final is not None
              else "the best ever evaluated")
-    tested = (f"accuracy {100 * score:.2f} %" if task == "classification"
-              else f"R² {score:.4f}")
     print(f"best model ({which}, from generation {best.generation}): test "
-          f"{tested} on {len(y_test)} held-out samples (validation "
+          f"{test_text(task, score)} on {len(y_test)} held-out samples (validation "
           f"fitness {best.fitness:.4f}); {graph.nparams():,} parameters, "
           f"{len(graph.vertices)} vertices")
     print(f"checkpoint: {mdir / 'checkpoint'}   best model: {mdir / 'best'}")
@@ -285,8 +300,21 @@ def _fit(args: argparse.Namespace) -> int:
         print(format_front(rows))
     if callbacks:
         print(f"plots: {mdir / 'multiplot.png'}")
+    _end_report(mdir, draw=not args.no_plots)
     print(f"more: tinyevo show {mdir}")
     return 0
+
+
+def _end_report(mdir: Path, draw: bool) -> None:
+    """The run's report.html (pictures drawn unless ``draw`` is False); the run's results are
+    saved already, so a report that fails is a warning, not a failed run."""
+    from tinyevo.app.report import write_report
+
+    try:
+        print(f"report: {write_report(mdir, draw=draw)}")
+    except (ValueError, OSError, RuntimeError, ImportError) as err:
+        print(f"tinyevo: report not written ({err}); try: tinyevo report {mdir}",
+              file=sys.stderr)
 
 
 def _run_objectives(config: FitConfig, mdir: Path) -> Any:
@@ -422,58 +450,22 @@ def _predict(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- show
 
 def _show(args: argparse.Namespace) -> int:
-    from tinyevo.app.callbacks import history
-    from tinyevo.app.checkpoint import load_checkpoint
+    from tinyevo.app.summary import run_summary, show_text
 
-    mdir = Path(args.dir).expanduser()
-    if not mdir.is_dir():
-        raise FileNotFoundError(f"no run directory at {mdir}")
-    loaded = load_checkpoint(mdir)
-    if loaded is None:
-        raise FileNotFoundError(f"{mdir} holds no checkpoint yet (no complete generation)")
-    population, state = loaded
-    best = max(population.members, key=lambda c: c.fitness if c.fitness is not None else -1)
-    task = state.get("config", {}).get("task") or "classification"
-    print(f"run {mdir}: {task}, generation {population.generation}, "
-          f"{len(population.members)} candidates, {state.get('elapsed', 0):.0f} s of evolution"
-          + ("; fitness is the validation R²" if task == "regression" else ""))
+    summary = run_summary(args.dir)
     if args.lineage:
-        return _show_lineage(mdir, population.lineage, state.get("final"))
-    rows = history(mdir).get("fitness", [])
-    if rows:
-        print("generation  best     mean")
-        for r in rows[-10:]:
-            print(f"{int(r['generation']):10d}  {r['best']:.4f}  {r['mean']:.4f}")
-    print(f"\nbest candidate: fitness {best.fitness:.4f}, optimiser {best.opt()!r}")
-    print(best.graph().summary())
-    fame = population.hall_of_fame
-    if len(fame):
-        print(f"\nhall of fame: the {len(fame)} best candidates ever evaluated (keeps "
-              f"{fame.size})")
-        print("rank  fitness  generation  parameters  vertices")
-        for rank, c in enumerate(fame, 1):
-            gen = "-" if c.generation is None else str(c.generation)
-            print(f"{rank:4d}  {c.fitness:.4f}  {gen:>10}  {c.graph().nparams():10,d}  "
-                  f"{len(c.graph().vertices):8d}")
-        top, final = fame.best(), state.get("final")
-        if isinstance(final, dict):
-            print(f"tinyevo fit exported the final training's model: fitness "
-                  f"{final.get('fitness', float('nan')):.4f}, from generation "
-                  f"{final.get('generation')}")
-        else:
-            print(f"tinyevo fit exports the hall of fame's best: fitness {top.fitness:.4f}, "
-                  f"evaluated in generation {top.generation}")
-    else:
-        print("\nhall of fame: none in this checkpoint; tinyevo fit exports the best candidate "
-              "of the last generation (above)")
-    front = population.pareto_front
-    if front is not None:
-        from tinyevo.app.pareto import format_front, front_rows
+        print(summary.run_line())
+        return _show_lineage(summary.mdir, summary.lineage, summary.final)
+    print(show_text(summary))
+    return 0
 
-        names = ", ".join(front.names or ())
-        print(f"\nPareto front: {len(front)} models no other evaluated model beats on every "
-              f"objective ({names})")
-        print(format_front(front_rows(front)))
+
+# ---------------------------------------------------------------------------- report
+
+def _report(args: argparse.Namespace) -> int:
+    from tinyevo.app.report import write_report
+
+    print(f"tinyevo report: {write_report(args.dir)}")
     return 0
 
 

@@ -1,0 +1,198 @@
+"""What a run directory says about its run, read once for ``tinyevo show`` and the report.
+
+:func:`run_summary` reads the checkpoint, the recorded fitness history, ``data.json`` and
+``result.json`` of a run written by ``tinyevo fit`` (or ``fit(..., mdir=...)``), changing
+nothing; :func:`show_text` is what ``tinyevo show`` prints. The report
+(:mod:`tinyevo.app.report`) takes its sentences from the same :class:`RunSummary`, so both name
+the same best model with the same fitness.
+
+    >>> summary = run_summary("runs/digits")                 # doctest: +SKIP
+    >>> print(summary.export_line())                          # doctest: +SKIP
+    tinyevo fit exports the hall of fame's best: fitness 0.9712, evaluated in generation 9
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tinyevo.app.callbacks import history
+from tinyevo.app.checkpoint import load_checkpoint
+from tinyevo.app.io import read_json
+from tinyevo.app.predict import DATA_FILE, RESULT_FILE
+from tinyevo.app.tasks import SCORE_NAMES, TASKS
+
+__all__ = ["RunSummary", "run_summary", "show_text", "test_text"]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run directory as read by :func:`run_summary`.
+
+    ``best`` is the best member of the last generation; :meth:`winner` is the model ``tinyevo
+    fit`` exports (the hall of fame's best, the final training's copy of it where the run had
+    one); ``history`` the recorded best and mean fitness per generation; ``data`` and ``result``
+    the run's ``data.json`` and ``result.json`` (None where absent).
+    """
+
+    mdir: Path
+    task: str
+    population: Any
+    state: dict
+    history: list[dict]
+    data: dict | None
+    result: dict | None
+
+    @property
+    def generation(self) -> int:
+        return self.population.generation
+
+    @property
+    def best(self) -> Any:
+        """The last generation's best member (what ``tinyevo show`` calls the best candidate)."""
+        return max(self.population.members,
+                   key=lambda c: c.fitness if c.fitness is not None else -1)
+
+    @property
+    def hall_of_fame(self) -> Any:
+        return self.population.hall_of_fame
+
+    @property
+    def front(self) -> Any:
+        """The Pareto front (None for a run without objectives)."""
+        return self.population.pareto_front
+
+    @property
+    def lineage(self) -> Any:
+        """The run's lineage (:class:`tinyevo.evolution.lineage.Lineage`) as the checkpoint
+        read holds it; None for a run that predates lineage."""
+        return getattr(self.population, "lineage", None)
+
+    @property
+    def final(self) -> dict | None:
+        """The final training's fitness and generation, where the run exported its model."""
+        final = self.state.get("final")
+        return final if isinstance(final, dict) else None
+
+    def winner(self) -> Any:
+        """The candidate whose architecture ``tinyevo fit`` exports: the hall of fame's best
+        (the final training trains a copy of it), else the last generation's best."""
+        return self.hall_of_fame.best() if len(self.hall_of_fame) else self.best
+
+    def run_line(self) -> str:
+        """The run in one line: task, generation, population and time."""
+        return (f"run {self.mdir}: {self.task}, generation {self.generation}, "
+                f"{len(self.population.members)} candidates, "
+                f"{self.state.get('elapsed', 0):.0f} s of evolution"
+                + ("; fitness is the validation R²" if self.task == "regression" else ""))
+
+    def best_line(self) -> str:
+        """The last generation's best member: fitness and optimiser."""
+        return f"best candidate: fitness {self.best.fitness:.4f}, optimiser {self.best.opt()!r}"
+
+    def export_line(self) -> str:
+        """Which model ``tinyevo fit`` exports, with its fitness and generation."""
+        if not len(self.hall_of_fame):
+            return ("hall of fame: none in this checkpoint; tinyevo fit exports the best "
+                    "candidate of the last generation (above)")
+        if self.final is not None:
+            return (f"tinyevo fit exported the final training's model: fitness "
+                    f"{self.final.get('fitness', float('nan')):.4f}, from generation "
+                    f"{self.final.get('generation')}")
+        top = self.hall_of_fame.best()
+        return (f"tinyevo fit exports the hall of fame's best: fitness {top.fitness:.4f}, "
+                f"evaluated in generation {top.generation}")
+
+    def test_line(self) -> str | None:
+        """The exported model's test score as ``result.json`` records it; None where the run
+        has not ended yet (or its file says nothing readable)."""
+        result = self.result or {}
+        task = result.get("task") if result.get("task") in TASKS else self.task
+        score, n = result.get(SCORE_NAMES[task]), result.get("test_samples")
+        if not _number(score) or not _number(n):
+            return None
+        return (f"test {test_text(task, score)} on {n} held-out samples (the exported model, "
+                f"when tinyevo fit ended at generation {result.get('generation')})")
+
+    def hall_of_fame_rows(self) -> list[dict[str, Any]]:
+        """A row per hall-of-fame entry, best first: rank, fitness, generation, parameters and
+        vertices."""
+        return [{"rank": rank, "fitness": c.fitness, "generation": c.generation,
+                 "parameters": c.graph().nparams(), "vertices": len(c.graph().vertices)}
+                for rank, c in enumerate(self.hall_of_fame, 1)]
+
+
+def run_summary(mdir: str | os.PathLike) -> RunSummary:
+    """The run in ``mdir``, read without changing anything there.
+
+    Raises FileNotFoundError where ``mdir`` is no directory or holds no complete checkpoint
+    yet, and ValueError for a damaged one."""
+    path = Path(mdir).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"no run directory at {path}: pass the --dir of a tinyevo fit run")
+    loaded = load_checkpoint(path)
+    if loaded is None:
+        raise FileNotFoundError(f"{path} holds no checkpoint yet (no complete generation)")
+    population, state = loaded
+    config = state.get("config")
+    task = (config.get("task") if isinstance(config, dict) else None) or "classification"
+    return RunSummary(mdir=path, task=task, population=population, state=state,
+                      history=history(path).get("fitness", []),
+                      data=_json_object(path / DATA_FILE),
+                      result=_json_object(path / RESULT_FILE))
+
+
+def show_text(summary: RunSummary) -> str:
+    """What ``tinyevo show`` prints: progress, the best candidate's architecture, the hall of
+    fame, the exported model with its test score, and the Pareto front where there is one."""
+    lines = [summary.run_line()]
+    if summary.history:
+        lines.append("generation  best     mean")
+        lines += [f"{int(r['generation']):10d}  {r['best']:.4f}  {r['mean']:.4f}"
+                  for r in summary.history[-10:]]
+    lines += ["", summary.best_line(), summary.best.graph().summary()]
+    fame = summary.hall_of_fame
+    if len(fame):
+        lines += ["", f"hall of fame: the {len(fame)} best candidates ever evaluated (keeps "
+                      f"{fame.size})", "rank  fitness  generation  parameters  vertices"]
+        for r in summary.hall_of_fame_rows():
+            gen = "-" if r["generation"] is None else str(r["generation"])
+            lines.append(f"{r['rank']:4d}  {r['fitness']:.4f}  {gen:>10}  "
+                         f"{r['parameters']:10,d}  {r['vertices']:8d}")
+        lines.append(summary.export_line())
+    else:
+        lines += ["", summary.export_line()]
+    if summary.test_line() is not None:
+        lines.append(summary.test_line())
+    front = summary.front
+    if front is not None:
+        from tinyevo.app.pareto import format_front, front_rows
+
+        names = ", ".join(front.names or ())
+        lines += ["", f"Pareto front: {len(front)} models no other evaluated model beats on "
+                      f"every objective ({names})", format_front(front_rows(front))]
+    return "\n".join(lines)
+
+
+def test_text(task: str, score: float) -> str:
+    """A test score as the command words it: "accuracy 97.12 %" or "R² 0.8731"."""
+    return f"accuracy {100 * score:.2f} %" if task == "classification" else f"R² {score:.4f}"
+
+
+def _json_object(path: Path) -> dict | None:
+    """The JSON object in ``path``; None where there is none (a file that is no object is
+    damaged: ValueError)."""
+    if not path.is_file():
+        return None
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}; the "
+                         "file is damaged — restore it or remove it")
+    return value
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
