@@ -57,10 +57,15 @@ class DaskEvaluator(PoolEvaluator):
             self._scattered = self.client.scatter(run.payload, broadcast=True, hash=False)
             self._scattered_token = run.token
 
+    @property
+    def workers(self) -> int:
+        """The cluster's worker threads now."""
+        return sum(self.client.nthreads().values())
+
     def _capacity(self) -> int:
         if self.timeout is None:
             return 1 << 30  # no deadlines to keep: let the scheduler queue them
-        return sum(self.client.nthreads().values())
+        return self.workers
 
     def _submit(self, task: Task, with_payload: bool) -> cf.Future:
         self._prepare(self._run)

@@ -44,6 +44,7 @@ from tinyevo.app._workers import (
     single_threaded_environ,
 )
 from tinyevo.evolution.population import Evaluator, MapEvaluator, evaluate_candidate
+from tinyevo.evolution.timing import phase
 
 __all__ = [
     "make_evaluator", "SeededEvaluator", "SerialEvaluator", "ProcessEvaluator", "DaskEvaluator",
@@ -132,6 +133,8 @@ class SerialEvaluator(SeededEvaluator):
         [2, 4]
     """
 
+    workers = 1
+
     def __init__(self, seed: int | None = None, single_thread: bool = True) -> None:
         super().__init__(seed)
         self.single_thread = bool(single_thread)
@@ -141,7 +144,9 @@ class SerialEvaluator(SeededEvaluator):
         with one_blas_thread() if self.single_thread else contextlib.nullcontext():
             for i, (member, seed) in enumerate(zip(members, seeds)):
                 with seeded(seed):
-                    out.append(self._report(i, evaluate_candidate(fitness, generation, member)))
+                    with phase("busy"):
+                        fitted = evaluate_candidate(fitness, generation, member)
+                    out.append(self._report(i, fitted))
         return out
 
     def __repr__(self) -> str:
@@ -227,7 +232,10 @@ class ProcessEvaluator(PoolEvaluator):
                                "interpreter?") from e
 
     def _capacity(self) -> int:
-        return self.workers
+        # Without deadlines (which count from submission), one task more than the workers: it
+        # waits in the pool's queue, so a worker that finishes takes it at once instead of
+        # waiting for this process to see the result and hand it the next.
+        return self.workers + (self.timeout is None)
 
     def _submit(self, task: Task, with_payload: bool) -> cf.Future:
         if with_payload:
@@ -292,9 +300,14 @@ class ExecutorEvaluator(PoolEvaluator):
                             f"{type(executor).__name__}")
         self.executor = executor
 
-    def _capacity(self) -> int:
+    @property
+    def workers(self) -> int | None:
+        """The executor's worker count, where it tells (``_max_workers``)."""
         n = getattr(self.executor, "_max_workers", None)
-        return n if isinstance(n, int) and n > 0 else 1 << 30
+        return n if isinstance(n, int) and n > 0 else None
+
+    def _capacity(self) -> int:
+        return self.workers or 1 << 30
 
     def _submit(self, task: Task, with_payload: bool) -> cf.Future:
         if with_payload:

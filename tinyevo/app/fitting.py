@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tinyevo.app import defaults, pareto, resume
+from tinyevo.app._scheduling import multiply_adds
 from tinyevo.app._workers import one_blas_thread
 from tinyevo.app.callbacks import callback_list, run_callback
 from tinyevo.app.checkpoint import save_checkpoint, stored_settings
@@ -66,6 +67,7 @@ from tinyevo.evolution.fitness import DeadlineExceeded, EwmaFitness, cosine_sche
 from tinyevo.evolution.halloffame import HallOfFame, snapshot
 from tinyevo.evolution.pareto import ParetoFront
 from tinyevo.evolution.population import Population
+from tinyevo.evolution.timing import phase, take
 from tinyevo.graph import CompGraph, input_vertex
 from tinyevo.layers import destandardizer, standardizer
 from tinyevo.search import rescale_vertex
@@ -75,6 +77,8 @@ __all__ = ["fit", "initial_population", "result_model"]
 log = logging.getLogger("tinyevo")
 
 MAX_FITNESS = 1.001     # what ClassifierFitness can give: accuracy 1 plus the tie-break
+# The phases of a generation's "timings" (tinyevo.evolution.timing), reported even when 0.
+PHASES = ("train", "validate", "serialise", "busy", "ship", "operators", "checkpoint")
 CANDIDATE_KILL_GRACE = 5.0  # seconds past 2x candidate_time_limit before a worker is killed
 
 
@@ -258,6 +262,7 @@ class _Search:
                  hall_of_fame: int, started_from: list[str]) -> None:
         self.config, self.stop, self.scorer, self.strategy = config, stop, scorer, strategy
         self.started_from = started_from
+        take()                      # phase timings from before this run are not its
         self.kind, self.sample_shape, self.nclasses, self.ntrain = facts
         self.mdir, self.callbacks, self.progress = mdir, callbacks, progress
         self.start = time.monotonic()
@@ -275,7 +280,8 @@ class _Search:
             resume.start_random_state(config.seed)
             self.elapsed0 = self.last_seconds = 0.0
             self.fitted = None
-            self.pending = draw()
+            with phase("operators"):
+                self.pending = draw()
         # The search's deadline (wall clock, so that worker processes can read it too): training
         # and validation that reach it stop, and the generation they were in is dropped. The
         # final training has the rest of the time limit.
@@ -293,6 +299,8 @@ class _Search:
         self.executor = executor
         self.evaluator = make_evaluator(executor, timeout=None if limit is None
                                      else 2.0 * limit + CANDIDATE_KILL_GRACE)
+        if self.evaluator is not executor and isinstance(self.evaluator, SeededEvaluator):
+            self.evaluator.cost = multiply_adds(self.sample_shape[1:])  # costliest first
         fitness = EwmaFitness(scorer, config.fitness_ewma) if config.fitness_ewma > 0 else scorer
         if config.objectives:
             fitness = pareto.objectives_fitness(config.objectives, fitness, scorer.valid[0][0])
@@ -320,14 +328,16 @@ class _Search:
         if self.fitted is None:
             population, self.pending = self.pending, None
             return population
-        return Population(self.strategy(self.fitted.members), self.fitted.generation + 1,
-                          previous=self.fitted)
+        with phase("operators"):
+            return Population(self.strategy(self.fitted.members), self.fitted.generation + 1,
+                              previous=self.fitted)
 
     def evaluate(self, population: Population) -> Population | None:
         """``population`` evaluated, best first; None where the deadline cut it short."""
         self.t0 = time.monotonic()
         try:
             evaluated = self.evaluate_all(population)
+            self.evaluate_wall = time.monotonic() - self.t0
         except DeadlineExceeded:
             if self.fitted is None:
                 raise RuntimeError(
@@ -344,7 +354,19 @@ class _Search:
 
     def record(self, fitted: Population) -> None:
         """Take ``fitted`` as the last generation: the hall of fame, the callbacks, the
-        checkpoint and the progress event."""
+        checkpoint and the progress event (with the generation's :meth:`timings`)."""
+        with phase("checkpoint"):
+            elapsed = self._keep(fitted)
+        timings = self.timings()
+        if self.progress is not None:
+            self.progress({"event": "generation", "generation": fitted.generation,
+                           "best": fitted.best().fitness, "mean": _mean_fitness(fitted),
+                           "best_ever": self.hof.best().fitness if len(self.hof) else None,
+                           "seconds": time.monotonic() - self.t0, "elapsed": elapsed,
+                           "timings": timings})
+
+    def _keep(self, fitted: Population) -> float:
+        """:meth:`record`'s work before the event; returns the run's elapsed seconds."""
         self.fitted = fitted
         self.hof.update(fitted)
         if self.front is not None:
@@ -364,11 +386,19 @@ class _Search:
             save_checkpoint(self.mdir, fitted, self.state(), hall_of_fame=self.hof,
                             pareto_front=self.front)
             self.checkpointed = (fitted, self.hof.members, self.front_members())
-        if self.progress is not None:
-            self.progress({"event": "generation", "generation": fitted.generation,
-                           "best": fitted.best().fitness, "mean": _mean_fitness(fitted),
-                           "best_ever": self.hof.best().fitness if len(self.hof) else None,
-                           "seconds": time.monotonic() - self.t0, "elapsed": elapsed})
+        return elapsed
+
+    def timings(self) -> dict:
+        """Where the generation's time went, taken (reset) from :mod:`tinyevo.evolution.timing`:
+        seconds per phase of :data:`PHASES`, summed over the workers ("busy": their whole
+        tasks), "train_samples", "workers" (None where the evaluator does not say),
+        "evaluate_wall" and "idle" (workers x evaluate_wall - busy; None without workers)."""
+        totals = {**dict.fromkeys(PHASES, 0.0), "train_samples": 0, **take()}
+        workers = getattr(self.evaluator, "workers", None)
+        workers = workers if isinstance(workers, int) and workers > 0 else None
+        wall = self.evaluate_wall
+        idle = None if workers is None else max(0.0, workers * wall - totals["busy"])
+        return {**totals, "workers": workers, "evaluate_wall": wall, "idle": idle}
 
     def final_training(self) -> None:
         """With a time limit and ``final_training``, train the best-ever model on (its share of
