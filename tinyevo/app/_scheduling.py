@@ -141,7 +141,7 @@ class PoolEvaluator(SeededEvaluator):
         return False
 
     def _with_payload(self, task: Task) -> Task:
-        """``task`` carrying the run's fitness, for a worker that asked for it."""
+        """``task`` carrying the run's fitness, for a worker that has not got it."""
         return dataclasses.replace(task, payload=self._run.payload)
 
     # --- the loop
@@ -175,7 +175,7 @@ class PoolEvaluator(SeededEvaluator):
         failures = [0] * len(tasks)
         isolated: set[int] = set()  # suspects of killing a worker: run alone so a crash is theirs
         todo = deque(order)
-        resend = set()  # tasks whose worker asked for the fitness payload
+        resend = self._carrying_the_fitness(order)  # tasks sent with the fitness payload
         capacity = max(1, self._capacity())
         while todo or inflight:
             while todo and len(inflight) < capacity:
@@ -249,6 +249,15 @@ class PoolEvaluator(SeededEvaluator):
                     inflight.clear()
         return results
 
+    def _carrying_the_fitness(self, order: list) -> set:
+        """The first task for each worker where the workers have not been sent the run's
+        fitness yet: it goes with them, rather than each worker asking for it (a round trip).
+        A worker that got none of them asks (its task comes back 'need' and is resent)."""
+        run = self._run
+        first = set() if run.delivered or not self.workers else set(order[:self.workers])
+        run.delivered = True
+        return first
+
     def _run_for(self, fitness: Any) -> Run:
         """The run this fitness belongs to: a new token and payload when the fitness changes."""
         if self._run is None or self._run.fitness is not fitness:
@@ -276,6 +285,7 @@ class Run:
     token: str
     payload: bytes
     rounds: list
+    delivered: bool = False  # the workers were sent the payload (a pool's initializer, a task)
 
 
 def longest_first(members: Sequence[Any], cost: Callable[[Any], float]) -> list[int]:

@@ -45,7 +45,7 @@ class Task:
     seed: tuple
     candidate: bytes  # pickled with dumps
     parent_pid: int
-    payload: bytes | None = None  # the pickled fitness, for a worker that asked for it
+    payload: bytes | None = None  # the pickled fitness, for a worker that has not got it
     backend: str = "numpy"  # the parent's array backend, which the worker uses too
 
 

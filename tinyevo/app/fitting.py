@@ -30,7 +30,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tinyevo.app import defaults, pareto, resume
-from tinyevo.app._scheduling import multiply_adds
 from tinyevo.app._workers import one_blas_thread
 from tinyevo.app.callbacks import callback_list, run_callback
 from tinyevo.app.checkpoint import save_checkpoint, stored_settings
@@ -52,7 +51,7 @@ from tinyevo.app.data import (
     split_validation,
     validation_arrays,
 )
-from tinyevo.app.executors import SeededEvaluator, make_evaluator
+from tinyevo.app.executors import SeededEvaluator, make_evaluator, multiply_adds
 from tinyevo.app.runlock import run_lock
 from tinyevo.app.scoring import (
     ClassifierFitness,
