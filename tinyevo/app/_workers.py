@@ -64,7 +64,8 @@ def init_worker(token: str, payload: bytes, backend: str = "numpy") -> None:
     pin_threads()
     _use_backend(backend)
     _WORKER.clear()
-    _WORKER[token] = _WorkerRun(pickle.loads(payload))
+    with phase("busy"), phase("serialise"):   # reported with the worker's first result
+        _WORKER[token] = _WorkerRun(pickle.loads(payload))
 
 
 def dask_task(task: Task, payload: bytes) -> tuple:
