@@ -56,6 +56,7 @@ class DaskEvaluator(PoolEvaluator):
                 or self._scattered.status != "finished"):
             self._scattered = self.client.scatter(run.payload, broadcast=True, hash=False)
             self._scattered_token = run.token
+        run.delivered = True        # every task gets the scattered fitness
 
     @property
     def workers(self) -> int:

@@ -76,9 +76,9 @@ __all__ = ["fit", "initial_population", "result_model"]
 log = logging.getLogger("tinyevo")
 
 MAX_FITNESS = 1.001     # what ClassifierFitness can give: accuracy 1 plus the tie-break
+CANDIDATE_KILL_GRACE = 5.0  # seconds past 2x candidate_time_limit before a worker is killed
 # The phases of a generation's "timings" (tinyevo.evolution.timing), reported even when 0.
 PHASES = ("train", "validate", "serialise", "busy", "ship", "operators", "checkpoint")
-CANDIDATE_KILL_GRACE = 5.0  # seconds past 2x candidate_time_limit before a worker is killed
 
 
 def fit(x: Any, y: Any = None, *, generations: int | None = None,
