@@ -46,9 +46,13 @@ TARGETS = {"busy": 0.85, "ratio": 0.8, "operators": 0.02}
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    print("command: python benchmarks/bench_fit_profile.py " + " ".join(sys.argv[1:] if argv
-                                                                         is None else argv))
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.time <= 0 or args.alone <= 0 or args.workers < 1:
+        parser.error(f"expected --time and --alone > 0 seconds and --workers >= 1, got "
+                     f"{args.time:g}, {args.alone:g} and {args.workers}")
+    argv = sys.argv[1:] if argv is None else argv
+    print("command: python benchmarks/bench_fit_profile.py " + " ".join(argv))
     (x, y), _ = tinyevo.load_dataset(f"mnist:{args.data}")     # as bench_mnist.py loads it
     print(f"MNIST: {len(x)} training images; {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; fit with the defaults, {args.workers} workers, "
