@@ -5,16 +5,20 @@ one partition of the digits training set (``--batches`` batches of 32) and is me
 test split. The same generation is evaluated serially in this process (SerialEvaluator: one BLAS
 thread, what a user gets without ``--workers``; and with the process's default BLAS threads) and
 by a ProcessEvaluator with ``--workers`` processes (one BLAS thread each). ``warm`` times a
-generation on a running pool, ``cold`` includes starting it. Every measurement is repeated
-``--repeats`` times and the range is printed:
+generation on a running pool (of a new run: each worker is sent the fitness with its first
+task), ``cold`` includes starting it; ``in index order`` is the warm pool handing the
+candidates out in the members' order instead of costliest first (by parameter count). Every
+measurement is repeated ``--repeats`` times and the range is printed:
 
-    speed-up = serial seconds / parallel seconds        (aim on 2 cores: >= 1.7x)
+    speed-up = serial seconds / parallel seconds        (aim on 2 cores: >= 1.85x)
 
 against a serial evaluation on one thread of each kind (BLAS and tinyevo's own), as each worker
 runs; serial evaluation by default also spreads tinyevo's elementwise passes over the cores,
 which leaves less for processes to gain.
 
-Results are checked to be identical to the serial ones. Run with
+Results are checked to be identical to the serial ones. Last, where the workers' time went in
+the warm runs (the phase timings each result brings back, :mod:`tinyevo.evolution.timing`) and
+how many bytes a candidate and a result take to ship. Run with
 ``python benchmarks/bench_parallel.py [--workers 2] [--repeats 3]``.
 """
 
@@ -27,9 +31,11 @@ import time
 import numpy as np
 
 import tinyevo as te
+from tinyevo.app._workers import dumps
 from tinyevo.app.datasets import load_digits
 from tinyevo.app.executors import ProcessEvaluator, SerialEvaluator
 from tinyevo.evolution.iterators import BatchIterator
+from tinyevo.evolution.timing import take
 from tinyevo.layers import Conv, Dense, GlobalPool
 
 
@@ -56,10 +62,16 @@ def problem(batches: int):
 
 
 def timed(evaluator, batches: int) -> tuple[float, list]:
+    t, evaluated = evaluation(evaluator, batches)
+    return t, evaluated.fitnesses()
+
+
+def evaluation(evaluator, batches: int) -> tuple[float, te.Population]:
+    """Seconds to evaluate the generation with ``evaluator``, and the evaluated generation."""
     fitness, population = problem(batches)
     t0 = time.perf_counter()
     evaluated = population.evaluate(fitness, evaluator)
-    return time.perf_counter() - t0, evaluated.fitnesses()
+    return time.perf_counter() - t0, evaluated
 
 
 def main() -> None:
@@ -71,7 +83,8 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; 8 conv candidates, "
           f"{args.batches} batches of 32 each")
     timed(SerialEvaluator(), args.batches)  # warm caches and imports
-    serial, single, one, parallel, cold = [], [], [], [], []
+    serial, single, one, parallel, cold, in_order = [], [], [], [], [], []
+    phases: dict[str, float] = {}
     own_threads = te.backend.num_threads()
     for _ in range(args.repeats):
         serial.append(timed(SerialEvaluator(single_thread=False), args.batches)[0])
@@ -85,10 +98,17 @@ def main() -> None:
         with ProcessEvaluator(workers=args.workers) as evaluator:
             t, fits = timed(evaluator, args.batches)  # the pool starts inside this call
             cold.append(t)
-            t, fits_warm = timed(evaluator, args.batches)
+            take()
+            t, evaluated = evaluation(evaluator, args.batches)
             parallel.append(t)
-        if not fits == fits_warm == serial_fits:
-            raise SystemExit(f"results differ: serial {serial_fits}, parallel {fits_warm}")
+            for name, value in take().items():
+                phases[name] = phases.get(name, 0.0) + value
+            evaluator.cost = lambda member: 0        # ties: the members' order
+            t, fits_in_order = timed(evaluator, args.batches)
+            in_order.append(t)
+        if not fits == evaluated.fitnesses() == fits_in_order == serial_fits:
+            raise SystemExit(f"results differ: serial {serial_fits}, parallel {fits}, "
+                             f"{evaluated.fitnesses()}, {fits_in_order}")
     print(f"serial, 1 BLAS thread    {_range(single)} s   (SerialEvaluator(); tinyevo's "
           f"own passes on {own_threads} threads)")
     print(f"serial, 1 thread         {_range(one)} s   (also tinyevo's own passes on one: "
@@ -96,12 +116,31 @@ def main() -> None:
     print(f"serial, default threads  {_range(serial)} s   (single_thread=False)")
     print(f"{args.workers} workers (warm)         {_range(parallel)} s")
     print(f"{args.workers} workers (cold)         {_range(cold)} s   (includes starting the pool)")
+    print(f"{args.workers} workers, index order {_range(in_order)} s   (warm; not costliest first)")
     for name, base in (("1 thread", one), ("1 BLAS thread", single),
                        ("default threads", serial)):
         ratios = [s / p for s, p in zip(base, parallel)]
         print(f"speed-up vs serial, {name}: {min(ratios):.2f}x .. {max(ratios):.2f}x "
               f"(median {np.median(ratios):.2f}x)")
+    gain = np.median(in_order) / np.median(parallel)
+    print(f"speed-up of costliest first over index order: {gain:.2f}x (medians)")
+    print(where_the_time_went(phases, args.workers * sum(parallel), evaluated))
     print(f"identical fitness values; load average now {os.getloadavg()[0]:.1f}")
+
+
+def where_the_time_went(phases: dict, worker_seconds: float, evaluated: te.Population) -> str:
+    """The warm runs' worker time by phase, and what a candidate and a result weigh."""
+    inside = phases["train"] + phases["validate"] + phases["serialise"]
+    shares = {"train": phases["train"], "validate": phases["validate"],
+              "serialise": phases["serialise"], "other in a task": phases["busy"] - inside,
+              "idle": worker_seconds - phases["busy"]}
+    sizes = [len(dumps(c.candidate)) for c in evaluated]
+    results = [len(dumps(c)) for c in evaluated]
+    return ("workers' time (warm runs): " + ", ".join(
+        f"{name} {100 * v / worker_seconds:.1f} %" for name, v in shares.items())
+        + f"; this process shipping {1e3 * phases['ship']:.1f} ms in all\n"
+        f"shipped per candidate: {np.mean(sizes) / 1024:.0f} KiB out, "
+        f"{np.mean(results) / 1024:.0f} KiB back (means)")
 
 
 def _range(xs: list) -> str:

@@ -217,6 +217,30 @@ def test_thread_pool_matches_serial_and_ships_the_fitness_on_request(serial_resu
         assert_same(run_generations(ExecutorEvaluator(pool)), serial_result)
 
 
+class Relay(cf.Executor):
+    """Hands tasks to ``pool``, recording whether each carried the run's fitness; says how many
+    workers it has only where ``workers`` is given."""
+
+    def __init__(self, pool, workers=None):
+        self.pool, self.carried = pool, []
+        if workers is not None:
+            self._max_workers = workers
+
+    def submit(self, fn, task, *args):
+        self.carried.append(task.payload is not None)
+        return self.pool.submit(fn, task, *args)
+
+
+def test_the_fitness_goes_with_a_first_task_per_worker_else_on_request(serial_result):
+    with cf.ThreadPoolExecutor(2) as pool:
+        told = Relay(pool, workers=2)
+        assert_same(run_generations(ExecutorEvaluator(told)), serial_result)
+        assert told.carried == [True, True] + [False] * 6          # 2 generations of 4
+        untold = Relay(pool)
+        assert_same(run_generations(ExecutorEvaluator(untold)), serial_result)
+        assert not any(untold.carried[:4]) and any(untold.carried[4:])  # asked for it
+
+
 def broken_fitness(candidate):
     raise ValueError("bad candidate")
 

@@ -56,11 +56,17 @@ class DaskEvaluator(PoolEvaluator):
                 or self._scattered.status != "finished"):
             self._scattered = self.client.scatter(run.payload, broadcast=True, hash=False)
             self._scattered_token = run.token
+        run.delivered = True        # every task gets the scattered fitness
+
+    @property
+    def workers(self) -> int:
+        """The cluster's worker threads now."""
+        return sum(self.client.nthreads().values())
 
     def _capacity(self) -> int:
         if self.timeout is None:
             return 1 << 30  # no deadlines to keep: let the scheduler queue them
-        return sum(self.client.nthreads().values())
+        return self.workers
 
     def _submit(self, task: Task, with_payload: bool) -> cf.Future:
         self._prepare(self._run)

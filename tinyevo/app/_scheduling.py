@@ -31,8 +31,9 @@ from typing import Any
 
 from tinyevo import backend as B
 from tinyevo.app._workers import Task, dumps, seeded
-from tinyevo.evolution.candidate import FittedCandidate
+from tinyevo.evolution.candidate import FittedCandidate, graph, nparams
 from tinyevo.evolution.fitness import start_generation
+from tinyevo.evolution.timing import merge, phase
 
 log = logging.getLogger("tinyevo")
 
@@ -45,10 +46,17 @@ class SeededEvaluator:
     generation, before this process's copy of the fitness starts it) and ``close``.
 
     ``on_result(index, result)``, where set, is called in this process as each member's result
-    arrives (in completion order): the hook for progress displays.
+    arrives (in completion order): the hook for progress displays. ``workers``: how many
+    candidates it evaluates at once, where it knows (what ``fit``'s timings count idle time by).
+    ``cost(member)``: a number that grows with the time the member takes to evaluate (default:
+    its model's parameter count; ``fit`` sets multiply-adds for its data's shape); evaluators
+    with workers hand out the costliest first, so that a generation does not end with one
+    worker busy on a large candidate and the others idle (the order changes no result).
     """
 
     on_result: Callable[[int, Any], None] | None = None
+    workers: int | None = None  # how many candidates it evaluates at once (None: unknown)
+    cost: Callable[[Any], float] | None = None
 
     def __init__(self, seed: int | None = None) -> None:
         if seed is not None and (not isinstance(seed, int) or seed < 0):
@@ -133,7 +141,7 @@ class PoolEvaluator(SeededEvaluator):
         return False
 
     def _with_payload(self, task: Task) -> Task:
-        """``task`` carrying the run's fitness, for a worker that asked for it."""
+        """``task`` carrying the run's fitness, for a worker that has not got it."""
         return dataclasses.replace(task, payload=self._run.payload)
 
     # --- the loop
@@ -146,24 +154,28 @@ class PoolEvaluator(SeededEvaluator):
 
     def _evaluate(self, fitness: Any, generation: int, members: list, seeds: list) -> list:
         run = self._run
-        tasks = [Task(run.token, tuple(run.rounds), generation, i, seed, dumps(member),
-                      os.getpid(), backend=B.name())
-                 for i, (member, seed) in enumerate(zip(members, seeds))]
+        with phase("ship"):
+            tasks = [Task(run.token, tuple(run.rounds), generation, i, seed, dumps(member),
+                          os.getpid(), backend=B.name())
+                     for i, (member, seed) in enumerate(zip(members, seeds))]
         give_up = functools.partial(_invalid, fitness, generation)
+        order = longest_first(members, self.cost or parameter_count)
         inflight: dict[cf.Future, tuple[int, float | None]] = {}
         try:
-            return self._schedule(give_up, members, tasks, inflight)
+            return self._schedule(give_up, members, tasks, order, inflight)
         finally:
             for fut in inflight:
                 fut.cancel()
 
-    def _schedule(self, give_up: Callable, members: list, tasks: list, inflight: dict) -> list:
-        """Submit the tasks, at most ``_capacity()`` at a time, until each has its result."""
+    def _schedule(self, give_up: Callable, members: list, tasks: list, order: list,
+                  inflight: dict) -> list:
+        """Submit the tasks in ``order``, at most ``_capacity()`` at a time, until each has its
+        result."""
         results: list[Any] = [None] * len(tasks)
         failures = [0] * len(tasks)
         isolated: set[int] = set()  # suspects of killing a worker: run alone so a crash is theirs
-        todo = deque(range(len(tasks)))
-        resend = set()  # tasks whose worker asked for the fitness payload
+        todo = deque(order)
+        resend = self._carrying_the_fitness(order)  # tasks sent with the fitness payload
         capacity = max(1, self._capacity())
         while todo or inflight:
             while todo and len(inflight) < capacity:
@@ -196,7 +208,10 @@ class PoolEvaluator(SeededEvaluator):
                     continue
                 status = out[0]
                 if status == "ok":
-                    results[i] = self._report(i, pickle.loads(out[1]))
+                    with phase("ship"):
+                        fitted = pickle.loads(out[1])
+                    merge(out[2])
+                    results[i] = self._report(i, fitted)
                 elif status == "need":
                     resend.add(i)
                     todo.appendleft(i)
@@ -234,11 +249,21 @@ class PoolEvaluator(SeededEvaluator):
                     inflight.clear()
         return results
 
+    def _carrying_the_fitness(self, order: list) -> set:
+        """The first task for each worker where the workers have not been sent the run's
+        fitness yet: it goes with them, rather than each worker asking for it (a round trip).
+        A worker that got none of them asks (its task comes back 'need' and is resent)."""
+        run = self._run
+        first = set() if run.delivered or not self.workers else set(order[:self.workers])
+        run.delivered = True
+        return first
+
     def _run_for(self, fitness: Any) -> Run:
         """The run this fitness belongs to: a new token and payload when the fitness changes."""
         if self._run is None or self._run.fitness is not fitness:
             try:
-                payload = dumps(fitness)
+                with phase("ship"):
+                    payload = dumps(fitness)
             except Exception as e:
                 raise TypeError(
                     f"{type(self).__name__}: the fitness {_short(fitness)} cannot be pickled "
@@ -260,6 +285,43 @@ class Run:
     token: str
     payload: bytes
     rounds: list
+    delivered: bool = False  # the workers were sent the payload (a pool's initializer, a task)
+
+
+def longest_first(members: Sequence[Any], cost: Callable[[Any], float]) -> list[int]:
+    """The members' indices, costliest first (ties in their order): the longest-processing-time
+    rule, whose makespan on workers that each take the next when free is within 4/3 of the
+    best possible.
+
+        >>> longest_first(["a", "ccc", "bb"], len)
+        [1, 2, 0]
+    """
+    costs = [cost(m) for m in members]
+    return sorted(range(len(members)), key=lambda i: -costs[i])
+
+
+def parameter_count(member: Any) -> int:
+    """The default cost of evaluating ``member``: its model's parameter count (0 without one)."""
+    return nparams(graph(member))
+
+
+def multiply_adds(spatial: Sequence[int]) -> Callable[[Any], float]:
+    """A cost for inputs of ``spatial`` size: the member's multiply-adds a sample (what
+    ``graph.macs`` counts; ranks training times far better than the parameter count where
+    layers work at different resolutions), else its parameter count.
+
+        >>> cost = multiply_adds((28, 28))
+    """
+    spatial = tuple(spatial)
+
+    def cost(member: Any) -> float:
+        model = graph(member)
+        try:
+            return model.macs(spatial)
+        except (AttributeError, ValueError):   # no macs, or not one input of that rank
+            return nparams(model)
+
+    return cost
 
 
 def _invalid(fitness: Any, generation: int, member: Any, reason: str) -> FittedCandidate:

@@ -1,7 +1,8 @@
 """The worker side of parallel evaluation, and the seeding and transport both sides share.
 
 A worker process receives the run's fitness (with its data) once and keeps it; each task
-carries one pickled candidate, that candidate's seed, and the run's generation starts so far.
+carries one pickled candidate, that candidate's seed, and the run's generation starts so far,
+and each result goes back with the worker's phase timings (what ``fit`` reports).
 Before evaluating, the worker replays the starts it has not applied yet on its copy of the
 fitness (``start_generation`` under each generation's seed, as the main process did on its
 copy), so every copy hands out the same partition whatever tasks the worker missed.
@@ -27,6 +28,7 @@ import numpy as np
 from tinyevo import backend as B
 from tinyevo.evolution.fitness import start_generation
 from tinyevo.evolution.population import evaluate_candidate
+from tinyevo.evolution.timing import phase, take
 
 BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "TINYEVO_NUM_THREADS")
@@ -43,7 +45,7 @@ class Task:
     seed: tuple
     candidate: bytes  # pickled with dumps
     parent_pid: int
-    payload: bytes | None = None  # the pickled fitness, for a worker that asked for it
+    payload: bytes | None = None  # the pickled fitness, for a worker that has not got it
     backend: str = "numpy"  # the parent's array backend, which the worker uses too
 
 
@@ -62,7 +64,8 @@ def init_worker(token: str, payload: bytes, backend: str = "numpy") -> None:
     pin_threads()
     _use_backend(backend)
     _WORKER.clear()
-    _WORKER[token] = _WorkerRun(pickle.loads(payload))
+    with phase("busy"), phase("serialise"):   # reported with the worker's first result
+        _WORKER[token] = _WorkerRun(pickle.loads(payload))
 
 
 def dask_task(task: Task, payload: bytes) -> tuple:
@@ -71,24 +74,30 @@ def dask_task(task: Task, payload: bytes) -> tuple:
 
 
 def run_task(task: Task, payload: bytes | None = None) -> tuple:
-    """Evaluate one candidate in a worker: ('ok', fitted), ('need', None) or ('error', ...)."""
+    """Evaluate one candidate in a worker: ('ok', fitted, timings), ('need', None) or
+    ('error', ...). ``timings``: the worker's phase totals since its last result
+    (:mod:`tinyevo.evolution.timing`: "busy", "serialise", "train", "validate" ...), for the
+    parent to add to its own."""
     if os.getpid() != task.parent_pid:
         pin_threads()
     _use_backend(task.backend)
     with _WORKER_LOCK:
-        state = _WORKER.get(task.token)
-        if state is None:
-            payload = payload if payload is not None else task.payload
-            if payload is None:
-                return ("need", None)
-            _WORKER.clear()  # one run at a time: free the last run's data
-            state = _WORKER[task.token] = _WorkerRun(pickle.loads(payload))
-        candidate = pickle.loads(task.candidate)
-        for generation, seed in task.rounds[state.applied:]:
-            with seeded(seed):
-                start_generation(state.fitness, generation)
-        state.applied = max(state.applied, len(task.rounds))
-        return _guarded(lambda: _evaluate_seeded(state.fitness, task, candidate))
+        with phase("busy"):
+            with phase("serialise"):
+                state = _WORKER.get(task.token)
+                if state is None:
+                    payload = payload if payload is not None else task.payload
+                    if payload is None:
+                        return ("need", None)
+                    _WORKER.clear()  # one run at a time: free the last run's data
+                    state = _WORKER[task.token] = _WorkerRun(pickle.loads(payload))
+                candidate = pickle.loads(task.candidate)
+                for generation, seed in task.rounds[state.applied:]:
+                    with seeded(seed):
+                        start_generation(state.fitness, generation)
+                state.applied = max(state.applied, len(task.rounds))
+            out = _guarded(lambda: _evaluate_seeded(state.fitness, task, candidate))
+        return (*out, take()) if out[0] == "ok" else out
 
 
 def _evaluate_seeded(fitness: Any, task: Task, candidate: Any) -> Any:
@@ -105,7 +114,9 @@ def _use_backend(backend: str) -> None:
 
 def _guarded(call: Callable[[], Any]) -> tuple:
     try:
-        return ("ok", dumps(call()))
+        result = call()
+        with phase("serialise"):
+            return ("ok", dumps(result))
     except Exception as e:  # noqa: BLE001 - raised again in the main process, as in a serial run
         return ("error", e, traceback.format_exc())
 

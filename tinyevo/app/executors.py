@@ -15,8 +15,8 @@ generation's data is started (``fitness.start_generation``) under a seed of its 
 process and in every worker alike.
 
 The fitness object (which holds the training and validation data) travels to each worker once per
-run: in the process pool's initializer, by ``client.scatter`` on Dask, or on the first task a
-worker of any other executor receives. Tasks carry only a candidate.
+run: in the process pool's initializer, by ``client.scatter`` on Dask, or with the run's first
+tasks, one per worker (a worker that got none asks once). Tasks carry only a candidate.
 
 A worker that dies while evaluating (killed, out of memory) does not lose the generation: its
 candidates are retried (``retries`` times) and a candidate that keeps failing gets the fitness
@@ -34,7 +34,7 @@ from typing import Any
 
 from tinyevo import backend as B
 from tinyevo.app._dask import DaskEvaluator, is_dask_client, is_dask_executor
-from tinyevo.app._scheduling import PoolEvaluator, Run, SeededEvaluator
+from tinyevo.app._scheduling import PoolEvaluator, Run, SeededEvaluator, multiply_adds
 from tinyevo.app._workers import (
     Task,
     init_worker,
@@ -44,10 +44,11 @@ from tinyevo.app._workers import (
     single_threaded_environ,
 )
 from tinyevo.evolution.population import Evaluator, MapEvaluator, evaluate_candidate
+from tinyevo.evolution.timing import phase
 
 __all__ = [
     "make_evaluator", "SeededEvaluator", "SerialEvaluator", "ProcessEvaluator", "DaskEvaluator",
-    "ExecutorEvaluator",
+    "ExecutorEvaluator", "multiply_adds",
 ]
 
 
@@ -132,6 +133,8 @@ class SerialEvaluator(SeededEvaluator):
         [2, 4]
     """
 
+    workers = 1
+
     def __init__(self, seed: int | None = None, single_thread: bool = True) -> None:
         super().__init__(seed)
         self.single_thread = bool(single_thread)
@@ -141,7 +144,9 @@ class SerialEvaluator(SeededEvaluator):
         with one_blas_thread() if self.single_thread else contextlib.nullcontext():
             for i, (member, seed) in enumerate(zip(members, seeds)):
                 with seeded(seed):
-                    out.append(self._report(i, evaluate_candidate(fitness, generation, member)))
+                    with phase("busy"):
+                        fitted = evaluate_candidate(fitness, generation, member)
+                    out.append(self._report(i, fitted))
         return out
 
     def __repr__(self) -> str:
@@ -199,7 +204,7 @@ class ProcessEvaluator(PoolEvaluator):
     def _prepare(self, run: Run) -> None:
         if self._pool is None:
             self._start_pool(run)
-        # A later run's fitness reaches the running workers on request (their first task).
+        # A later run's fitness reaches the running workers with the run's first tasks.
 
     def _start_pool(self, run: Run) -> None:
         self._shutdown_pool()
@@ -217,6 +222,7 @@ class ProcessEvaluator(PoolEvaluator):
             # clock runs (submit spawns a process while none is idle).
             pings = [pool.submit(os.getpid) for _ in range(self.workers)]
         self._pool = pool
+        run.delivered = True
         try:
             for f in pings:
                 f.result()
@@ -227,7 +233,10 @@ class ProcessEvaluator(PoolEvaluator):
                                "interpreter?") from e
 
     def _capacity(self) -> int:
-        return self.workers
+        # Without deadlines (which count from submission), one task more than the workers: it
+        # waits in the pool's queue, so a worker that finishes takes it at once instead of
+        # waiting for this process to see the result and hand it the next.
+        return self.workers + (self.timeout is None)
 
     def _submit(self, task: Task, with_payload: bool) -> cf.Future:
         if with_payload:
@@ -275,7 +284,8 @@ class ProcessEvaluator(PoolEvaluator):
 class ExecutorEvaluator(PoolEvaluator):
     """Any ``concurrent.futures.Executor`` the caller owns (not shut down here).
 
-    The fitness reaches each worker on the first task it runs (a worker without it asks once).
+    The fitness reaches the workers with the run's first tasks, one per worker where the
+    executor tells how many (``_max_workers``); a worker without it asks once.
     A broken executor cannot be rebuilt here: use :class:`ProcessEvaluator` for a process pool
     that survives dead workers. Thread pools share the library generator and run one candidate
     at a time.
@@ -292,9 +302,14 @@ class ExecutorEvaluator(PoolEvaluator):
                             f"{type(executor).__name__}")
         self.executor = executor
 
-    def _capacity(self) -> int:
+    @property
+    def workers(self) -> int | None:
+        """The executor's worker count, where it tells (``_max_workers``)."""
         n = getattr(self.executor, "_max_workers", None)
-        return n if isinstance(n, int) and n > 0 else 1 << 30
+        return n if isinstance(n, int) and n > 0 else None
+
+    def _capacity(self) -> int:
+        return self.workers or 1 << 30
 
     def _submit(self, task: Task, with_payload: bool) -> cf.Future:
         if with_payload:

@@ -51,7 +51,7 @@ from tinyevo.app.data import (
     split_validation,
     validation_arrays,
 )
-from tinyevo.app.executors import SeededEvaluator, make_evaluator
+from tinyevo.app.executors import SeededEvaluator, make_evaluator, multiply_adds
 from tinyevo.app.runlock import run_lock
 from tinyevo.app.scoring import (
     ClassifierFitness,
@@ -67,6 +67,7 @@ from tinyevo.evolution.halloffame import HallOfFame, snapshot
 from tinyevo.evolution.lineage import Lineage
 from tinyevo.evolution.pareto import ParetoFront
 from tinyevo.evolution.population import Population
+from tinyevo.evolution.timing import phase, take
 from tinyevo.graph import CompGraph, input_vertex
 from tinyevo.layers import destandardizer, standardizer
 from tinyevo.search import rescale_vertex
@@ -77,6 +78,8 @@ log = logging.getLogger("tinyevo")
 
 MAX_FITNESS = 1.001     # what ClassifierFitness can give: accuracy 1 plus the tie-break
 CANDIDATE_KILL_GRACE = 5.0  # seconds past 2x candidate_time_limit before a worker is killed
+# The phases of a generation's "timings" (tinyevo.evolution.timing), reported even when 0.
+PHASES = ("train", "validate", "serialise", "busy", "ship", "operators", "checkpoint")
 
 
 def fit(x: Any, y: Any = None, *, generations: int | None = None,
@@ -260,6 +263,7 @@ class _Search:
                  hall_of_fame: int, started_from: list[str]) -> None:
         self.config, self.stop, self.scorer, self.strategy = config, stop, scorer, strategy
         self.started_from = started_from
+        take()                      # phase timings from before this run are not its
         self.kind, self.sample_shape, self.nclasses, self.ntrain = facts
         self.mdir, self.callbacks, self.progress = mdir, callbacks, progress
         self.start = time.monotonic()
@@ -279,7 +283,8 @@ class _Search:
             resume.start_random_state(config.seed)
             self.elapsed0 = self.last_seconds = 0.0
             self.fitted = None
-            self.pending = draw()
+            with phase("operators"):
+                self.pending = draw()
             self.lineage = Lineage()        # who came from whom (draws no random numbers)
             self.lineage.register(self.pending)
         # The search's deadline (wall clock, so that worker processes can read it too): training
@@ -299,6 +304,8 @@ class _Search:
         self.executor = executor
         self.evaluator = make_evaluator(executor, timeout=None if limit is None
                                      else 2.0 * limit + CANDIDATE_KILL_GRACE)
+        if self.evaluator is not executor and isinstance(self.evaluator, SeededEvaluator):
+            self.evaluator.cost = multiply_adds(self.sample_shape[1:])  # costliest first
         fitness = EwmaFitness(scorer, config.fitness_ewma) if config.fitness_ewma > 0 else scorer
         if config.objectives:
             fitness = pareto.objectives_fitness(config.objectives, fitness, scorer.valid[0][0])
@@ -326,7 +333,7 @@ class _Search:
         if self.fitted is None:
             population, self.pending = self.pending, None
             return population
-        with self.lineage.recording():
+        with phase("operators"), self.lineage.recording():
             children = self.strategy(self.fitted.members)
         population = Population(children, self.fitted.generation + 1, previous=self.fitted)
         self.lineage.register(population)
@@ -337,6 +344,7 @@ class _Search:
         self.t0 = time.monotonic()
         try:
             evaluated = self.evaluate_all(population)
+            self.evaluate_wall = time.monotonic() - self.t0
         except DeadlineExceeded:
             if self.fitted is None:
                 raise RuntimeError(
@@ -353,7 +361,19 @@ class _Search:
 
     def record(self, fitted: Population) -> None:
         """Take ``fitted`` as the last generation: the hall of fame, the callbacks, the
-        checkpoint and the progress event."""
+        checkpoint and the progress event (with the generation's :meth:`timings`)."""
+        with phase("checkpoint"):
+            elapsed = self._keep(fitted)
+        timings = self.timings()
+        if self.progress is not None:
+            self.progress({"event": "generation", "generation": fitted.generation,
+                           "best": fitted.best().fitness, "mean": _mean_fitness(fitted),
+                           "best_ever": self.hof.best().fitness if len(self.hof) else None,
+                           "seconds": time.monotonic() - self.t0, "elapsed": elapsed,
+                           "timings": timings})
+
+    def _keep(self, fitted: Population) -> float:
+        """:meth:`record`'s work before the event; returns the run's elapsed seconds."""
         self.fitted = fitted
         self.hof.update(fitted)
         if self.front is not None:
@@ -376,11 +396,19 @@ class _Search:
                             pareto_front=self.front, lineage=self.lineage)
             self.checkpointed = (fitted, self.hof.members, self.front_members(),
                                  self.lineage.copy())
-        if self.progress is not None:
-            self.progress({"event": "generation", "generation": fitted.generation,
-                           "best": fitted.best().fitness, "mean": _mean_fitness(fitted),
-                           "best_ever": self.hof.best().fitness if len(self.hof) else None,
-                           "seconds": time.monotonic() - self.t0, "elapsed": elapsed})
+        return elapsed
+
+    def timings(self) -> dict:
+        """Where the generation's time went, taken (reset) from :mod:`tinyevo.evolution.timing`:
+        seconds per phase of :data:`PHASES`, summed over the workers ("busy": their whole
+        tasks), "train_samples", "workers" (None where the evaluator does not say),
+        "evaluate_wall" and "idle" (workers x evaluate_wall - busy; None without workers)."""
+        totals = {**dict.fromkeys(PHASES, 0.0), "train_samples": 0, **take()}
+        workers = getattr(self.evaluator, "workers", None)
+        workers = workers if isinstance(workers, int) and workers > 0 else None
+        wall = self.evaluate_wall
+        idle = None if workers is None else max(0.0, workers * wall - totals["busy"])
+        return {**totals, "workers": workers, "evaluate_wall": wall, "idle": idle}
 
     def final_training(self) -> None:
         """With a time limit and ``final_training``, train the best-ever model on (its share of

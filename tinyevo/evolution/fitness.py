@@ -40,6 +40,7 @@ from tinyevo.evolution.iterators import (
     StatefulGenerationIter,
     itergeneration,
 )
+from tinyevo.evolution.timing import count, phase
 from tinyevo.losses import mse
 
 __all__ = [
@@ -235,7 +236,8 @@ class TrainThenFitness(AbstractFitness):
             trained = None
             try:
                 # Overflow in a diverging candidate is the guard's business, not a warning's.
-                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+                        phase("train"):
                     trained = self._train(model, optimizer, lossf,
                                           self._data(candidate, generation))
             finally:
@@ -244,7 +246,8 @@ class TrainThenFitness(AbstractFitness):
                     optimizer.reset()       # a failed pass's moments are not worth keeping
             if isinstance(trained, _Invalid):
                 return self._invalid(candidate, trained.reason)
-            return self._measure(candidate, generation, trained)
+            with phase("validate"):
+                return self._measure(candidate, generation, trained)
         except DeadlineExceeded:
             raise
         except Exception as e:  # noqa: BLE001 - the guard: one broken candidate must not end a run
@@ -292,6 +295,7 @@ class TrainThenFitness(AbstractFitness):
             loss, dout = lossf(out, y)
             backprop(dout, need_dx=False)
             optimizer.update(model)
+            count("train_samples", len(y))
             if self._count_hits:
                 correct = correct + _ncorrect(out, y)
                 seen += int(y.shape[0])
