@@ -18,7 +18,9 @@ which leaves less for processes to gain.
 
 Results are checked to be identical to the serial ones. Last, where the workers' time went in
 the warm runs (the phase timings each result brings back, :mod:`tinyevo.evolution.timing`) and
-how many bytes a candidate and a result take to ship. Run with
+how many bytes a candidate and a result take to ship; and, with 2 workers, the ceiling these
+cores set (two serial one-thread evaluations at once, in two processes, against one alone: what
+each loses to the other when both cores are busy). Run with
 ``python benchmarks/bench_parallel.py [--workers 2] [--repeats 3]``.
 """
 
@@ -125,7 +127,46 @@ def main() -> None:
     gain = np.median(in_order) / np.median(parallel)
     print(f"speed-up of costliest first over index order: {gain:.2f}x (medians)")
     print(where_the_time_went(phases, args.workers * sum(parallel), evaluated))
+    if args.workers == 2:
+        limit = ceiling(args.batches, args.repeats)
+        print(f"ceiling on these cores: {min(limit):.2f}x .. {max(limit):.2f}x (median "
+              f"{np.median(limit):.2f}x; two serial one-thread evaluations at once, in two "
+              "processes, against one alone)")
     print(f"identical fitness values; load average now {os.getloadavg()[0]:.1f}")
+
+
+def ceiling(batches: int, repeats: int) -> list[float]:
+    """The speed-up the two cores allow with no scheduling at all: two processes evaluating the
+    whole generation serially on one thread each, started together, against one alone
+    (2 x alone / together). Below 2 by what each loses to the other when both cores are busy
+    (shared cache and memory bandwidth)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(2, mp_context=ctx,
+                                                       initializer=_one_thread) as pool:
+        both, alone = manager.Barrier(2), manager.Barrier(1)
+        ratios = []
+        for _ in range(repeats):
+            t_alone = pool.submit(_evaluate_at, alone, batches).result()
+            t_both = [f.result() for f in [pool.submit(_evaluate_at, both, batches)
+                                           for _ in range(2)]]
+            ratios.append(2 * t_alone / max(t_both))
+    return ratios
+
+
+def _one_thread() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    te.backend.set_num_threads(1)
+
+
+def _evaluate_at(barrier, batches: int) -> float:
+    timed(SerialEvaluator(), batches)  # warm this process
+    barrier.wait()
+    return timed(SerialEvaluator(), batches)[0]
 
 
 def where_the_time_went(phases: dict, worker_seconds: float, evaluated: te.Population) -> str:
