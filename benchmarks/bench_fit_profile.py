@@ -17,10 +17,12 @@ alone, in this process) is reported beside it. Printed:
   crossover), checkpoints (hall of fame, callbacks, save, gc) and shipping candidates;
 - the training throughput: samples trained by all candidates together per second of the
   search's wall time;
-- the baseline: the candidate of median parameter count over all the generations, rebuilt
+- the baseline: the candidate of median multiply-adds over all the generations, rebuilt
   with fresh weights and trained alone for ``--alone`` seconds in a plain loop (same batch
-  size, the same optimiser kind) with tinyevo's default threads; its samples per second and
-  the ratio of fit's throughput to it.
+  size, the same optimiser kind) with tinyevo's default threads (the issue's baseline: one
+  model on the same cores); its samples per second and the ratio of fit's throughput to it;
+  then the same on one thread, as each worker runs, and what the pool keeps of it (fit's
+  throughput over workers x that).
 
 Targets (issue #26): training + validation >= 85 % of the cores' time; throughput ratio >= 0.8;
 operators < 2 % of the wall time. Not run by the tests: it takes minutes and needs the cores.
@@ -29,6 +31,7 @@ operators < 2 % of the wall time. Not run by the tests: it takes minutes and nee
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -68,6 +71,12 @@ def main(argv: list[str] | None = None) -> None:
           f"{tinyevo.backend.num_threads()} tinyevo threads: {alone['rate']:.0f} samples/s")
     ratio = run["throughput"] / alone["rate"]
     print(f"fit's throughput / alone: {ratio:.2f}")
+    with one_thread():
+        single = train_alone(median, x, y, FitConfig().batch_size, args.alone, args.seed)
+    print(f"the same alone on one thread (as each worker runs): {single['rate']:.0f} samples/s; "
+          f"fit's throughput / ({args.workers} x that): "
+          f"{run['throughput'] / (args.workers * single['rate']):.2f} (what the pool keeps of "
+          "one-thread training)")
     print(targets(run, args.workers, ratio))
     print(f"load average now {os.getloadavg()[0]:.1f}")
 
@@ -108,7 +117,7 @@ def report(run: dict, workers: int) -> str:
     other = t["busy"] - t["train"] - t["validate"] - t["serialise"]
     rows = [("train", t["train"]), ("validate", t["validate"]),
             ("serialise (worker)", t["serialise"]), ("other in a task", other),
-            ("idle in a generation", t["idle"])]
+            ("idle (tail, pool start)", t["idle"])]
     lines = [f"\nrun: {run['wall']:.1f} s wall; search {search:.1f} s ({run['generations']} "
              f"generations, {t['evaluate_wall']:.1f} s evaluating)" + _final(run),
              f"{'workers time':24s}{'of workers x evaluations':>26s}{'of workers x search':>22s}"]
@@ -125,9 +134,24 @@ def report(run: dict, workers: int) -> str:
 
 
 def median_candidate(candidates: list[dict]) -> dict:
-    """The candidate of median parameter count (the lower one of an even count)."""
-    ranked = sorted(candidates, key=lambda c: c["nparams"])
+    """The candidate of median size by multiply-adds a sample, what its training time follows
+    (the parameter count ranks it far worse; docs/parallel.md); the lower one of an even count."""
+    ranked = sorted(candidates, key=lambda c: c["macs"])
     return ranked[(len(ranked) - 1) // 2]
+
+
+@contextlib.contextmanager
+def one_thread():
+    """BLAS and tinyevo's own passes on one thread, as in each worker process."""
+    from threadpoolctl import threadpool_limits
+
+    threads = tinyevo.backend.num_threads()
+    tinyevo.backend.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        tinyevo.backend.set_num_threads(threads)
 
 
 def train_alone(candidate: dict, x: np.ndarray, y: np.ndarray, batch: int, seconds: float,

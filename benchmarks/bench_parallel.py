@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 import tinyevo as te
-from tinyevo.app._workers import dumps
+from tinyevo.app._workers import dumps, pin_threads
 from tinyevo.app.datasets import load_digits
 from tinyevo.app.executors import ProcessEvaluator, SerialEvaluator
 from tinyevo.evolution.iterators import BatchIterator
@@ -145,7 +145,7 @@ def ceiling(batches: int, repeats: int) -> list[float]:
 
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     with ctx.Manager() as manager, ProcessPoolExecutor(2, mp_context=ctx,
-                                                       initializer=_one_thread) as pool:
+                                                       initializer=pin_threads) as pool:
         both, alone = manager.Barrier(2), manager.Barrier(1)
         ratios = []
         for _ in range(repeats):
@@ -154,13 +154,6 @@ def ceiling(batches: int, repeats: int) -> list[float]:
                                            for _ in range(2)]]
             ratios.append(2 * t_alone / max(t_both))
     return ratios
-
-
-def _one_thread() -> None:
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-    te.backend.set_num_threads(1)
 
 
 def _evaluate_at(barrier, batches: int) -> float:

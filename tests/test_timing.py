@@ -126,6 +126,49 @@ def test_a_pool_hands_out_the_costliest_candidate_first():
         assert ORDER == [3, 5, 7, 9]
 
 
+def test_a_cost_that_fails_or_is_not_finite_leaves_the_members_order(caplog):
+    _, population = problem()
+    with cf.ThreadPoolExecutor(1) as pool:
+        evaluator = ExecutorEvaluator(pool)
+        for cost, said in ((lambda c: 1 / 0, "ZeroDivisionError"), (lambda c: None, "TypeError"),
+                           (lambda c: float("nan"), "not a finite number")):
+            ORDER.clear()
+            evaluator.cost = cost
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="tinyevo"):
+                population.evaluate(Recorder(), evaluator)
+            assert ORDER == [3, 9, 5, 7]
+            assert "evaluator.cost" in caplog.text and said in caplog.text
+
+
+class Failing(te.AbstractFitness):
+    """Trains a little (a phase in the worker), then fails."""
+
+    def __call__(self, candidate, generation=None):
+        with phase("train"):
+            count("train_samples", 5)
+        raise ValueError("this fitness fails")
+
+
+def test_a_failed_task_brings_its_worker_phases_back():
+    # Totals left behind in a worker would be counted in the next run on it.
+    _, population = problem()
+    take()
+    with cf.ThreadPoolExecutor(1) as pool:
+        with pytest.raises(ValueError, match="fails"):
+            population.evaluate(Failing(), ExecutorEvaluator(pool))
+        stayed = pool.submit(take).result()
+    assert stayed == {}
+    assert take()["train_samples"] == 5
+
+
+def test_a_thread_pool_evaluates_one_candidate_at_a_time():
+    with cf.ThreadPoolExecutor(4) as pool:
+        assert ExecutorEvaluator(pool).workers == 1
+    with cf.ProcessPoolExecutor(2) as pool:
+        assert ExecutorEvaluator(pool).workers == 2
+
+
 # --------------------------------------------------------------------- fit
 def generation_timings(executor, digits):
     x, y = digits

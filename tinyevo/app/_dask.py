@@ -60,13 +60,14 @@ class DaskEvaluator(PoolEvaluator):
 
     @property
     def workers(self) -> int:
-        """The cluster's worker threads now."""
-        return sum(self.client.nthreads().values())
+        """The candidates the cluster evaluates at once now: its worker processes (each runs
+        one candidate at a time, whatever its threads)."""
+        return len(self.client.nthreads())
 
     def _capacity(self) -> int:
         if self.timeout is None:
             return 1 << 30  # no deadlines to keep: let the scheduler queue them
-        return self.workers
+        return sum(self.client.nthreads().values())
 
     def _submit(self, task: Task, with_payload: bool) -> cf.Future:
         self._prepare(self._run)

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import math
 import os
 import pickle
 import time
@@ -207,10 +208,10 @@ class PoolEvaluator(SeededEvaluator):
                         pool_broken = pool_broken or kind == "pool"
                     continue
                 status = out[0]
+                merge(out[-1])  # the worker's phase totals, whatever the outcome
                 if status == "ok":
                     with phase("ship"):
                         fitted = pickle.loads(out[1])
-                    merge(out[2])
                     results[i] = self._report(i, fitted)
                 elif status == "need":
                     resend.add(i)
@@ -221,6 +222,7 @@ class PoolEvaluator(SeededEvaluator):
                 lost.extend((i, "its worker process died") for i, _ in inflight.values())
                 inflight.clear()
                 self._recover()
+                capacity = max(1, self._capacity())
             crashed_alone = len(lost) == 1 and not inflight
             for i, reason in sorted(lost, reverse=True):
                 failures[i] += 1
@@ -296,7 +298,16 @@ def longest_first(members: Sequence[Any], cost: Callable[[Any], float]) -> list[
         >>> longest_first(["a", "ccc", "bb"], len)
         [1, 2, 0]
     """
-    costs = [cost(m) for m in members]
+    try:
+        costs = [float(cost(m)) for m in members]
+    except Exception as e:  # noqa: BLE001 - a cost only orders the tasks; results do not change
+        log.warning("evaluator.cost failed (%s: %s); candidates go out in the members' order",
+                    type(e).__name__, e)
+        return list(range(len(members)))
+    if not all(math.isfinite(c) for c in costs):
+        log.warning("evaluator.cost gave a value that is not a finite number; candidates go out "
+                    "in the members' order")
+        return list(range(len(members)))
     return sorted(range(len(members)), key=lambda i: -costs[i])
 
 

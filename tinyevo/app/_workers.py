@@ -74,7 +74,7 @@ def dask_task(task: Task, payload: bytes) -> tuple:
 
 
 def run_task(task: Task, payload: bytes | None = None) -> tuple:
-    """Evaluate one candidate in a worker: ('ok', fitted, timings), ('need', None) or
+    """Evaluate one candidate in a worker: ('ok', fitted, timings), ('need', None, timings) or
     ('error', ...). ``timings``: the worker's phase totals since its last result
     (:mod:`tinyevo.evolution.timing`: "busy", "serialise", "train", "validate" ...), for the
     parent to add to its own."""
@@ -88,7 +88,7 @@ def run_task(task: Task, payload: bytes | None = None) -> tuple:
                 if state is None:
                     payload = payload if payload is not None else task.payload
                     if payload is None:
-                        return ("need", None)
+                        return ("need", None, take())
                     _WORKER.clear()  # one run at a time: free the last run's data
                     state = _WORKER[task.token] = _WorkerRun(pickle.loads(payload))
                 candidate = pickle.loads(task.candidate)
@@ -97,7 +97,9 @@ def run_task(task: Task, payload: bytes | None = None) -> tuple:
                         start_generation(state.fitness, generation)
                 state.applied = max(state.applied, len(task.rounds))
             out = _guarded(lambda: _evaluate_seeded(state.fitness, task, candidate))
-        return (*out, take()) if out[0] == "ok" else out
+        # The phase totals go back with every outcome, so that none stays behind in a worker
+        # to be counted in the next run on it.
+        return (*out, take())
 
 
 def _evaluate_seeded(fitness: Any, task: Task, candidate: Any) -> Any:

@@ -185,6 +185,7 @@ class ProcessEvaluator(PoolEvaluator):
             mp_context = "forkserver" if "forkserver" in methods else "spawn"
         self.mp_context = mp_context
         self._pool: cf.ProcessPoolExecutor | None = None
+        self._spare = True  # one task queued beyond the workers (see _capacity)
 
     def _start_method(self) -> str:
         """The start method for a pool started now: 'spawn' where the backend is CuPy (CUDA
@@ -202,6 +203,7 @@ class ProcessEvaluator(PoolEvaluator):
     _shared_failures = True
 
     def _prepare(self, run: Run) -> None:
+        self._spare = True  # a new generation
         if self._pool is None:
             self._start_pool(run)
         # A later run's fitness reaches the running workers with the run's first tasks.
@@ -235,8 +237,10 @@ class ProcessEvaluator(PoolEvaluator):
     def _capacity(self) -> int:
         # Without deadlines (which count from submission), one task more than the workers: it
         # waits in the pool's queue, so a worker that finishes takes it at once instead of
-        # waiting for this process to see the result and hand it the next.
-        return self.workers + (self.timeout is None)
+        # waiting for this process to see the result and hand it the next. Not after a worker
+        # died in this generation: a task that only waited would be charged for the crash, and
+        # a crash with one task in flight is that task's.
+        return self.workers + (self.timeout is None and self._spare)
 
     def _submit(self, task: Task, with_payload: bool) -> cf.Future:
         if with_payload:
@@ -247,6 +251,7 @@ class ProcessEvaluator(PoolEvaluator):
         return "pool" if isinstance(exc, cf.process.BrokenProcessPool) else "task"
 
     def _recover(self) -> None:
+        self._spare = False  # for the rest of this generation
         self._start_pool(self._run)
 
     def _stop(self, expired: list[cf.Future], inflight: list[cf.Future]) -> bool:
@@ -304,12 +309,19 @@ class ExecutorEvaluator(PoolEvaluator):
 
     @property
     def workers(self) -> int | None:
-        """The executor's worker count, where it tells (``_max_workers``)."""
+        """The candidates evaluated at once: the executor's worker processes, where it tells
+        (``_max_workers``); 1 for a thread pool, whose threads share one process and run one
+        candidate at a time."""
+        if isinstance(self.executor, cf.ThreadPoolExecutor):
+            return 1
+        return self._pool_size()
+
+    def _pool_size(self) -> int | None:
         n = getattr(self.executor, "_max_workers", None)
         return n if isinstance(n, int) and n > 0 else None
 
     def _capacity(self) -> int:
-        return self.workers or 1 << 30
+        return self._pool_size() or 1 << 30
 
     def _submit(self, task: Task, with_payload: bool) -> cf.Future:
         if with_payload:

@@ -283,10 +283,10 @@ class _Search:
             resume.start_random_state(config.seed)
             self.elapsed0 = self.last_seconds = 0.0
             self.fitted = None
+            self.lineage = Lineage()        # who came from whom (draws no random numbers)
             with phase("operators"):
                 self.pending = draw()
-            self.lineage = Lineage()        # who came from whom (draws no random numbers)
-            self.lineage.register(self.pending)
+                self.lineage.register(self.pending)
         # The search's deadline (wall clock, so that worker processes can read it too): training
         # and validation that reach it stop, and the generation they were in is dropped. The
         # final training has the rest of the time limit.
@@ -333,10 +333,12 @@ class _Search:
         if self.fitted is None:
             population, self.pending = self.pending, None
             return population
-        with phase("operators"), self.lineage.recording():
-            children = self.strategy(self.fitted.members)
-        population = Population(children, self.fitted.generation + 1, previous=self.fitted)
-        self.lineage.register(population)
+        with phase("operators"):
+            with self.lineage.recording():
+                children = self.strategy(self.fitted.members)
+            population = Population(children, self.fitted.generation + 1,
+                                    previous=self.fitted)
+            self.lineage.register(population)
         return population
 
     def evaluate(self, population: Population) -> Population | None:
@@ -404,9 +406,14 @@ class _Search:
         tasks), "train_samples", "workers" (None where the evaluator does not say),
         "evaluate_wall" and "idle" (workers x evaluate_wall - busy; None without workers)."""
         totals = {**dict.fromkeys(PHASES, 0.0), "train_samples": 0, **take()}
-        workers = getattr(self.evaluator, "workers", None)
+        try:
+            workers = getattr(self.evaluator, "workers", None)
+        except Exception as e:  # noqa: BLE001 - a diagnostic never ends a run (a Dask call)
+            log.info("phase timings: the evaluator's worker count is unknown (%s)", e)
+            workers = None
         workers = workers if isinstance(workers, int) and workers > 0 else None
         wall = self.evaluate_wall
+        # (busy can exceed workers x wall only by clock rounding: clamped at zero)
         idle = None if workers is None else max(0.0, workers * wall - totals["busy"])
         return {**totals, "workers": workers, "evaluate_wall": wall, "idle": idle}
 
