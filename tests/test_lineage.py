@@ -29,6 +29,7 @@ from tinyevo.evolution.halloffame import snapshot
 from tinyevo.evolution.iterators import BatchSizeIteratorMap
 from tinyevo.evolution.lineage import Lineage, Step, candidate_id, note, set_candidate_id
 from tinyevo.evolution.mutation import (
+    AddVertexMutation,
     KernelSizeMutation,
     MapCandidate,
     MutationChain,
@@ -39,6 +40,7 @@ from tinyevo.evolution.mutation import (
 from tinyevo.graph import CompGraph, input_vertex, set_activation, vertex
 from tinyevo.layers import Dense
 from tinyevo.optimizers import Adam
+from tinyevo.search import ArchSpaceChain, DenseSpace, VertexSpace
 
 
 def mlp(tag: str) -> CompGraph:
@@ -126,6 +128,41 @@ def test_a_crossover_child_has_both_parents_and_says_what_it_took_then_what_muta
     assert two.ops[0].startswith(f"CrossoverSwap with #{ia}: segment ")
     assert any(op.startswith("NoutMutation") for op in one.ops)   # one step, not two
     assert len(lineage) == 4
+
+
+def test_a_second_crossover_that_changed_nothing_adds_no_parent():
+    a, b, c, d = (candidate(t) for t in "lmno")
+    lineage = started(a, b, c, d)
+    cross = EvolveCandidates(evolve_crossover(VertexCrossover(CrossoverSwap())))
+    idle = EvolveCandidates(evolve_crossover())                # crosses, changes nothing
+
+    def rotate(cs):                 # pairs the children anew: (b', c'), (d', a')
+        return cs[1:] + cs[:1]
+
+    made = children(lineage, EvolutionChain(PairCandidates(cross), rotate,
+                                            PairCandidates(idle)), [a, b, c, d])
+    ia, ib, ic, id_ = map(candidate_id, (a, b, c, d))
+    assert [s.parents for s in made] == [(ib, ia), (ic, id_), (id_, ic), (ia, ib)]
+    assert all(len(s.ops) == 3 and s.kind == "crossover" for s in made)
+
+
+def test_an_added_chain_records_every_vertex_it_added():
+    parent = candidate("p")
+    lineage = started(parent)
+    chain = ArchSpaceChain(VertexSpace(DenseSpace(8, "relu")), VertexSpace(DenseSpace(8, "elu")))
+    add = AddVertexMutation(chain)
+
+    def after_h1(graph):
+        add.mutate_vertex(graph["h1p"])
+
+    with lineage.recording():
+        (child,) = EvolveCandidates(evolve_model(after_h1))([parent])
+    lineage.register([child], 2)
+    before = {v.name for v in parent.graph().vertices}
+    added = [v for v in child.graph().vertices if v.name not in before]
+    assert len(added) == 2                 # the relu and the elu layer
+    assert lineage.records[candidate_id(child)].ops == (
+        "AddVertexMutation after h1p: " + ", ".join(f"{v.name} {v.layer!r}" for v in added),)
 
 
 def test_optimizer_crossovers_that_undo_each_other_record_nothing():

@@ -63,15 +63,17 @@ class _Crossing:
         self.births = [_birth_from(tag_of(a)), _birth_from(tag_of(b))]
         self.others = [tag_of(b), tag_of(a)]
         self.taken = [False, False]
+        self.starts = [len(birth.ops) for birth in self.births]   # ops from before this pair
 
     def take(self, parent: Any) -> Birth | None:
         """The birth of ``parent``'s side, the other parent among its parents where a
-        crossover changed it; None where ``parent`` is neither side (or its side is taken)."""
+        crossover of this pair changed it; None where ``parent`` is neither side (or its side
+        is taken)."""
         for side in (0, 1):
             if not self.taken[side] and self.sources[side] is parent:
                 self.taken[side] = True
                 birth, other = self.births[side], self.others[side]
-                crossed = any(isinstance(op, tuple) for op in birth.ops)
+                crossed = any(isinstance(op, tuple) for op in birth.ops[self.starts[side]:])
                 if crossed and other is not None and other not in birth.parents:
                     birth.parents.append(other)
                 return birth
