@@ -1,5 +1,6 @@
 """Lineage recording (tinyevo.evolution.lineage): what each operator reports about the child it
-makes, what is not recorded, pruning and the JSON form. The runs of ``fit`` are in
+makes, what is not recorded, pruning and the JSON form (the lineage file of a checkpoint,
+tinyevo.app._lineage_file). The runs of ``fit`` and the checkpoints are in
 test_lineage_fit.py."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 
 import tinyevo as te
 from tinyevo import backend as B
+from tinyevo.app._lineage_file import lineage_from_json
 from tinyevo.evolution import (
     CandidateDataIterMap,
     CandidateOptModel,
@@ -284,9 +286,13 @@ def test_the_kind_of_a_step(step, kind):
     assert step.kind == kind
 
 
+FILE = "runs/x/checkpoint/lineage.json"
+FITS = dict(generation=3, counts=(2, 2, 0))     # tree(): population [6, 7], hall of fame [6, 5]
+
+
 def test_json_round_trip_is_exact():
     lineage = tree()
-    again = Lineage.from_json(copy.deepcopy(lineage.to_json()))
+    again = lineage_from_json(copy.deepcopy(lineage.to_json()), FILE, **FITS)
     assert again.to_json() == lineage.to_json() and again.records == lineage.records
 
 
@@ -297,22 +303,29 @@ def _damaged(edit):
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda d: d["records"][3].update(parents=[42]), "parent #42 is not among the records"),
-    (lambda d: d["records"][3].update(generation=1), "a parent made before generation 1"),
+    (lambda d: d["records"][3].update(parents=[42]), r"records\[3\]\.parents: .* #42 is not"),
+    (lambda d: d["records"][3].update(generation=1), "#1 is made in generation 1"),
     (lambda d: d["records"][4].update(id=4), "#4 comes twice"),
-    (lambda d: d["records"][0].update(ops="NoutMutation"), "ops: expected a list of strings"),
-    (lambda d: d["records"][0].update(fitness=float("nan")), "fitness: expected a finite"),
-    (lambda d: d["records"][0].pop("nparams"), "expected an object with the keys"),
-    (lambda d: d.update(population=[6, 99]), "population: expected a list of ids"),
-    (lambda d: d.update(next_id=3), "next_id: expected an integer above every id"),
-    (lambda d: d.update(format="other"), "expected a JSON object with format"),
+    (lambda d: d["records"][0].update(ops="NoutMutation"), r"records\[0\]\.ops: expected a list"),
+    (lambda d: d["records"][0].update(ops=[1]), r"records\[0\]\.ops\[0\]: expected a string"),
+    (lambda d: d["records"][0].update(fitness=float("nan")), "fitness: expected null or a fin"),
+    (lambda d: d["records"][0].update(fitness=10**400), "fitness: expected null or a fin"),
+    (lambda d: d["records"][0].pop("nparams"), r"records\[0\]\.nparams: expected a value"),
+    (lambda d: d.update(population=[6, 99]), r"population\[1\]: expected the id of a record"),
+    (lambda d: d.update(next_id=3), "next_id: expected an integer >= 8"),
+    (lambda d: d.update(format="other"), "format: expected one of"),
+    # what does not fit the checkpoint: an id per entry, nothing made after its generation
+    (lambda d: d.update(hall_of_fame=[6]), "hall_of_fame: expected 2 ids, one per hall-of-fame"),
+    (lambda d: d.update(front=[6]), "front: expected 0 ids, one per Pareto front entry"),
+    (lambda d: d["records"][6].update(generation=4), r"records\[6\]\.generation: expected a "
+                                                     r"generation up to the checkpoint's \(3\)"),
 ])
-def test_a_damaged_lineage_is_refused_naming_what_is_wrong(edit, match):
+def test_a_damaged_lineage_is_refused_naming_the_file_and_the_field(edit, match):
     with pytest.raises(ValueError, match=match) as err:
-        Lineage.from_json(_damaged(edit), "runs/x/checkpoint/lineage.json")
-    assert "runs/x/checkpoint/lineage.json" in str(err.value)
+        lineage_from_json(_damaged(edit), FILE, **FITS)
+    assert str(err.value).startswith(f"{FILE} is damaged or does not fit its checkpoint: field ")
 
 
 def test_a_newer_lineage_asks_for_an_upgrade():
     with pytest.raises(ValueError, match="upgrade tinyevo"):
-        Lineage.from_json(_damaged(lambda d: d.update(version=99)))
+        lineage_from_json(_damaged(lambda d: d.update(version=99)), FILE, **FITS)
