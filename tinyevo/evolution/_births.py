@@ -134,7 +134,9 @@ def born(child: Any, birth: Birth | None, parent: Any) -> Any:
 def note(text: str) -> None:
     """Report what changed the child being made, e.g. ``"NoutMutation conv_12 32->38"``;
     nothing happens outside a recording. Call it from a mutation of your own only where it
-    changed something."""
+    changed something. A model mutation is recorded by its structure: where the model comes
+    out with the structure it went in with, what was noted while it ran is dropped
+    (:func:`edit`)."""
     frames = _FRAMES.get()
     if frames and isinstance(frames[-1], Birth):
         frames[-1].ops.append(str(text))
