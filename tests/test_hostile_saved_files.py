@@ -121,12 +121,15 @@ def test_an_npz_header_that_declares_more_than_it_holds_is_refused(model):
 
 @pytest.mark.parametrize("change, field, expected", [
     (_set("members", 0, "fitness", value="high"), r"members\[0\]\.fitness",
-     "null or a number, found 'high'"),
+     "null or a number within a float's range, found 'high'"),
+    (_set("members", 0, "fitness", value=10**400), r"members\[0\]\.fitness",
+     "null or a number within a float's range, found 1000000"),
     (_set("state", "rng", delete=True), r"state\.rng", r"a value \(the field is required\)"),
     (_set("generation", value="abc"), "generation", "an integer >= 1, found 'abc'"),
     (_set("members", 0, "model", "vertices", 1, "dtype", value="object"),
      r"members\[0\]\.model\.vertices\[1\]\.dtype", r"one of \['float16', 'float32', "),
-], ids=["fitness high", "rng removed", "generation abc", "layer dtype object"])
+], ids=["fitness high", "fitness 10**400", "rng removed", "generation abc",
+        "layer dtype object"])
 def test_a_tampered_checkpoint_is_refused_naming_file_and_field(run, change, field, expected):
     _edit(run / "checkpoint" / "state.json", change)
     match = (rf"checkpoint/state\.json is damaged: field {field}: expected {expected}.*; "

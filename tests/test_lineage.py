@@ -1,5 +1,6 @@
 """Lineage recording (tinyevo.evolution.lineage): what each operator reports about the child it
-makes, what is not recorded, pruning and the JSON form. The runs of ``fit`` are in
+makes, what is not recorded, pruning and the JSON form (the lineage file of a checkpoint,
+tinyevo.app._lineage_file). The runs of ``fit`` and the checkpoints are in
 test_lineage_fit.py."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 
 import tinyevo as te
 from tinyevo import backend as B
+from tinyevo.app._lineage_file import lineage_from_json
 from tinyevo.evolution import (
     CandidateDataIterMap,
     CandidateOptModel,
@@ -29,6 +31,7 @@ from tinyevo.evolution.halloffame import snapshot
 from tinyevo.evolution.iterators import BatchSizeIteratorMap
 from tinyevo.evolution.lineage import Lineage, Step, candidate_id, note, set_candidate_id
 from tinyevo.evolution.mutation import (
+    AddVertexMutation,
     KernelSizeMutation,
     MapCandidate,
     MutationChain,
@@ -39,6 +42,7 @@ from tinyevo.evolution.mutation import (
 from tinyevo.graph import CompGraph, input_vertex, set_activation, vertex
 from tinyevo.layers import Dense
 from tinyevo.optimizers import Adam
+from tinyevo.search import ArchSpaceChain, DenseSpace, VertexSpace
 
 
 def mlp(tag: str) -> CompGraph:
@@ -126,6 +130,41 @@ def test_a_crossover_child_has_both_parents_and_says_what_it_took_then_what_muta
     assert two.ops[0].startswith(f"CrossoverSwap with #{ia}: segment ")
     assert any(op.startswith("NoutMutation") for op in one.ops)   # one step, not two
     assert len(lineage) == 4
+
+
+def test_a_second_crossover_that_changed_nothing_adds_no_parent():
+    a, b, c, d = (candidate(t) for t in "lmno")
+    lineage = started(a, b, c, d)
+    cross = EvolveCandidates(evolve_crossover(VertexCrossover(CrossoverSwap())))
+    idle = EvolveCandidates(evolve_crossover())                # crosses, changes nothing
+
+    def rotate(cs):                 # pairs the children anew: (b', c'), (d', a')
+        return cs[1:] + cs[:1]
+
+    made = children(lineage, EvolutionChain(PairCandidates(cross), rotate,
+                                            PairCandidates(idle)), [a, b, c, d])
+    ia, ib, ic, id_ = map(candidate_id, (a, b, c, d))
+    assert [s.parents for s in made] == [(ib, ia), (ic, id_), (id_, ic), (ia, ib)]
+    assert all(len(s.ops) == 3 and s.kind == "crossover" for s in made)
+
+
+def test_an_added_chain_records_every_vertex_it_added():
+    parent = candidate("p")
+    lineage = started(parent)
+    chain = ArchSpaceChain(VertexSpace(DenseSpace(8, "relu")), VertexSpace(DenseSpace(8, "elu")))
+    add = AddVertexMutation(chain)
+
+    def after_h1(graph):
+        add.mutate_vertex(graph["h1p"])
+
+    with lineage.recording():
+        (child,) = EvolveCandidates(evolve_model(after_h1))([parent])
+    lineage.register([child], 2)
+    before = {v.name for v in parent.graph().vertices}
+    added = [v for v in child.graph().vertices if v.name not in before]
+    assert len(added) == 2                 # the relu and the elu layer
+    assert lineage.records[candidate_id(child)].ops == (
+        "AddVertexMutation after h1p: " + ", ".join(f"{v.name} {v.layer!r}" for v in added),)
 
 
 def test_optimizer_crossovers_that_undo_each_other_record_nothing():
@@ -247,9 +286,13 @@ def test_the_kind_of_a_step(step, kind):
     assert step.kind == kind
 
 
+FILE = "runs/x/checkpoint/lineage.json"
+FITS = dict(generation=3, counts=(2, 2, 0))     # tree(): population [6, 7], hall of fame [6, 5]
+
+
 def test_json_round_trip_is_exact():
     lineage = tree()
-    again = Lineage.from_json(copy.deepcopy(lineage.to_json()))
+    again = lineage_from_json(copy.deepcopy(lineage.to_json()), FILE, **FITS)
     assert again.to_json() == lineage.to_json() and again.records == lineage.records
 
 
@@ -260,22 +303,29 @@ def _damaged(edit):
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda d: d["records"][3].update(parents=[42]), "parent #42 is not among the records"),
-    (lambda d: d["records"][3].update(generation=1), "a parent made before generation 1"),
+    (lambda d: d["records"][3].update(parents=[42]), r"records\[3\]\.parents: .* #42 is not"),
+    (lambda d: d["records"][3].update(generation=1), "#1 is made in generation 1"),
     (lambda d: d["records"][4].update(id=4), "#4 comes twice"),
-    (lambda d: d["records"][0].update(ops="NoutMutation"), "ops: expected a list of strings"),
-    (lambda d: d["records"][0].update(fitness=float("nan")), "fitness: expected a finite"),
-    (lambda d: d["records"][0].pop("nparams"), "expected an object with the keys"),
-    (lambda d: d.update(population=[6, 99]), "population: expected a list of ids"),
-    (lambda d: d.update(next_id=3), "next_id: expected an integer above every id"),
-    (lambda d: d.update(format="other"), "expected a JSON object with format"),
+    (lambda d: d["records"][0].update(ops="NoutMutation"), r"records\[0\]\.ops: expected a list"),
+    (lambda d: d["records"][0].update(ops=[1]), r"records\[0\]\.ops\[0\]: expected a string"),
+    (lambda d: d["records"][0].update(fitness=float("nan")), "fitness: expected null or a fin"),
+    (lambda d: d["records"][0].update(fitness=10**400), "fitness: expected null or a fin"),
+    (lambda d: d["records"][0].pop("nparams"), r"records\[0\]\.nparams: expected a value"),
+    (lambda d: d.update(population=[6, 99]), r"population\[1\]: expected the id of a record"),
+    (lambda d: d.update(next_id=3), "next_id: expected an integer >= 8"),
+    (lambda d: d.update(format="other"), "format: expected one of"),
+    # what does not fit the checkpoint: an id per entry, nothing made after its generation
+    (lambda d: d.update(hall_of_fame=[6]), "hall_of_fame: expected 2 ids, one per hall-of-fame"),
+    (lambda d: d.update(front=[6]), "front: expected 0 ids, one per Pareto front entry"),
+    (lambda d: d["records"][6].update(generation=4), r"records\[6\]\.generation: expected a "
+                                                     r"generation up to the checkpoint's \(3\)"),
 ])
-def test_a_damaged_lineage_is_refused_naming_what_is_wrong(edit, match):
+def test_a_damaged_lineage_is_refused_naming_the_file_and_the_field(edit, match):
     with pytest.raises(ValueError, match=match) as err:
-        Lineage.from_json(_damaged(edit), "runs/x/checkpoint/lineage.json")
-    assert "runs/x/checkpoint/lineage.json" in str(err.value)
+        lineage_from_json(_damaged(edit), FILE, **FITS)
+    assert str(err.value).startswith(f"{FILE} is damaged or does not fit its checkpoint: field ")
 
 
 def test_a_newer_lineage_asks_for_an_upgrade():
     with pytest.raises(ValueError, match="upgrade tinyevo"):
-        Lineage.from_json(_damaged(lambda d: d.update(version=99)))
+        lineage_from_json(_damaged(lambda d: d.update(version=99)), FILE, **FITS)

@@ -4,14 +4,26 @@ resume, bounded, and printed by ``tinyevo show DIR --lineage``."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import shutil
 
 import pytest
 
 import tinyevo as te
-from tinyevo.app.checkpoint import CHECKPOINT_DIR, LINEAGE_FILE, load_checkpoint
+from tinyevo.app.checkpoint import (
+    CHECKPOINT_DIR,
+    LINEAGE_FILE,
+    load_checkpoint,
+    persist,
+    save_checkpoint,
+)
 from tinyevo.app.lineage_io import format_line, load_lineage
+from tinyevo.app.resume import Resumed, continued_lineage
+from tinyevo.app.warmstart import fingerprint
 from tinyevo.cli import main
+from tinyevo.evolution import CandidateModel, FittedCandidate, HallOfFame, Population
 from tinyevo.evolution.lineage import candidate_id
 
 pytest.importorskip("sklearn")
@@ -25,6 +37,15 @@ def run(digits, tmp_path_factory):
     x, y = digits
     mdir = tmp_path_factory.mktemp("lineage") / "run"
     return mdir, te.fit(x, y, generations=4, mdir=mdir, **TINY)
+
+
+@pytest.fixture(scope="module")
+def two(digits, tmp_path_factory):
+    """A seeded run of 2 generations in a run directory, to copy and edit."""
+    x, y = digits
+    mdir = tmp_path_factory.mktemp("lineage") / "two"
+    te.fit(x, y, generations=2, mdir=mdir, **TINY)
+    return mdir
 
 
 def test_every_kept_candidate_has_a_line_back_to_generation_one(run):
@@ -110,19 +131,76 @@ def test_a_run_without_lineage_says_so_and_a_resume_records_from_there(run, digi
     assert "the line starts at generation 2" in format_line(resumed.lineage)
 
 
-def test_a_damaged_lineage_file_is_refused_naming_it(run, digits, tmp_path):
-    x, y = digits
-    te.fit(x, y, generations=2, mdir=tmp_path, **TINY)
-    path = tmp_path / CHECKPOINT_DIR / LINEAGE_FILE
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: d.update(hall_of_fame=d["hall_of_fame"][:1]),
+     r"field hall_of_fame: expected \d+ ids, one per hall-of-fame entry of the checkpoint"),
+    (lambda d: d["records"][-1].update(generation=3),
+     r"field records\[\d+\]\.generation: expected a generation up to the checkpoint's \(2\)"),
+    (lambda d: d["records"][-1].update(fitness=10**400),
+     r"field records\[\d+\]\.fitness: expected null or a finite number"),
+], ids=["an id short", "made after the checkpoint", "fitness 10**400"])
+def test_a_lineage_that_is_damaged_or_does_not_fit_loads_as_none_with_a_warning(
+        two, digits, tmp_path, caplog, edit, field):
+    mdir = shutil.copytree(two, tmp_path / "run")
+    path = mdir / CHECKPOINT_DIR / LINEAGE_FILE
     doc = json.loads(path.read_text())
-    doc["hall_of_fame"] = doc["hall_of_fame"][:1]
+    edit(doc)
     path.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="lineage.json lists 1 ids in hall_of_fame"):
-        load_checkpoint(tmp_path)
-    doc["records"][-1]["parents"] = [10_000]
-    path.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match=r"lineage.json: record .* parent #10000"):
-        load_lineage(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="tinyevo"):
+        population, _ = load_checkpoint(mdir)          # the checkpoint is whole without it
+    assert population.lineage is None and len(population.members) == TINY["population_size"]
+    assert re.search(field, caplog.text) and f"{path} is damaged or does not fit" in caplog.text
+    with pytest.raises(ValueError, match=field):
+        load_lineage(mdir)                             # asked for the lineage: an error
+    x, y = digits                                      # resumed: recorded anew from there
+    resumed = te.fit(x, y, generations=3, mdir=mdir, **TINY)
+    assert load_lineage(mdir).to_json() == resumed.lineage.to_json()
+    assert {resumed.lineage.line(i)[0].generation for i in resumed.lineage.population} == {2}
+
+
+def test_the_checkpoint_lists_the_ids_of_the_candidates_it_saves(run, tmp_path):
+    _, population = run
+    lineage = population.lineage                       # it keeps the hall of fame's too
+    save_checkpoint(tmp_path / "a", population, {}, lineage=lineage)   # without a hall of fame
+    loaded, _ = load_checkpoint(tmp_path / "a")
+    assert [candidate_id(c) for c in loaded.members] == loaded.lineage.population
+    assert loaded.lineage.population == lineage.population and loaded.lineage.hall_of_fame == []
+    assert set(loaded.lineage.records) == lineage.ancestry(lineage.population)
+    stranger = FittedCandidate(CandidateModel(population.members[0].graph().copy()), 0.5, 4)
+    with pytest.raises(ValueError, match="the lineage has no record of member 4"):
+        save_checkpoint(tmp_path / "b", Population([*population.members, stranger], 4), {},
+                        lineage=lineage)
+    assert not (tmp_path / "b").exists()               # refused before anything is written
+
+
+def test_resuming_without_a_lineage_gives_a_copy_of_a_member_the_members_id(two, tmp_path):
+    mdir = shutil.copytree(two, tmp_path / "run")
+    os.remove(mdir / CHECKPOINT_DIR / LINEAGE_FILE)    # as an older tinyevo wrote it
+    loaded, state = load_checkpoint(mdir)
+    members, fame = loaded.members, loaded.hall_of_fame.members
+    lineage = continued_lineage(Resumed(loaded, state), fame, [])
+    ids = dict(zip(fingerprint([c.graph() for c in members]), map(candidate_id, members)))
+    copies = [(c, p) for c, p in zip(fame, fingerprint([c.graph() for c in fame])) if p in ids]
+    assert copies                  # the last generation's best are in the hall of fame
+    assert all(candidate_id(c) == ids[p] for c, p in copies)
+    models = fingerprint([c.graph() for c in [*members, *fame]])
+    assert len(lineage.records) == len(set(models))    # one id per model
+    assert lineage.hall_of_fame == [candidate_id(c) for c in fame]
+
+
+def test_persist_saves_the_lineage_fit_attaches(run, digits, tmp_path, caplog):
+    x, y = digits
+    te.fit(x, y, generations=2, callbacks=[persist(tmp_path / "a")], **TINY)
+    loaded, _ = load_checkpoint(tmp_path / "a")
+    assert loaded.lineage.population == [candidate_id(c) for c in loaded.members]
+    assert main(["show", str(tmp_path / "a"), "--lineage"]) == 0
+    _, population = run            # a hall of fame of the user's, with a model not on record
+    fame = HallOfFame(2)
+    fame.update([FittedCandidate(CandidateModel(population.members[0].graph().copy()), 9.0, 4)])
+    with caplog.at_level(logging.WARNING, logger="tinyevo"):
+        persist(tmp_path / "b", hall_of_fame=fame)(population)
+    assert "the lineage has no record of hall-of-fame entry 0" in caplog.text
+    assert load_checkpoint(tmp_path / "b")[0].lineage is None
 
 
 def test_the_pareto_front_keeps_its_ancestry(digits):

@@ -475,8 +475,9 @@ def _show_lineage(mdir: Path, lineage: Any, final: Any) -> int:
 
     if lineage is None:
         raise ValueError(f"{mdir} has no lineage: its checkpoint was written by a tinyevo that "
-                         "did not record one yet; resuming the run with this version records "
-                         "it from then on (docs/lineage.md)")
+                         "did not record one yet, or its lineage.json did not load (a warning "
+                         "above says why); resuming the run with this version records it from "
+                         "then on (docs/lineage.md)")
     print(format_line(lineage))
     if isinstance(final, dict):
         print(f"then the final training: fitness {final.get('fitness', float('nan')):.4f} "

@@ -123,19 +123,20 @@ class Field:
     def number(self, lo: float | None = None, hi: float | None = None, null: bool = False,
                finite: bool = True, below: bool = False) -> float | None:
         """A finite number (int or float, not a bool) in [lo, hi] (or [lo, hi) with ``below``);
-        any float, NaN and infinities too, with ``finite=False``; None for null when ``null``."""
+        any float, NaN and infinities too, with ``finite=False``; None for null when ``null``.
+        A JSON integer counts only where a float holds it (``10**400`` does not)."""
         if null and self.value is None:
             return None
-        value = self.value
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = _as_float(self.value)
+        ok = value is not None
         if ok and finite:
             ok = (math.isfinite(value) and (lo is None or value >= lo)
                   and (hi is None or (value < hi if below else value <= hi)))
         if not ok:
-            what = ("a number" if not finite else
+            what = ("a number within a float's range" if not finite else
                     f"a finite number {_range(lo, hi, ')' if below else ']')}")
             raise self.fail(("null or " if null else "") + what)
-        return float(value)
+        return value
 
     def string(self, choices: tuple | list | None = None, null: bool = False) -> str | None:
         """A non-empty string, one of ``choices`` when given; None for null when ``null``."""
@@ -470,6 +471,17 @@ def _plain(value: Any) -> bool:
     if value is None or isinstance(value, bool | int | float | str):
         return True
     return isinstance(value, list) and all(_plain(v) for v in value)
+
+
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float where it is a JSON number a float holds; None for anything else
+    (a bool, a string, an integer too large for a float)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _range(lo: Any, hi: Any, close: str = "]") -> str:

@@ -12,10 +12,13 @@ files keyed ``"hof/<entry>/..."``; checkpoints without one load with an empty on
 front (:class:`tinyevo.evolution.ParetoFront`, ``"pareto_front"``, keyed ``"front/<entry>/..."``),
 and a fitness that is an :class:`~tinyevo.evolution.Objectives` keeps its vector beside it
 (``"objectives"``); checkpoints without a front load with none. A run's lineage
-(:class:`tinyevo.evolution.lineage.Lineage`), when given, is ``lineage.json``: its
-``population``, ``hall_of_fame`` and ``front`` list the ids of the members, entries and front
-entries in their order, which loading gives back to them; checkpoints without one (from before
-lineages were recorded) load with ``population.lineage`` None. The folder is
+(:class:`tinyevo.evolution.lineage.Lineage`), when given, is ``lineage.json``
+(:mod:`tinyevo.app._lineage_file`): its ``population``, ``hall_of_fame`` and ``front`` list the
+ids of the members, entries and front entries saved, in their order, which loading gives back
+to them; checkpoints without one (from before lineages were recorded) load with
+``population.lineage`` None, and so, with a logged warning, does a checkpoint whose
+``lineage.json`` is damaged or does not fit it (the lineage is history: the run does not need
+it to go on). The folder is
 swapped in atomically (:func:`tinyevo.app.io.atomic_dir`): a run killed at any moment, even
 while writing, leaves the previous complete generation or the new one. Loading executes nothing
 from the files (JSON, and ``.npz`` read with ``allow_pickle=False``) and checks every field of
@@ -28,11 +31,13 @@ anything (:mod:`tinyevo.app._validate`).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from tinyevo._version import __version__
+from tinyevo.app._lineage_file import LINEAGE_FILE, lineage_from_json, lineage_json, unknown
 from tinyevo.app._validate import (
     Field,
     Stored,
@@ -67,12 +72,14 @@ from tinyevo.evolution.population import Population
 from tinyevo.graph import KINDS, CompGraph
 from tinyevo.optimizers import optimizer_from_spec
 
-__all__ = ["save_checkpoint", "load_checkpoint", "stored_settings", "persist", "CHECKPOINT_DIR"]
+__all__ = ["save_checkpoint", "load_checkpoint", "stored_settings", "persist", "read_lineage",
+           "CHECKPOINT_DIR", "LINEAGE_FILE"]
+
+log = logging.getLogger("tinyevo")
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 OPTIMIZERS_FILE = "optimizers.npz"
-LINEAGE_FILE = "lineage.json"
 HOF_PREFIX = "hof/"      # the hall of fame's keys in the .npz files: "hof/<entry>/..."
 FRONT_PREFIX = "front/"  # the Pareto front's: "front/<entry>/..."
 # 2: with a hall of fame; 3: with objectives (a run without them still writes 2, which an
@@ -89,7 +96,12 @@ def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict
                     lineage: Lineage | None = None) -> Path:
     """Write ``population`` (evaluated; candidates holding a CompGraph and optionally their own
     optimiser), the JSON-able ``state`` and, when given, ``hall_of_fame``, ``pareto_front``
-    and ``lineage`` (updated with these three) to ``mdir/checkpoint``, atomically."""
+    and ``lineage`` to ``mdir/checkpoint``, atomically. The lineage file holds the ids of the
+    candidates saved and their ancestry: a ValueError, before anything is written, where
+    ``lineage`` has no record of one of them."""
+    saved = (population.members, hall_of_fame.members if hall_of_fame is not None else [],
+             pareto_front.members if pareto_front is not None else [])
+    lineage_doc = None if lineage is None else lineage_json(lineage, saved)
     arrays: dict[str, Any] = {}
     opt_arrays: dict[str, Any] = {}
     doc = {"format": FORMAT, "version": 2, "tinyevo": __version__,
@@ -110,8 +122,8 @@ def save_checkpoint(mdir: str | os.PathLike, population: Population, state: dict
         write_npz(tmp / "members.npz", arrays)
         write_npz(tmp / OPTIMIZERS_FILE, opt_arrays)
         write_json(tmp / STATE_FILE, doc)
-        if lineage is not None:
-            write_json(tmp / LINEAGE_FILE, lineage.to_json(), indent=None)
+        if lineage_doc is not None:
+            write_json(tmp / LINEAGE_FILE, lineage_doc, indent=None)
     return target
 
 
@@ -180,7 +192,7 @@ def _load(folder: Path) -> tuple[Population, dict]:
     if stray:
         raise ValueError(f"{folder} is damaged: optimiser state {stray[0]!r} belongs to no member "
                          "with an optimiser; remove the folder or use another mdir")
-    lineage = read_lineage(folder)
+    lineage = _fitting_lineage(folder, root)
     try:
         decoded = [_decode_all(docs, tag, arrays, opt_arrays) for tag, docs in lists]
         if lineage is not None:
@@ -202,21 +214,53 @@ def _load(folder: Path) -> tuple[Population, dict]:
 
 
 def read_lineage(folder: Path) -> Lineage | None:
-    """The lineage in checkpoint ``folder``, checked; None where it has none (a checkpoint
-    from before lineages were recorded, or of a ``persist`` callback)."""
+    """The lineage in checkpoint ``folder``, checked against its ``state.json`` (read as JSON:
+    its generation and how many members and entries it holds; no model is built); None where
+    it has none (a checkpoint from before lineages were recorded). A ValueError naming the file
+    and the field where it is damaged or does not fit its checkpoint."""
     path = folder / LINEAGE_FILE
-    return Lineage.from_json(read_json(path), str(path)) if path.exists() else None
+    if not path.exists():
+        return None
+    state_file = folder / STATE_FILE
+    root = Field(read_json(state_file), f"{state_file} is damaged", _FIX, state_file)
+    root.obj(("format", "version", "generation", "members"), None)
+    root["format"].string((FORMAT,))
+    return lineage_from_json(read_json(path), path, root["generation"].integer(1),
+                             _counts(root))
+
+
+def _fitting_lineage(folder: Path, root: Field) -> Lineage | None:
+    """The lineage of checkpoint ``folder`` (its ``state.json`` checked, ``root``); None where
+    it has none, or, with a warning, where its file is damaged or does not fit the checkpoint:
+    the lineage is history, and the checkpoint is whole without it."""
+    path = folder / LINEAGE_FILE
+    if not path.exists():
+        return None
+    generation = root["generation"].value
+    try:
+        return lineage_from_json(read_json(path), path, generation, _counts(root))
+    except (OSError, ValueError) as err:
+        log.warning("%s\nThe checkpoint loads without its lineage: a run resumed from it records "
+                    "its lineage anew from generation %d on (its lines start there) and its next "
+                    "checkpoint replaces %s; to keep the old record, restore the file before "
+                    "resuming.", err, generation, path)
+        return None
+
+
+def _counts(root: Field) -> tuple[int, int, int]:
+    """How many members, hall-of-fame entries and front entries ``state.json`` holds."""
+    fame, front = root.get("hall_of_fame"), root.get("pareto_front")
+    return (len(root["members"].items()),
+            0 if fame is None else len(fame["members"].items()),
+            0 if front is None else len(front["members"].items()))
 
 
 def _give_ids(lineage: Lineage, decoded: list[list]) -> None:
-    """Give the members, hall-of-fame entries and front entries their ids, in order."""
-    for name, ids, candidates in zip(("population", "hall_of_fame", "front"),
-                                     (lineage.population, lineage.hall_of_fame, lineage.front),
-                                     decoded):
-        if len(ids) != len(candidates):
-            raise ValueError(f"{LINEAGE_FILE} lists {len(ids)} ids in {name} for "
-                             f"{len(candidates)} entries in {STATE_FILE}")
-        for i, c in zip(ids, candidates):
+    """Give the members, hall-of-fame entries and front entries their ids, in order (as many
+    as there are: :func:`lineage_from_json` checked it)."""
+    for ids, candidates in zip((lineage.population, lineage.hall_of_fame, lineage.front),
+                               decoded):
+        for i, c in zip(ids, candidates, strict=True):
             set_candidate_id(c, i)
 
 
@@ -350,15 +394,31 @@ def persist(mdir: str | os.PathLike, state: Any = None,
             hall_of_fame: HallOfFame | None = None) -> Any:
     """The seed's ``persist`` as a callback: ``fit(..., callbacks=[persist("runs/x")])`` or
     ``persist("runs/x")(population)`` writes the population's checkpoint, with ``hall_of_fame``
-    when given (``fit`` with ``mdir`` already does this, with what it needs to resume)."""
+    when given, and the lineage ``fit`` attaches to the population (``population.lineage``)
+    where it has a record of every candidate saved (``fit`` with ``mdir`` already does this,
+    with what it needs to resume)."""
     if not isinstance(mdir, str | os.PathLike):
         raise TypeError(f"persist(mdir) makes a callback that checkpoints to the folder mdir; "
                         f"it was given a {type(mdir).__name__}. Pass persist('runs/x') as the "
                         "callback, not persist itself")
 
+    warned = False
+
     def callback(population: Population) -> None:
+        nonlocal warned
+        lineage = getattr(population, "lineage", None)
+        lineage = lineage if isinstance(lineage, Lineage) else None
+        fame = hall_of_fame.members if hall_of_fame is not None else []
+        missing = None if lineage is None else unknown(lineage, (population.members, fame))
+        if missing is not None:
+            if not warned:
+                log.warning("persist(%r): the lineage has no record of %s (it keeps the "
+                            "ancestry of fit's own hall of fame); checkpoints are written "
+                            "without it", str(mdir), missing)
+                warned = True
+            lineage = None
         save_checkpoint(mdir, population, state() if callable(state) else (state or {}),
-                        hall_of_fame)
+                        hall_of_fame, lineage=lineage)
     return callback
 
 

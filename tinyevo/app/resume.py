@@ -25,7 +25,8 @@ from typing import Any
 from tinyevo import backend as B
 from tinyevo.app.checkpoint import load_checkpoint
 from tinyevo.app.config import FitConfig, small_data_config
-from tinyevo.evolution.lineage import Lineage
+from tinyevo.app.warmstart import fingerprint
+from tinyevo.evolution.lineage import Lineage, candidate_id, set_candidate_id
 from tinyevo.evolution.population import Population
 from tinyevo.graph.vertices import name_counter, set_name_counter
 
@@ -154,15 +155,26 @@ def restore_random_state(resumed: Resumed) -> None:
 
 
 def continued_lineage(resumed: Resumed, hall_of_fame: list, front: list) -> Lineage:
-    """The lineage the resumed run goes on with: its checkpoint's. A checkpoint written before
-    lineages were recorded starts one at its generation, its members, ``hall_of_fame`` and
-    ``front`` entries (the run's, as it holds them) without parents."""
+    """The lineage the resumed run goes on with: its checkpoint's. A checkpoint without one
+    (written before lineages were recorded, or whose lineage did not load) starts one at its
+    generation: its members, ``hall_of_fame`` and ``front`` entries (the run's, as it holds
+    them) without parents, an entry that is a copy of a member (the same model and weights)
+    with the member's id."""
     population = resumed.population
     lineage = getattr(population, "lineage", None)
     if lineage is None:
         lineage = Lineage()
-        lineage.register([*population.members, *hall_of_fame, *front], population.generation)
+        lineage.register(population)
+        known = dict(zip(fingerprint([c.graph() for c in population.members]),
+                         map(candidate_id, population.members)))
+        entries = [*hall_of_fame, *front]
+        for c, print_ in zip(entries, fingerprint([c.graph() for c in entries])):
+            if known.get(print_) is not None:
+                set_candidate_id(c, known[print_])
+            else:
+                lineage.register([c], population.generation)
+                known[print_] = candidate_id(c)
         lineage.update(population, hall_of_fame, front)
-        log.info("the checkpoint has no lineage (an older tinyevo wrote it): it is recorded "
-                 "from generation %d on", population.generation)
+        log.info("the checkpoint has no lineage: it is recorded from generation %d on",
+                 population.generation)
     return lineage

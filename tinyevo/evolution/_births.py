@@ -63,15 +63,17 @@ class _Crossing:
         self.births = [_birth_from(tag_of(a)), _birth_from(tag_of(b))]
         self.others = [tag_of(b), tag_of(a)]
         self.taken = [False, False]
+        self.starts = [len(birth.ops) for birth in self.births]   # ops from before this pair
 
     def take(self, parent: Any) -> Birth | None:
         """The birth of ``parent``'s side, the other parent among its parents where a
-        crossover changed it; None where ``parent`` is neither side (or its side is taken)."""
+        crossover of this pair changed it; None where ``parent`` is neither side (or its side
+        is taken)."""
         for side in (0, 1):
             if not self.taken[side] and self.sources[side] is parent:
                 self.taken[side] = True
                 birth, other = self.births[side], self.others[side]
-                crossed = any(isinstance(op, tuple) for op in birth.ops)
+                crossed = any(isinstance(op, tuple) for op in birth.ops[self.starts[side]:])
                 if crossed and other is not None and other not in birth.parents:
                     birth.parents.append(other)
                 return birth
@@ -132,7 +134,9 @@ def born(child: Any, birth: Birth | None, parent: Any) -> Any:
 def note(text: str) -> None:
     """Report what changed the child being made, e.g. ``"NoutMutation conv_12 32->38"``;
     nothing happens outside a recording. Call it from a mutation of your own only where it
-    changed something."""
+    changed something. A model mutation is recorded by its structure: where the model comes
+    out with the structure it went in with, what was noted while it ran is dropped
+    (:func:`edit`)."""
     frames = _FRAMES.get()
     if frames and isinstance(frames[-1], Birth):
         frames[-1].ops.append(str(text))

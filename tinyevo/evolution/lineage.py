@@ -42,7 +42,6 @@ __all__ = ["Step", "Lineage", "candidate_id", "set_candidate_id", "note", "note_
            "FORMAT", "VERSION"]
 
 FORMAT, VERSION = "tinyevo.lineage", 1
-_STEP_KEYS = ("id", "parents", "generation", "ops", "fitness", "nparams")
 
 
 @dataclass(frozen=True)
@@ -172,7 +171,9 @@ class Lineage:
                front: Iterable[Any] = ()) -> None:
         """Take an evaluated generation: each member's best fitness and parameter count; the
         ids of ``population`` (best first), ``hall_of_fame`` and ``front`` as the ones to
-        keep; every other candidate pruned but their ancestors."""
+        keep; every other candidate pruned but their ancestors. A candidate the lineage has no
+        record of (never registered) is in none of the lists: ``save_checkpoint`` refuses to
+        save it with the lineage."""
         members = list(getattr(population, "members", population))
         for c in members:
             i = births.tag_of(c)
@@ -191,17 +192,12 @@ class Lineage:
 
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict:
-        """The lineage as JSON: steps by increasing id."""
+        """The lineage as JSON: steps by increasing id (a checkpoint's ``lineage.json`` is
+        this, read back and checked by :mod:`tinyevo.app.checkpoint`)."""
         return {"format": FORMAT, "version": VERSION, "next_id": self.next_id,
                 "population": list(self.population), "hall_of_fame": list(self.hall_of_fame),
                 "front": list(self.front),
                 "records": [self.records[i].to_json() for i in sorted(self.records)]}
-
-    @classmethod
-    def from_json(cls, d: Any, where: str = "lineage") -> Lineage:
-        """The lineage :meth:`to_json` wrote, every field checked: a ValueError naming
-        ``where`` and the field for anything else."""
-        return _decode(d, where)
 
     # ------------------------------------------------------------------ helpers
     def _resolve(self, ref: int | births.Birth) -> int | None:
@@ -247,81 +243,18 @@ def _ids(candidates: Iterable[Any], records: dict) -> list[int]:
 def _evaluated(step: Step, c: Any) -> Step:
     """``step`` with the fitness of ``c`` where it is the best so far, and its parameters."""
     fitness = getattr(c, "fitness", None)
-    better = (isinstance(fitness, numbers.Real) and not isinstance(fitness, bool)
-              and math.isfinite(fitness) and (step.fitness is None or fitness > step.fitness))
+    better = _finite(fitness) and (step.fitness is None or fitness > step.fitness)
     graph = c.graph() if callable(getattr(c, "graph", None)) else None
     count = getattr(graph, "nparams", None)
     return replace(step, fitness=float(fitness) if better else step.fitness,
                    nparams=int(count()) if callable(count) else step.nparams)
 
 
-# ---------------------------------------------------------------------------------- decoding
-def _decode(d: Any, where: str) -> Lineage:
-    def fail(what: str, got: Any) -> ValueError:
-        text = repr(got)
-        text = text if len(text) <= 80 else text[:77] + "..."
-        return ValueError(f"{where}: {what}, got {text}; the lineage is damaged: restore it "
-                          "from a copy, or remove it (the run then has no lineage)")
-
-    if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise fail(f"expected a JSON object with format {FORMAT!r}", d if not isinstance(
-            d, dict) else d.get("format"))
-    if not _integer(d.get("version"), 1):
-        raise fail("expected an integer version", d.get("version"))
-    if d["version"] > VERSION:
-        raise ValueError(f"{where}: lineage version {d['version']} was written by a newer "
-                         f"tinyevo (this one reads up to {VERSION}); upgrade tinyevo")
-    keys = {"format", "version", "next_id", "population", "hall_of_fame", "front", "records"}
-    if set(d) != keys:
-        raise fail(f"expected exactly the keys {sorted(keys)}", sorted(d))
-    if not isinstance(d["records"], list):
-        raise fail("expected a list of records", d["records"])
-    steps: dict[int, Step] = {}
-    for k, r in enumerate(d["records"]):
-        step = _step(r, f"record {k}", fail)
-        if step.id in steps:
-            raise fail(f"record {k}: expected ids that differ, #{step.id} comes twice", r)
-        for p in step.parents:
-            parent = steps.get(p)
-            if parent is None:
-                raise fail(f"record {k} (#{step.id}): parent #{p} is not among the records "
-                           "before it (records come by increasing id)", r)
-            if parent.generation >= step.generation:
-                raise fail(f"record {k} (#{step.id}): a parent made before generation "
-                           f"{step.generation}; #{p} was made in {parent.generation}", r)
-        steps[step.id] = step
-    if not _integer(d["next_id"], max(steps, default=0) + 1):
-        raise fail(f"next_id: expected an integer above every id ({max(steps, default=0)})",
-                   d["next_id"])
-    lists = {}
-    for name in ("population", "hall_of_fame", "front"):
-        ids = d[name]
-        if not isinstance(ids, list) or not all(_integer(i, 1) and i in steps for i in ids):
-            raise fail(f"{name}: expected a list of ids among the records", ids)
-        lists[name] = ids
-    return Lineage(steps.values(), next_id=d["next_id"], **lists)
-
-
-def _step(r: Any, label: str, fail: Any) -> Step:
-    if not isinstance(r, dict) or set(r) != set(_STEP_KEYS):
-        raise fail(f"{label}: expected an object with the keys {list(_STEP_KEYS)}", r)
-    if not _integer(r["id"], 1):
-        raise fail(f"{label}: id: expected an integer >= 1", r["id"])
-    if not _integer(r["generation"], 1):
-        raise fail(f"{label}: generation: expected an integer >= 1", r["generation"])
-    if not (isinstance(r["parents"], list) and all(_integer(p, 1) for p in r["parents"])):
-        raise fail(f"{label}: parents: expected a list of ids", r["parents"])
-    if not (isinstance(r["ops"], list) and all(isinstance(op, str) for op in r["ops"])):
-        raise fail(f"{label}: ops: expected a list of strings", r["ops"])
-    fitness = r["fitness"]
-    if fitness is not None and not (isinstance(fitness, int | float)
-                                    and not isinstance(fitness, bool) and math.isfinite(fitness)):
-        raise fail(f"{label}: fitness: expected a finite number or null", fitness)
-    if r["nparams"] is not None and not _integer(r["nparams"], 0):
-        raise fail(f"{label}: nparams: expected an integer >= 0 or null", r["nparams"])
-    return Step(r["id"], tuple(r["parents"]), r["generation"], tuple(r["ops"]),
-                None if fitness is None else float(fitness), r["nparams"])
-
-
-def _integer(x: Any, lo: int) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= lo
+def _finite(x: Any) -> bool:
+    """Whether ``x`` is a real number a float holds, finite (an int of 400 digits is not)."""
+    if not isinstance(x, numbers.Real) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False

@@ -237,6 +237,7 @@ class AddVertexMutation(_VertexLeaf):
         gen = self._gen()
         flush_pending(v, None, gen)
         made: list = []
+        before = set(connected(v))
 
         def factory(u: Vertex) -> Vertex:
             new = self._draw(u, gen)
@@ -250,8 +251,10 @@ class AddVertexMutation(_VertexLeaf):
             return new
 
         try:
-            if insert_after(v, factory):
-                note(f"{type(self).__name__} after {v.name}: {made[-1].name} {what(made[-1])}")
+            if insert_after(v, factory):      # every vertex added (a chain space adds several)
+                added = [u for u in toposort([made[-1]]) if u not in before]
+                note(f"{type(self).__name__} after {v.name}: "
+                     + ", ".join(f"{u.name} {what(u)}" for u in added))
         except ValueError as e:
             logger.info("AddVertexMutation(%r): not added, %s", v.name, e)
 
