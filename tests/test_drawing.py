@@ -1,9 +1,12 @@
 """Pictures of an architecture: the layered layout (a box per vertex, an edge per input, rows
-and room kept), the DOT text (a node per vertex, an edge per edge), Graphviz where installed,
-the PNG and the callback."""
+and room kept, no edge behind a box it does not connect), the DOT text (a node per vertex, an
+edge per edge), Graphviz where installed (and where it fails or hangs), the PNG and the
+callback."""
 
+import os
 import re
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -11,16 +14,17 @@ from graph_cases import chain, inception, residual
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyevo.app.drawing import (
-    DrawArchitecture,
+from tinyevo.app import drawing
+from tinyevo.app.drawing import DrawArchitecture, draw_architecture, render_dot
+from tinyevo.app.layout import (
+    BOX_HEIGHT,
+    BOX_WIDTH,
     architecture_dot,
     architecture_layout,
-    draw_architecture,
-    render_dot,
     vertex_label,
 )
 from tinyevo.graph import CompGraph, add, concat, input_vertex, vertex
-from tinyevo.layers import BatchNorm, Dense
+from tinyevo.layers import BatchNorm, Conv, Dense
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -62,6 +66,31 @@ def crossings(layout) -> int:
                if a1[1] == a2[1])
 
 
+def meets_box(a, b, box, eps: float = 1e-6) -> bool:
+    """Whether the segment from ``a`` to ``b`` enters ``box`` (Liang-Barsky clipping)."""
+    lo, hi = 0.0, 1.0
+    for p, q in ((-(b[0] - a[0]), a[0] - (box.x - BOX_WIDTH / 2 + eps)),
+                 (b[0] - a[0], box.x + BOX_WIDTH / 2 - eps - a[0]),
+                 (-(b[1] - a[1]), a[1] - (box.row - BOX_HEIGHT / 2 + eps)),
+                 (b[1] - a[1], box.row + BOX_HEIGHT / 2 - eps - a[1])):
+        if p == 0:
+            if q < 0:
+                return False
+        elif p < 0:
+            lo = max(lo, q / p)
+        else:
+            hi = min(hi, q / p)
+    return lo <= hi
+
+
+def edges_behind_boxes(layout) -> list[tuple[str, str, str]]:
+    """(source, target, box) for each box an edge, as drawn, runs through but does not
+    connect."""
+    return [(e.source, e.target, box.name) for e in layout.edges
+            for a, b in zip(e.path, e.path[1:]) for box in layout.boxes
+            if box.name not in (e.source, e.target) and meets_box(a, b, box)]
+
+
 def check_layout(graph: CompGraph) -> None:
     layout = architecture_layout(graph)
     boxes = {b.name: b for b in layout.boxes}
@@ -79,6 +108,11 @@ def check_layout(graph: CompGraph) -> None:
         assert e.points[0] == (src.x, src.row) and e.points[-1] == (dst.x, dst.row)
         assert [p[1] for p in e.points] == list(range(src.row, dst.row + 1))
     assert all(-1e-9 <= b.x - 0.5 and b.x + 0.5 <= layout.width + 1e-9 for b in layout.boxes)
+    for e in layout.edges:                           # sideways only between rows
+        for (x0, y0), (x1, y1) in zip(e.path, e.path[1:]):
+            assert x0 == x1 or {round(y0 % 1, 9), round(y1 % 1, 9)} == {
+                round(BOX_HEIGHT / 2, 9), round(1 - BOX_HEIGHT / 2, 9)}
+    assert edges_behind_boxes(layout) == []
 
 
 @pytest.mark.parametrize("build", [chain, residual, inception])
@@ -100,6 +134,34 @@ def test_forks_and_residuals_are_drawn_without_crossings_and_chains_straight():
     assert len({b.x for b in boxes.values()}) == 1                    # a chain is one column
     skip = next(e for e in layout.edges if (e.source, e.target) == ("stem", "res"))
     assert len(skip.points) == 5          # the residual bends in each of the 3 rows it passes
+
+
+def wide_forks() -> CompGraph:
+    """Two wide forks of chains of one to three convolutions, joined by concat, inside a
+    residual block: long edges that pass rows of other boxes."""
+    inp = input_vertex("in", 4, "conv2d")
+    v = inp
+    for block in range(2):
+        start, paths = v, []
+        for k in range(7):
+            p = start
+            for _ in range(1 + (k * 5 + block) % 3):
+                p = vertex(Conv(p.nout, 3 + k % 3, (3, 3)), p)
+            paths.append(p)
+        v = concat(*paths)
+        v = vertex(Conv(v.nout, start.nout, (1, 1)), v)
+        v = add(start, v)
+    return CompGraph(inp, v)
+
+
+def test_no_edge_runs_behind_a_box_it_does_not_connect():
+    layout = architecture_layout(wide_forks())
+    assert edges_behind_boxes(layout) == []
+    long = [e for e in layout.edges if len(e.points) > 2]
+    assert long                                  # edges that pass rows: straight down there
+    for e in long:
+        assert all(a[0] == b[0] for a, b in zip(e.path[1::2], e.path[2::2]))
+    check_layout(wide_forks())
 
 
 def test_the_labels_say_what_a_vertex_computes_with_its_sizes():
@@ -143,6 +205,28 @@ def test_graphviz_renders_the_dot_text(tmp_path):
     assert b"<svg" in (tmp_path / "b.svg").read_bytes()
 
 
+def fake_dot(folder, script: str, monkeypatch) -> None:
+    """A program called dot, first on the PATH, that runs ``script`` (sh)."""
+    folder.mkdir(exist_ok=True)
+    (folder / "dot").write_text("#!/bin/sh\n" + script + "\n")
+    (folder / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the stand-in dot is a shell script")
+def test_a_dot_that_fails_or_hangs_is_a_runtime_error_and_writes_nothing(tmp_path, monkeypatch):
+    fake_dot(tmp_path / "bin", 'echo "Layout type: dot not recognized" >&2; exit 1', monkeypatch)
+    with pytest.raises(RuntimeError, match="could not render a.svg: Layout type"):
+        render_dot(architecture_dot(chain()), tmp_path / "a.svg")
+    fake_dot(tmp_path / "bin", "exec sleep 20", monkeypatch)
+    monkeypatch.setattr(drawing, "DOT_TIMEOUT", 0.3)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="within 0.3 s"):
+        render_dot(architecture_dot(chain()), tmp_path / "a.svg")
+    assert time.monotonic() - started < 10
+    assert not (tmp_path / "a.svg").exists()
+
+
 def test_without_graphviz_render_dot_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert render_dot(architecture_dot(chain()), tmp_path / "a.svg") is False
@@ -169,6 +253,13 @@ def test_draw_architecture_writes_a_png(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["arch.png"]       # no temporary left
 
 
+def test_text_is_drawn_as_it_is_not_as_a_formula(tmp_path):
+    pytest.importorskip("matplotlib")
+    inp = input_vertex("a$\\frac{$b", 2)                        # mathtext would fail on it
+    graph = CompGraph(inp, vertex(Dense(2, 2), inp, name="conv$_1$ and $x^{$"))
+    assert draw_architecture(graph, tmp_path / "a.png").read_bytes().startswith(PNG)
+
+
 def test_the_callback_draws_the_best_member_of_each_generation(tmp_path):
     pytest.importorskip("matplotlib")
     from tinyevo.evolution import CandidateModel, FittedCandidate, Population
@@ -178,7 +269,8 @@ def test_the_callback_draws_the_best_member_of_each_generation(tmp_path):
                              FittedCandidate(CandidateModel(big), 0.9, 1)], 1)
     cb = DrawArchitecture(tmp_path)
     cb(population)
-    assert (tmp_path / "architecture.png").read_bytes().startswith(PNG)
-    assert (tmp_path / "architecture.dot").read_text() == architecture_dot(big)
+    assert (tmp_path / "generation_best.png").read_bytes().startswith(PNG)
+    assert (tmp_path / "generation_best.dot").read_text() == architecture_dot(big)
+    assert not (tmp_path / "architecture.png").exists()     # the report's: the run's winner
     with pytest.raises(TypeError, match="Population"):
         cb([1, 2])

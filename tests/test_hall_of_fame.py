@@ -283,7 +283,7 @@ def test_show_lists_the_hall_of_fame(tmp_path, capsys):
     g = hof.members
     assert rows == [[str(r), f"{m.fitness:.4f}", str(m.generation), f"{m.graph().nparams():,}",
                      str(len(m.graph().vertices))] for r, m in enumerate(g, 1)]
-    assert "exports the hall of fame's best: fitness 0.8000, evaluated in generation 2" in out
+    assert "the hall of fame's best: fitness 0.8000, evaluated in generation 2" in out
 
 
 def test_show_without_a_hall_of_fame(tmp_path, capsys):

@@ -102,14 +102,16 @@ def test_show_lineage_prints_the_winners_line_a_step_a_line(run, capsys):
     lineage = population.lineage
     line = lineage.line(lineage.winner())
     assert out[1].startswith(f"line of #{lineage.winner()}, the best model ever evaluated")
-    assert out[2].split() == ["id", "generation", "fitness", "parameters", "what", "changed"]
+    assert out[2].split() == ["candidate", "made", "in", "generation", "made", "by", "best",
+                              "fitness", "it", "reached", "parameters", "change", "what",
+                              "changed"]
     rows = out[3:]
     assert len(rows) == len(line)
     for row, step in zip(rows, line):
-        cells = row.split(maxsplit=4)
-        assert cells[:4] == [f"#{step.id}", str(step.generation), f"{step.fitness:.4f}",
-                             f"{step.nparams:,}"]
-        assert cells[4] == ("; ".join(step.ops) if step.ops else
+        cells = row.split(maxsplit=6)
+        assert cells[:5] == [f"#{step.id}", str(step.generation), step.kind,
+                             f"{step.fitness:.4f}", f"{step.nparams:,}"]
+        assert cells[6] == ("; ".join(step.ops) if step.ops else
                             "drawn from the search space" if step.kind == "initial"
                             else "a copy (nothing changed)")
 

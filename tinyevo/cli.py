@@ -126,8 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("dir", help="run directory written by tinyevo fit")
     s.add_argument("--lineage", action="store_true",
                    help="print the best model's line instead: each ancestor back to generation "
-                        "1, with its fitness, parameters and the mutations and crossovers that "
-                        "made it (docs/lineage.md)")
+                        "1, with the generation it was made in, the best fitness it reached, "
+                        "its parameters and the mutations and crossovers that made it "
+                        "(docs/lineage.md)")
     s.set_defaults(run=_show)
 
     w = sub.add_parser("report", help="write a run's report.html",
@@ -478,10 +479,7 @@ def _show_lineage(mdir: Path, lineage: Any, final: Any) -> int:
                          "did not record one yet, or its lineage.json did not load (a warning "
                          "above says why); resuming the run with this version records it from "
                          "then on (docs/lineage.md)")
-    print(format_line(lineage))
-    if isinstance(final, dict):
-        print(f"then the final training: fitness {final.get('fitness', float('nan')):.4f} "
-              "(the model tinyevo fit exported)")
+    print(format_line(lineage, final=final))
     return 0
 
 

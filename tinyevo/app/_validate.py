@@ -33,7 +33,7 @@ from tinyevo.optimizers import OPTIMIZERS
 
 __all__ = ["Field", "Stored", "check_depth", "check_graph", "check_sequential",
            "check_optimizer", "check_rng_state", "MAX_DEPTH", "MAX_SIZE", "MAX_WINDOW",
-           "MAX_VERTICES", "FLOAT_DTYPES"]
+           "MAX_VERTICES", "FLOAT_DTYPES", "finite_number"]
 
 # Sane bounds. Sizes of layers with arrays must also equal the stored arrays' shapes, so these
 # only bound what no array pins (an input's size, a pooling window) and keep messages readable.
@@ -504,3 +504,10 @@ def _describe(value: Any) -> str:
         return f"a list of {len(value)} items"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def finite_number(value: Any) -> bool:
+    """Whether ``value`` (read from a file, or given) is a finite number: an int or a float,
+    not a bool, that a float holds (not ``10**400``), not NaN nor an infinity."""
+    number = _as_float(value)
+    return number is not None and math.isfinite(number)

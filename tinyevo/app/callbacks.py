@@ -37,6 +37,7 @@ from tinyevo.evolution.pareto import nondominated_sort
 __all__ = [
     "PlotFitness", "ScatterPop", "ScatterOpt", "PlotPareto", "MultiPlot", "CbAll",
     "history", "fitness_value", "eval_time", "callback_list", "run_callback",
+    "require_matplotlib",
 ]
 
 DATA_DIR = "plotdata"
@@ -55,7 +56,7 @@ class _RecordingPlot:
     def __init__(self, mdir: str | os.PathLike, name: str) -> None:
         if not isinstance(name, str) or not name or os.sep in name or "/" in name:
             raise ValueError(f"name must be a plain file name without folders, got {name!r}")
-        _matplotlib()  # fail now, not after the first generation of a long run
+        require_matplotlib()  # fail now, not after the first generation of a long run
         self.mdir = Path(mdir)
         self.name = name
         self.rows: list[dict[str, Any]] = _read_csv(self.datafile, self.columns)
@@ -578,7 +579,7 @@ def _integer_locator() -> Any:
 
 def _save(plot: Any, path: Path) -> None:
     """Draw ``plot`` into a new Agg figure and write it to ``path`` atomically as PNG."""
-    _matplotlib()
+    require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -596,7 +597,8 @@ def _save(plot: Any, path: Path) -> None:
         fig.savefig(f, format="png", dpi=100)
 
 
-def _matplotlib() -> Any:
+def require_matplotlib() -> Any:
+    """matplotlib, imported; an ImportError that says how to install it where it is missing."""
     try:
         import matplotlib
     except ImportError:

@@ -1,26 +1,47 @@
-"""A run's lineage read back from its run directory, and its winner's line as text
-(``tinyevo show DIR --lineage``).
+"""A run's lineage read back from its run directory, and its winner's line as a table that
+``tinyevo show DIR --lineage`` prints and the report shows (:func:`winner_line`: the same rows
+and notes for both).
 
     >>> lineage = load_lineage("runs/digits")       # doctest: +SKIP
     >>> print(format_line(lineage))                 # doctest: +SKIP
     line of #57, the best model ever evaluated: 5 steps from generation 1
-      id  generation  fitness  parameters  what changed
-      #3           1   0.8611      12,345  drawn from the search space
-     #17           2   0.9028      12,998  NoutMutation conv_12 32->38; LearningRateMutation ...
+      candidate  made in generation  made by   best fitness it reached  parameters  change  ...
+             #3                   1  initial                    0.8611      12,345       -  ...
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from tinyevo.app._validate import finite_number
 from tinyevo.app.checkpoint import CHECKPOINT_DIR, STATE_FILE, read_lineage
 from tinyevo.app.io import read_complete_dir
 from tinyevo.evolution.lineage import Lineage, Step
 
-__all__ = ["load_lineage", "format_line"]
+__all__ = ["load_lineage", "format_line", "winner_line", "WinnerLine", "LINE_COLUMNS"]
 
+# A step's columns; the last, what changed, is a list of operations.
+LINE_COLUMNS = ("candidate", "made in generation", "made by", "best fitness it reached",
+                "parameters", "change", "what changed")
 _KIND_TEXT = {"initial": "drawn from the search space", "copy": "a copy (nothing changed)"}
+
+
+@dataclass(frozen=True)
+class WinnerLine:
+    """A candidate's line of ancestors as a table: ``who`` the candidate is ("the best model
+    ever evaluated"), ``heading`` (whose line, how many steps), ``rows`` oldest first, each the
+    cells of :data:`LINE_COLUMNS` but the last and, last, what changed (a tuple: the
+    operations, or what made it where none changed it), and ``notes``, the sentences that go
+    after the table."""
+
+    id: int
+    who: str
+    heading: str
+    rows: tuple[tuple[Any, ...], ...]
+    notes: tuple[str, ...]
 
 
 def load_lineage(run_dir: str | os.PathLike) -> Lineage | None:
@@ -37,10 +58,11 @@ def load_lineage(run_dir: str | os.PathLike) -> Lineage | None:
     return found[0]
 
 
-def format_line(lineage: Lineage, id: int | None = None) -> str:
-    """The line of candidate ``id`` (default: the winner, the hall of fame's best) back to
-    generation 1, a step per line: its id, generation, fitness, parameters and what changed
-    it, oldest first."""
+def winner_line(lineage: Lineage, id: int | None = None, final: Any = None) -> WinnerLine:
+    """The line of candidate ``id`` (default: the winner, ``lineage.winner()``) back to
+    generation 1, a row per step; ``final``, the run's final training (``{"fitness": ...}`` as
+    the checkpoint's state holds it), adds a note that gives its fitness. A ValueError for a
+    lineage that keeps no candidate."""
     if id is None:
         id = lineage.winner()
         if id is None:
@@ -50,28 +72,48 @@ def format_line(lineage: Lineage, id: int | None = None) -> str:
     else:
         who = "candidate"
     steps = lineage.line(id)
-    rows = [("id", "generation", "fitness", "parameters", "what changed")]
-    rows += [_row(s) for s in steps]
-    widths = [max(len(r[c]) for r in rows) for c in range(4)]
-    lines = [f"line of #{id}, {who}: {len(steps)} step{'s' * (len(steps) != 1)} from "
-             f"generation {steps[0].generation}"]
-    lines += ["  " + "  ".join(cell.rjust(w) for cell, w in zip(r, widths)) + "  " + r[4]
-              for r in rows]
+    rows = tuple(_row(step, before.nparams if before is not None else None)
+                 for before, step in zip([None, *steps], steps))
+    notes = []
     first = steps[0]
     if first.parents or first.generation > 1:
-        lines.append(f"(the line starts at generation {first.generation}: no parent of "
+        notes.append(f"(the line starts at generation {first.generation}: no parent of "
                      f"#{first.id} is on record, as in a run resumed from a checkpoint that had "
                      "no lineage)")
-    return "\n".join(lines)
+    if isinstance(final, dict):
+        fitness = final.get("fitness")
+        notes.append("then the final training: fitness "
+                     + (f"{fitness:.4f}" if finite_number(fitness) else "-")
+                     + " (the run's final model, the one tinyevo fit exports)")
+    return WinnerLine(id, who, f"line of #{id}, {who}: {len(steps)} step{'s' * (len(steps) != 1)} "
+                          f"from generation {first.generation}", rows, tuple(notes))
 
 
-def _row(step: Step) -> tuple[str, ...]:
-    fitness = "-" if step.fitness is None else f"{step.fitness:.4f}"
+def format_line(lineage: Lineage, id: int | None = None, final: Any = None) -> str:
+    """:func:`winner_line` as text, a step per line (what ``tinyevo show DIR --lineage``
+    prints)."""
+    line = winner_line(lineage, id, final)
+    table = [LINE_COLUMNS[:-1], *(row[:-1] for row in line.rows)]
+    widths = [max(len(r[c]) for r in table) for c in range(len(LINE_COLUMNS) - 1)]
+    changed = [LINE_COLUMNS[-1], *("; ".join(row[-1]) for row in line.rows)]
+    lines = [line.heading]
+    lines += ["  " + "  ".join(cell.ljust(w) if c == 2 else cell.rjust(w)   # made by: a word
+                               for c, (cell, w) in enumerate(zip(r, widths))) + "  " + what
+              for r, what in zip(table, changed)]
+    return "\n".join([*lines, *line.notes])
+
+
+def _row(step: Step, before: int | None) -> tuple[Any, ...]:
+    """A step's cells: id, generation, kind, fitness, parameters and their change, and what
+    changed it."""
+    fitness = f"{step.fitness:.4f}" if finite_number(step.fitness) else "-"
     params = "-" if step.nparams is None else f"{step.nparams:,}"
-    changed = "; ".join(step.ops) or _KIND_TEXT.get(step.kind, "")
+    change = ("-" if step.nparams is None or before is None else
+              f"{step.nparams - before:+,}")
+    changed = step.ops or (_KIND_TEXT.get(step.kind, ""),)
     if step.kind == "initial" and step.generation > 1:
-        changed = "(no parents recorded)"
-    return (f"#{step.id}", str(step.generation), fitness, params, changed)
+        changed = ("(no parents recorded)",)
+    return (f"#{step.id}", str(step.generation), step.kind, fitness, params, change, changed)
 
 
 def _read(folder: Path) -> tuple[Lineage | None]:

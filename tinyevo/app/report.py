@@ -22,18 +22,18 @@ import base64
 import datetime
 import html
 import os
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from tinyevo._version import __version__
+from tinyevo.app._validate import finite_number
 from tinyevo.app.checkpoint import CHECKPOINT_DIR, STATE_FILE
-from tinyevo.app.drawing import (
-    architecture_dot,
-    draw_architecture,
-    draw_family_tree,
-    render_dot,
-)
+from tinyevo.app.drawing import draw_architecture, draw_family_tree, render_dot
 from tinyevo.app.io import write_text
+from tinyevo.app.layout import architecture_dot
+from tinyevo.app.lineage_io import LINE_COLUMNS, winner_line
 from tinyevo.app.summary import RunSummary, run_summary
 
 __all__ = ["write_report", "write_pictures", "report_html", "REPORT_FILE", "SECTIONS"]
@@ -48,6 +48,7 @@ SECTIONS = {"summary": "Summary", "plots": "Fitness over the generations",
             "hall-of-fame": "Hall of fame", "front": "Pareto front",
             "architecture": "The winner's architecture", "lineage": "How evolution got there"}
 _MIME = {".png": "image/png", ".svg": "image/svg+xml"}
+_PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def write_report(run_dir: str | os.PathLike, draw: bool = True) -> Path:
@@ -66,25 +67,31 @@ def write_report(run_dir: str | os.PathLike, draw: bool = True) -> Path:
 
 
 def write_pictures(summary: RunSummary) -> dict[str, str]:
-    """Draw the winner's architecture (PNG, DOT, and SVG where Graphviz is installed) and, where
-    the run has a lineage, the family tree into the run directory. Returns a note per picture
-    not drawn (name -> why): matplotlib missing."""
+    """Draw the winner's architecture (DOT text, PNG, and SVG where Graphviz is installed)
+    and, where the run has a lineage, the family tree into the run directory, Graphviz last.
+    A picture that cannot be drawn stops none of the others: returns a note per picture not
+    drawn (file name -> why): matplotlib missing, Graphviz failing or taking too long."""
     mdir, model, lineage = summary.mdir, summary.winner().graph(), summary.lineage
+    notes: dict[str, str] = {}
     dot = architecture_dot(model)
     write_text(mdir / f"{ARCHITECTURE}.dot", dot)
-    render_dot(dot, mdir / f"{ARCHITECTURE}.svg")
     try:
         draw_architecture(model, mdir / f"{ARCHITECTURE}.png")
-        if lineage is not None:
+        if _keeps_candidates(lineage):
             draw_family_tree(lineage, mdir / f"{FAMILY}.png")
     except ImportError as err:
-        return {ARCHITECTURE: str(err), FAMILY: str(err)}
-    return {}
+        notes[f"{ARCHITECTURE}.png"] = notes[f"{FAMILY}.png"] = str(err)
+    try:
+        render_dot(dot, mdir / f"{ARCHITECTURE}.svg")
+    except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+        notes[f"{ARCHITECTURE}.svg"] = str(err)
+    return notes
 
 
 def report_html(summary: RunSummary, notes: dict[str, str] | None = None) -> str:
     """The report page of ``summary``'s run as HTML text, embedding the pictures found in its
-    directory; ``notes`` says why a picture is missing (else: not drawn yet)."""
+    directory; ``notes`` says why a picture is missing (file name -> why; else: not drawn
+    yet)."""
     notes = notes or {}
     parts = [_summary(summary), _plots(summary), _hall_of_fame(summary)]
     if summary.front is not None:
@@ -111,24 +118,36 @@ def _summary(s: RunSummary) -> str:
     rows = [("run", s.run_line()), ("data", _data_text(s)),
             ("generations", f"{s.generation} ({len(s.population.members)} candidates each)"),
             ("time", f"{s.state.get('elapsed', 0):.0f} s of evolution"
-             + (f"; the last session took {seconds:.0f} s" if _real(seconds) else "")),
+             + (f"; the last session took {seconds:.0f} s" if finite_number(seconds) else "")),
             ("best model", s.export_line()), ("last generation", s.best_line()),
-            ("test score", s.test_line() or "not tested yet: tinyevo fit tests the exported "
-                                            "model when the run ends")]
+            ("test score", s.test_line() or s.untested_line())]
     config = s.state.get("config")
     settings = "" if not isinstance(config, dict) else (
         "<details><summary>Settings (FitConfig)</summary>"
         + _table(["setting", "value"], [[k, _setting(v)] for k, v in config.items()])
         + "</details>")
-    return _section("summary", _table(None, rows) + settings)
+    notes = "".join(f'<p class="note">{_e(note)}</p>' for note in s.notes)
+    return _section("summary", notes + _table(None, rows) + settings)
 
 
 def _plots(s: RunSummary) -> str:
-    found = [p for p in PLOTS if (s.mdir / f"{p}.png").is_file()]
+    found, body = {}, ""
+    for name in PLOTS:
+        path = s.mdir / f"{name}.png"
+        data = _picture(path)
+        if data is not None:
+            found[name] = data
+        elif os.path.lexists(path):
+            body += _left_out(path)
     if "multiplot" in found:
-        found = ["multiplot"]
-    body = "".join(_image(s.mdir / f"{p}.png", f"{p} plot") for p in found) or (
-        "<p>This run drew no plots (tinyevo fit --no-plots, or matplotlib was missing).</p>")
+        found = {"multiplot": found["multiplot"]}
+    body += "".join(_image(f"{name}.png", data, f"{name} plot") for name, data in found.items())
+    if not found:
+        body += ("<p>This run drew no plots (tinyevo fit --no-plots, or matplotlib was "
+                 "missing).</p>" if s.by_command else
+                 "<p>This run drew no plots: te.fit draws them only with plot callbacks, such "
+                 "as <code>MultiPlot(PlotFitness(mdir), ScatterPop(mdir))</code> "
+                 "(docs/callbacks.md).</p>")
     if s.history:
         body += ("<details><summary>Best and mean fitness per generation</summary>"
                  + _table(["generation", "best", "mean", "valid members"],
@@ -151,23 +170,20 @@ def _hall_of_fame(s: RunSummary) -> str:
 
 
 def _front(s: RunSummary) -> str:
-    from tinyevo.app.pareto import format_front, front_rows
-
-    names = ", ".join(s.front.names or ())
-    return _section("front", f"<p>{len(s.front)} models no other evaluated model beats on "
-                             f"every objective ({_e(names)}).</p>"
-                             f"<pre>{_e(format_front(front_rows(s.front)))}</pre>")
+    sentence, table = s.front_lines()
+    return _section("front", f"<p>{_e(sentence)}.</p><pre>{_e(table)}</pre>")
 
 
 def _architecture(s: RunSummary, notes: dict[str, str]) -> str:
     model = s.winner().graph()
-    png = s.mdir / f"{ARCHITECTURE}.png"
-    picture = (_image(png, "the winner's architecture") if _current(s, png)
-               else _missing(s, notes.get(ARCHITECTURE)))
-    svg = s.mdir / f"{ARCHITECTURE}.svg"
-    graphviz = ("" if not _current(s, svg) else
-                "<details><summary>The same, laid out by Graphviz</summary>"
-                + _image(svg, "the winner's architecture, laid out by Graphviz") + "</details>")
+    png, svg = s.mdir / f"{ARCHITECTURE}.png", s.mdir / f"{ARCHITECTURE}.svg"
+    picture = _shown(s, png, "the winner's architecture", notes, wide=True)
+    graphviz = ("" if svg.name not in notes else
+                f"<p>Not laid out by Graphviz this time: {_e(notes[svg.name])}</p>")
+    if _current(s, svg):
+        graphviz += ("<details><summary>The same, laid out by Graphviz</summary>"
+                     + _shown(s, svg, "the winner's architecture, laid out by Graphviz", notes,
+                              wide=True) + "</details>")
     return _section("architecture", f"<p>{model.nparams():,} parameters, "
                                     f"{len(model.vertices)} vertices: a box per vertex (what it "
                                     f"computes, with its sizes), the inputs on top.</p>"
@@ -185,28 +201,20 @@ def _lineage(s: RunSummary, notes: dict[str, str]) -> str:
                                    "record which parent each candidate came from, so there is "
                                    "no line of ancestors or family tree to show. Runs made by "
                                    "this tinyevo record them.</p>")
-    winner = next((i for i in (*lineage.hall_of_fame, *lineage.population)
-                   if i in lineage.records), None)
-    if winner is None:
+    if not _keeps_candidates(lineage):
         return _section("lineage", "<p>The lineage holds no candidate of the hall of fame or "
                                    "the last population.</p>")
-    line = lineage.line(winner)
-    rows, before = [], None
-    for step in line:
-        change = (f"{step.nparams - before:+,}" if step.nparams is not None
-                  and before is not None else "")
-        rows.append([step.generation, step.kind, _fitness(step.fitness),
-                     _Raw("<br>".join(_e(op) for op in step.ops) or _e(_what(step))),
-                     "-" if step.nparams is None else f"{step.nparams:,}", change])
-        before = step.nparams
-    family = s.mdir / f"{FAMILY}.png"
-    tree = (_image(family, "the family tree") if _current(s, family)
-            else _missing(s, notes.get(FAMILY)))
-    return _section("lineage", f"<p>The winner (candidate #{winner}) and its line of "
-                               f"ancestors back to generation {line[0].generation}, following "
-                               "each candidate's first parent: a step per line.</p>"
-                    + _table(["generation", "made by", "fitness", "what changed",
-                              "parameters", "change"], rows)
+    line = winner_line(lineage, final=s.final)
+    rows = [[*row[:-1], _Raw("<br>".join(_e(what) for what in row[-1]))] for row in line.rows]
+    tree = _shown(s, s.mdir / f"{FAMILY}.png", "the family tree", notes)
+    return _section("lineage", f"<p>The winner, candidate #{line.id} ({_e(line.who)}), and its "
+                               f"line of ancestors back to generation {line.rows[0][1]}, "
+                               "following each candidate's first parent: a step per row. A "
+                               "step's fitness is the best its candidate reached, in the "
+                               "generation it was made in or later (an elite goes on training "
+                               "while it lives).</p>"
+                    + _table(list(LINE_COLUMNS), rows)
+                    + "".join(f"<p>{_e(note)}</p>" for note in line.notes)
                     + "<h3>Family tree</h3>" + tree)
 
 
@@ -231,18 +239,54 @@ def _table(header: list[str] | None, rows: list) -> str:
     return f"<table{kind}>{head}{body}</table>"
 
 
-def _image(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img src="data:{_MIME[path.suffix]};base64,{data}" alt="{_e(alt)}">'
-            f"<figcaption>{_e(path.name)}</figcaption></figure>")
+def _shown(s: RunSummary, path: Path, alt: str, notes: dict[str, str],
+           wide: bool = False) -> str:
+    """The picture at ``path`` embedded, where it was drawn from the checkpoint read; else
+    why it is not there."""
+    if not _current(s, path):
+        return _missing(s, notes.get(path.name))
+    data = _picture(path)
+    return _left_out(path) if data is None else _image(path.name, data, alt, wide)
+
+
+def _image(name: str, data: bytes, alt: str, wide: bool = False) -> str:
+    """An embedded picture; a ``wide`` one at its own size, in a box that scrolls sideways."""
+    src = f"data:{_MIME[Path(name).suffix]};base64,{base64.b64encode(data).decode('ascii')}"
+    img = f'<img src="{src}" alt="{_e(alt)}"' + (' class="natural">' if wide else ">")
+    if wide:
+        img = f'<div class="wide">{img}</div>'
+    return f"<figure>{img}<figcaption>{_e(name)}</figcaption></figure>"
+
+
+def _picture(path: Path) -> bytes | None:
+    """The bytes of the picture at ``path``: a regular file, not a link (nor a pipe, nor a
+    device), that starts as a PNG or an SVG by its suffix does; None for anything else."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        data = f.read()
+    if path.suffix == ".png":
+        return data if data.startswith(_PNG) else None
+    head = data[:4096].lstrip()
+    return data if head.startswith((b"<?xml", b"<svg", b"<!DOCTYPE")) and b"<svg" in head else None
+
+
+def _left_out(path: Path) -> str:
+    return (f"<p>{_e(path.name)} is left out: it is no {path.suffix[1:].upper()} picture (a "
+            "link, or a damaged file).</p>")
 
 
 def _current(s: RunSummary, picture: Path) -> bool:
     """Whether ``picture`` (one the report draws) was drawn from the checkpoint read: not
     before it was written (a report of a run that went on since would show an old winner)."""
     state = s.mdir / CHECKPOINT_DIR / STATE_FILE
-    return picture.is_file() and (not state.is_file()
-                                  or picture.stat().st_mtime >= state.stat().st_mtime)
+    return os.path.lexists(picture) and (
+        not state.is_file() or picture.lstat().st_mtime >= state.stat().st_mtime)
 
 
 def _missing(s: RunSummary, why: str | None) -> str:
@@ -251,18 +295,23 @@ def _missing(s: RunSummary, why: str | None) -> str:
             "</code> draws it.</p>")
 
 
+def _keeps_candidates(lineage: Any) -> bool:
+    """Whether ``lineage`` keeps a candidate to show: its winner."""
+    return lineage is not None and lineage.winner() in lineage.records
+
+
 def _data_text(s: RunSummary) -> str:
     data, result = s.data or {}, s.result or {}
-    shape = data.get("sample_shape")
-    text = ("samples of shape " + "x".join(map(str, shape)) if isinstance(shape, list)
-            else "samples of an unrecorded shape (no data.json)")
+    shape = s.sample_shape()
+    text = ("samples of shape " + "x".join(map(str, shape)) if shape is not None
+            else "samples of an unrecorded shape")
     if data.get("format") == "csv":
         features, classes = data.get("features"), data.get("classes")
         text = (f"a table: {len(features) if isinstance(features, list) else 'its'} feature "
                 f"columns, target {str(data.get('target'))!r}"
                 + (f", classes {', '.join(map(str, classes))}"
                    if isinstance(classes, list) and classes else ""))
-    if _real(result.get("test_samples")):
+    if finite_number(result.get("test_samples")):
         text += f"; {result['test_samples']} held out for the test"
     return text
 
@@ -271,19 +320,6 @@ def _setting(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(map(str, value)) or "-"
     return "-" if value is None else str(value)
-
-
-def _what(step: Any) -> str:
-    return {"initial": "a model of the initial population",
-            "copy": "kept as it was (trained on)"}.get(step.kind, "")
-
-
-def _fitness(value: Any) -> str:
-    return f"{value:.4f}" if _real(value) else "-"
-
-
-def _real(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 _CSS = """
@@ -295,6 +331,7 @@ table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}
 th,td{border:1px solid #ddd;padding:.25rem .55rem;text-align:left;vertical-align:top}
 th{background:#f4f4f4}table.fields td:first-child{font-weight:600;white-space:nowrap}
 figure{margin:1rem 0}img{max-width:100%;height:auto;border:1px solid #eee}
+.wide{overflow-x:auto}img.natural{max-width:none}.note{color:#8a4b00}
 figcaption{color:#666;font-size:.85rem}pre{background:#f8f8f8;padding:.6rem;overflow-x:auto;
 font-size:.82rem}details{margin:.6rem 0}summary{cursor:pointer;color:#245}
 footer{margin-top:3rem;color:#777;font-size:.85rem}

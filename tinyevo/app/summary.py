@@ -4,7 +4,9 @@
 ``result.json`` of a run written by ``tinyevo fit`` (or ``fit(..., mdir=...)``), changing
 nothing; :func:`show_text` is what ``tinyevo show`` prints. The report
 (:mod:`tinyevo.app.report`) takes its sentences from the same :class:`RunSummary`, so both name
-the same best model with the same fitness.
+the same best model with the same fitness. The files beside the checkpoint are optional: a
+damaged one is left out, as if absent, with a note (``RunSummary.notes``) that says so; a run
+made by ``te.fit`` has none of them and is worded as such (``RunSummary.by_command``).
 
     >>> summary = run_summary("runs/digits")                 # doctest: +SKIP
     >>> print(summary.export_line())                          # doctest: +SKIP
@@ -13,12 +15,12 @@ the same best model with the same fitness.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tinyevo.app._validate import finite_number
 from tinyevo.app.callbacks import history
 from tinyevo.app.checkpoint import load_checkpoint
 from tinyevo.app.io import read_json
@@ -35,7 +37,9 @@ class RunSummary:
     ``best`` is the best member of the last generation; :meth:`winner` is the model ``tinyevo
     fit`` exports (the hall of fame's best, the final training's copy of it where the run had
     one); ``history`` the recorded best and mean fitness per generation; ``data`` and ``result``
-    the run's ``data.json`` and ``result.json`` (None where absent).
+    the run's ``data.json`` and ``result.json`` (None where absent or damaged); ``by_command``
+    whether the command ``tinyevo fit`` made the run (it writes ``data.json``), not ``te.fit``;
+    ``notes`` a sentence per optional file left out as damaged.
     """
 
     mdir: Path
@@ -45,6 +49,8 @@ class RunSummary:
     history: list[dict]
     data: dict | None
     result: dict | None
+    by_command: bool
+    notes: tuple[str, ...]
 
     @property
     def generation(self) -> int:
@@ -53,8 +59,7 @@ class RunSummary:
     @property
     def best(self) -> Any:
         """The last generation's best member (what ``tinyevo show`` calls the best candidate)."""
-        return max(self.population.members,
-                   key=lambda c: c.fitness if c.fitness is not None else -1)
+        return self.population.best()
 
     @property
     def hall_of_fame(self) -> Any:
@@ -94,16 +99,20 @@ class RunSummary:
         return f"best candidate: fitness {self.best.fitness:.4f}, optimiser {self.best.opt()!r}"
 
     def export_line(self) -> str:
-        """Which model ``tinyevo fit`` exports, with its fitness and generation."""
+        """Which model the run gives (``tinyevo fit`` exports it, ``te.fit``'s
+        ``result_model`` returns it), with its fitness and generation."""
+        gives = "tinyevo fit exports" if self.by_command else "the run's model is"
         if not len(self.hall_of_fame):
-            return ("hall of fame: none in this checkpoint; tinyevo fit exports the best "
-                    "candidate of the last generation (above)")
+            return (f"hall of fame: none in this checkpoint; {gives} the best candidate of the "
+                    "last generation (above)")
         if self.final is not None:
-            return (f"tinyevo fit exported the final training's model: fitness "
-                    f"{self.final.get('fitness', float('nan')):.4f}, from generation "
+            fitness = self.final.get("fitness")
+            value = f"{fitness:.4f}" if finite_number(fitness) else "-"
+            gave = "tinyevo fit exported" if self.by_command else gives
+            return (f"{gave} the final training's model: fitness {value}, from generation "
                     f"{self.final.get('generation')}")
         top = self.hall_of_fame.best()
-        return (f"tinyevo fit exports the hall of fame's best: fitness {top.fitness:.4f}, "
+        return (f"{gives} the hall of fame's best: fitness {top.fitness:.4f}, "
                 f"evaluated in generation {top.generation}")
 
     def test_line(self) -> str | None:
@@ -112,10 +121,36 @@ class RunSummary:
         result = self.result or {}
         task = result.get("task") if result.get("task") in TASKS else self.task
         score, n = result.get(SCORE_NAMES[task]), result.get("test_samples")
-        if not _number(score) or not _number(n):
+        if not finite_number(score) or not finite_number(n):
             return None
         return (f"test {test_text(task, score)} on {n} held-out samples (the exported model, "
                 f"when tinyevo fit ended at generation {result.get('generation')})")
+
+    def untested_line(self) -> str:
+        """Why there is no test score: the command has not ended yet, or ``te.fit`` (which
+        tests nothing) made the run."""
+        if self.by_command:
+            return "not tested yet: tinyevo fit tests the exported model when the run ends"
+        return ("not tested: te.fit made this run and tests nothing (tinyevo fit tests its model "
+                "on held-out data; from Python: model.evaluate(x_test, y_test))")
+
+    def sample_shape(self) -> list | None:
+        """The shape of a sample, as ``data.json`` or the checkpoint's state records it."""
+        for shape in ((self.data or {}).get("sample_shape"), self.state.get("sample_shape")):
+            if isinstance(shape, list) and all(isinstance(n, int) for n in shape):
+                return shape
+        return None
+
+    def front_lines(self) -> list[str]:
+        """The Pareto front as ``tinyevo show`` prints it: a sentence, then a table; empty for
+        a run without objectives."""
+        if self.front is None:
+            return []
+        from tinyevo.app.pareto import format_front, front_rows
+
+        names = ", ".join(self.front.names or ())
+        return [f"Pareto front: {len(self.front)} models no other evaluated model beats on "
+                f"every objective ({names})", format_front(front_rows(self.front))]
 
     def hall_of_fame_rows(self) -> list[dict[str, Any]]:
         """A row per hall-of-fame entry, best first: rank, fitness, generation, parameters and
@@ -139,16 +174,24 @@ def run_summary(mdir: str | os.PathLike) -> RunSummary:
     population, state = loaded
     config = state.get("config")
     task = (config.get("task") if isinstance(config, dict) else None) or "classification"
+    notes: list[str] = []
+    try:
+        fitness_history = history(path).get("fitness", [])
+    except (OSError, ValueError) as err:
+        fitness_history = []
+        notes.append(f"the fitness history (plotdata/) is left out: {err}")
     return RunSummary(mdir=path, task=task, population=population, state=state,
-                      history=history(path).get("fitness", []),
-                      data=_json_object(path / DATA_FILE),
-                      result=_json_object(path / RESULT_FILE))
+                      history=fitness_history, data=_optional_object(path / DATA_FILE, notes),
+                      result=_optional_object(path / RESULT_FILE, notes),
+                      by_command=(path / DATA_FILE).exists() or (path / RESULT_FILE).exists(),
+                      notes=tuple(notes))
 
 
 def show_text(summary: RunSummary) -> str:
-    """What ``tinyevo show`` prints: progress, the best candidate's architecture, the hall of
-    fame, the exported model with its test score, and the Pareto front where there is one."""
-    lines = [summary.run_line()]
+    """What ``tinyevo show`` prints: the run (and a line per damaged file left out), progress,
+    the best candidate's architecture, the hall of fame, the exported model with its test score,
+    and the Pareto front where there is one."""
+    lines = [summary.run_line(), *summary.notes]
     if summary.history:
         lines.append("generation  best     mean")
         lines += [f"{int(r['generation']):10d}  {r['best']:.4f}  {r['mean']:.4f}"
@@ -167,13 +210,8 @@ def show_text(summary: RunSummary) -> str:
         lines += ["", summary.export_line()]
     if summary.test_line() is not None:
         lines.append(summary.test_line())
-    front = summary.front
-    if front is not None:
-        from tinyevo.app.pareto import format_front, front_rows
-
-        names = ", ".join(front.names or ())
-        lines += ["", f"Pareto front: {len(front)} models no other evaluated model beats on "
-                      f"every objective ({names})", format_front(front_rows(front))]
+    if summary.front is not None:
+        lines += ["", *summary.front_lines()]
     return "\n".join(lines)
 
 
@@ -182,17 +220,18 @@ def test_text(task: str, score: float) -> str:
     return f"accuracy {100 * score:.2f} %" if task == "classification" else f"R² {score:.4f}"
 
 
-def _json_object(path: Path) -> dict | None:
-    """The JSON object in ``path``; None where there is none (a file that is no object is
-    damaged: ValueError)."""
-    if not path.is_file():
+def _optional_object(path: Path, notes: list[str]) -> dict | None:
+    """The JSON object in ``path``; None where there is none. The run does not need the file:
+    one that is damaged (no JSON, or no object) is left out as if absent, with a note."""
+    if not path.exists():
         return None
-    value = read_json(path)
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}; the "
-                         "file is damaged — restore it or remove it")
-    return value
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    try:
+        value = read_json(path)
+    except (OSError, ValueError) as err:
+        why = f"it is not readable JSON ({err})"
+    else:
+        if isinstance(value, dict):
+            return value
+        why = f"it holds a {type(value).__name__}, not a JSON object"
+    notes.append(f"{path.name} is left out: {why}; the file is damaged: restore it or remove it")
+    return None
