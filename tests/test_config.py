@@ -105,3 +105,9 @@ def test_default_budget_is_one_pass_at_most_50_batches():
     assert FitConfig().batches_at(1, 942) == 30                # digits: one pass, as before
     assert FitConfig().batches_at(1, 58000) == 50              # MNIST: capped
     assert FitConfig().batches_at(11, 58000) == 100            # + 10 % of that per generation
+
+
+def test_a_number_too_large_for_a_float_is_refused_with_the_setting_named():
+    from tinyevo.app.config import FitConfig
+    with pytest.raises(ValueError, match="final_training must be"):
+        FitConfig(final_training=10**400)

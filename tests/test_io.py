@@ -304,3 +304,10 @@ def test_sigkill_during_checkpoint_loop_leaves_a_complete_checkpoint(tmp_path, d
 
 def test_io_module_is_exported():
     assert tinyevo.app.io is io and tinyevo.app.write_json is write_json
+
+
+def test_a_json_file_that_is_not_utf8_is_refused_naming_it(tmp_path):
+    bad = tmp_path / "state.json"
+    bad.write_bytes(b'\xff\xfe{"generation": 3}')
+    with pytest.raises(ValueError, match=r"state\.json: not UTF-8"):
+        read_json(bad)

@@ -72,8 +72,11 @@ def real(name: str, value: Any, low: float | None, high: float | None, expected:
     """``value`` as a finite float within the bounds, else a ValueError saying ``expected``."""
     if value is None and optional:
         return None
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(float(value)))
+    try:
+        ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+              and math.isfinite(float(value)))
+    except OverflowError:                   # an int too large for a float (10**400)
+        ok = False
     if ok and low is not None:
         ok = float(value) > low if open_low else float(value) >= low
     if ok and high is not None:

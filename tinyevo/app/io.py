@@ -114,6 +114,10 @@ def read_json(path: PathLike) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}), so not "
+                         "a JSON file tinyevo wrote; the file is damaged — restore it or remove "
+                         "it") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
