@@ -455,9 +455,11 @@ def test_family_tree_edges_pass_no_candidate_they_do_not_connect():
         assert spans                                  # the case: edges that pass columns
 
 
-def test_a_run_without_lineage_says_it_predates_lineage(run):
-    summary = run_summary(run)
-    summary.population.lineage = None
+def test_a_run_without_lineage_says_it_predates_lineage(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "checkpoint" / "lineage.json").unlink()      # as a checkpoint before lineages
+    summary = run_summary(copy)
     words = Page(report_html(summary)).words
     assert "This run predates lineage" in words and "family.png" not in words
 
@@ -499,3 +501,31 @@ def test_draw_family_tree_and_its_callback(tmp_path):
     DrawFamilyTree(tmp_path / "d")(SimpleNamespace(lineage=Lineage()))
     assert not (tmp_path / "d").exists()                           # nothing to draw yet
     assert draw_family_tree(long_lived_lineage(), tmp_path / "long.png").read_bytes()[:8] == PNG
+
+
+def test_the_line_is_the_winners_whatever_order_the_members_were_saved_in(digits, tmp_path):
+    # A population saved worst first: the lineage lists its members in that order, and its
+    # own guess (the first listed, without a hall of fame) would be the worst.
+    from tinyevo.app.checkpoint import persist
+    from tinyevo.evolution.lineage import candidate_id
+    x, y = digits
+    population = te.fit(x[:240], y[:240], generations=2, population_size=4,
+                        batches_per_generation=2, batch_size=16, widths=(4, 8), seed=7)
+    population.members.sort(key=lambda c: c.fitness)
+    population.hall_of_fame = None
+    persist(tmp_path / "run")(population)
+    summary = run_summary(tmp_path / "run")
+    best = candidate_id(summary.winner())
+    assert summary.lineage.winner() != best and summary.winner_id() == best
+    assert f"candidate #{best} " in report_html(summary)
+
+
+def test_a_lineage_file_that_did_not_load_is_named_not_called_missing(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "checkpoint" / "lineage.json").write_text("{broken")
+    summary = run_summary(copy)
+    assert summary.lineage is None
+    assert any("lineage.json is left out" in note for note in summary.notes)
+    words = Page(report_html(summary)).words
+    assert "did not load" in words and "predates lineage" not in words

@@ -456,7 +456,7 @@ def _show(args: argparse.Namespace) -> int:
     summary = run_summary(args.dir)
     if args.lineage:
         print(summary.run_line())
-        return _show_lineage(summary.mdir, summary.lineage, summary.final)
+        return _show_lineage(summary.mdir, summary.lineage, summary.winner_id(), summary.final)
     print(show_text(summary))
     return 0
 
@@ -470,7 +470,7 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_lineage(mdir: Path, lineage: Any, final: Any) -> int:
+def _show_lineage(mdir: Path, lineage: Any, winner: int | None, final: Any) -> int:
     """The winner's line; an error for a run that recorded none."""
     from tinyevo.app.lineage_io import format_line
 
@@ -479,7 +479,7 @@ def _show_lineage(mdir: Path, lineage: Any, final: Any) -> int:
                          "did not record one yet, or its lineage.json did not load (a warning "
                          "above says why); resuming the run with this version records it from "
                          "then on (docs/lineage.md)")
-    print(format_line(lineage, final=final))
+    print(format_line(lineage, winner, final))
     return 0
 
 

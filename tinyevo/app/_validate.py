@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tinyevo.evolution.halloffame import finite_number
 from tinyevo.graph import KINDS
 from tinyevo.graph.compgraph import SPEC_FORMAT, SPEC_VERSION
 from tinyevo.layers import LAYER_TYPES, activations
@@ -506,8 +507,3 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def finite_number(value: Any) -> bool:
-    """Whether ``value`` (read from a file, or given) is a finite number: an int or a float,
-    not a bool, that a float holds (not ``10**400``), not NaN nor an infinity."""
-    number = _as_float(value)
-    return number is not None and math.isfinite(number)

@@ -218,32 +218,36 @@ def read_lineage(folder: Path) -> Lineage | None:
     its generation and how many members and entries it holds; no model is built); None where
     it has none (a checkpoint from before lineages were recorded). A ValueError naming the file
     and the field where it is damaged or does not fit its checkpoint."""
-    path = folder / LINEAGE_FILE
-    if not path.exists():
+    if not (folder / LINEAGE_FILE).exists():
         return None
     state_file = folder / STATE_FILE
     root = Field(read_json(state_file), f"{state_file} is damaged", _FIX, state_file)
     root.obj(("format", "version", "generation", "members"), None)
     root["format"].string((FORMAT,))
-    return lineage_from_json(read_json(path), path, root["generation"].integer(1),
-                             _counts(root))
+    root["generation"].integer(1)
+    return _lineage(folder, root)
+
+
+def _lineage(folder: Path, root: Field) -> Lineage | None:
+    """The lineage file of checkpoint ``folder`` checked against its ``state.json`` (``root``,
+    checked); None where there is none."""
+    path = folder / LINEAGE_FILE
+    if not path.exists():
+        return None
+    return lineage_from_json(read_json(path), path, root["generation"].value, _counts(root))
 
 
 def _fitting_lineage(folder: Path, root: Field) -> Lineage | None:
     """The lineage of checkpoint ``folder`` (its ``state.json`` checked, ``root``); None where
     it has none, or, with a warning, where its file is damaged or does not fit the checkpoint:
     the lineage is history, and the checkpoint is whole without it."""
-    path = folder / LINEAGE_FILE
-    if not path.exists():
-        return None
-    generation = root["generation"].value
     try:
-        return lineage_from_json(read_json(path), path, generation, _counts(root))
+        return _lineage(folder, root)
     except (OSError, ValueError) as err:
         log.warning("%s\nThe checkpoint loads without its lineage: a run resumed from it records "
                     "its lineage anew from generation %d on (its lines start there) and its next "
                     "checkpoint replaces %s; to keep the old record, restore the file before "
-                    "resuming.", err, generation, path)
+                    "resuming.", err, root["generation"].value, folder / LINEAGE_FILE)
         return None
 
 

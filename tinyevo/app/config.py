@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from tinyevo.app.tasks import TASKS
+from tinyevo.evolution.halloffame import finite_number
 
 __all__ = ["FitConfig", "configure", "check_combination", "plain_defaults", "data_defaults",
            "data_choices",
@@ -72,11 +73,7 @@ def real(name: str, value: Any, low: float | None, high: float | None, expected:
     """``value`` as a finite float within the bounds, else a ValueError saying ``expected``."""
     if value is None and optional:
         return None
-    try:
-        ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-              and math.isfinite(float(value)))
-    except OverflowError:                   # an int too large for a float (10**400)
-        ok = False
+    ok = finite_number(value)
     if ok and low is not None:
         ok = float(value) > low if open_low else float(value) >= low
     if ok and high is not None:

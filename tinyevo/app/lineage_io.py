@@ -58,19 +58,19 @@ def load_lineage(run_dir: str | os.PathLike) -> Lineage | None:
     return found[0]
 
 
-def winner_line(lineage: Lineage, id: int | None = None, final: Any = None) -> WinnerLine:
-    """The line of candidate ``id`` (default: the winner, ``lineage.winner()``) back to
-    generation 1, a row per step; ``final``, the run's final training (``{"fitness": ...}`` as
-    the checkpoint's state holds it), adds a note that gives its fitness. A ValueError for a
+def winner_line(lineage: Lineage, winner: int | None = None, final: Any = None) -> WinnerLine:
+    """The line of the run's winner back to generation 1, a row per step. ``winner``: its id
+    where the caller knows which candidate the run exports (:meth:`RunSummary.winner_id`, by the
+    members' fitness), else ``lineage.winner()`` (the hall of fame's first, else the first
+    member listed). ``final``, the run's final training (``{"fitness": ...}`` as the
+    checkpoint's state holds it), adds a note that gives its fitness. A ValueError for a
     lineage that keeps no candidate."""
-    if id is None:
-        id = lineage.winner()
-        if id is None:
-            raise ValueError("the lineage keeps no candidate: the run evaluated none yet")
-        who = ("the best model ever evaluated" if lineage.hall_of_fame
-               else "the best of the last generation")
-    else:
-        who = "candidate"
+    id = lineage.winner() if winner is None else winner
+    if id is None or id not in lineage.records:
+        raise ValueError("the lineage keeps no record of the run's winner: the run evaluated "
+                         "none yet, or its lineage does not fit its checkpoint")
+    who = ("the best model ever evaluated" if lineage.hall_of_fame
+           else "the best of the last generation")
     steps = lineage.line(id)
     rows = tuple(_row(step, before.nparams if before is not None else None)
                  for before, step in zip([None, *steps], steps))
@@ -89,10 +89,10 @@ def winner_line(lineage: Lineage, id: int | None = None, final: Any = None) -> W
                           f"from generation {first.generation}", rows, tuple(notes))
 
 
-def format_line(lineage: Lineage, id: int | None = None, final: Any = None) -> str:
+def format_line(lineage: Lineage, winner: int | None = None, final: Any = None) -> str:
     """:func:`winner_line` as text, a step per line (what ``tinyevo show DIR --lineage``
     prints)."""
-    line = winner_line(lineage, id, final)
+    line = winner_line(lineage, winner, final)
     table = [LINE_COLUMNS[:-1], *(row[:-1] for row in line.rows)]
     widths = [max(len(r[c]) for r in table) for c in range(len(LINE_COLUMNS) - 1)]
     changed = [LINE_COLUMNS[-1], *("; ".join(row[-1]) for row in line.rows)]

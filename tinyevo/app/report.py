@@ -29,7 +29,7 @@ from typing import Any
 
 from tinyevo._version import __version__
 from tinyevo.app._validate import finite_number
-from tinyevo.app.checkpoint import CHECKPOINT_DIR, STATE_FILE
+from tinyevo.app.checkpoint import CHECKPOINT_DIR, LINEAGE_FILE, STATE_FILE
 from tinyevo.app.drawing import draw_architecture, draw_family_tree, render_dot
 from tinyevo.app.io import write_text
 from tinyevo.app.layout import architecture_dot
@@ -196,6 +196,11 @@ def _architecture(s: RunSummary, notes: dict[str, str]) -> str:
 
 def _lineage(s: RunSummary, notes: dict[str, str]) -> str:
     lineage = s.lineage
+    if lineage is None and (s.mdir / CHECKPOINT_DIR / LINEAGE_FILE).exists():
+        return _section("lineage", f"<p>This run's {CHECKPOINT_DIR}/{LINEAGE_FILE} did not "
+                                   "load (damaged, or it does not fit its checkpoint; the summary "
+                                   "above says so), so there is no line of ancestors or family "
+                                   "tree to show.</p>")
     if lineage is None:
         return _section("lineage", "<p>This run predates lineage: its checkpoint does not "
                                    "record which parent each candidate came from, so there is "
@@ -204,7 +209,7 @@ def _lineage(s: RunSummary, notes: dict[str, str]) -> str:
     if not _keeps_candidates(lineage):
         return _section("lineage", "<p>The lineage holds no candidate of the hall of fame or "
                                    "the last population.</p>")
-    line = winner_line(lineage, final=s.final)
+    line = winner_line(lineage, s.winner_id(), final=s.final)
     rows = [[*row[:-1], _Raw("<br>".join(_e(what) for what in row[-1]))] for row in line.rows]
     tree = _shown(s, s.mdir / f"{FAMILY}.png", "the family tree", notes)
     return _section("lineage", f"<p>The winner, candidate #{line.id} ({_e(line.who)}), and its "

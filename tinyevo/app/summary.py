@@ -22,10 +22,11 @@ from typing import Any
 
 from tinyevo.app._validate import finite_number
 from tinyevo.app.callbacks import history
-from tinyevo.app.checkpoint import load_checkpoint
+from tinyevo.app.checkpoint import CHECKPOINT_DIR, LINEAGE_FILE, load_checkpoint
 from tinyevo.app.io import read_json
 from tinyevo.app.predict import DATA_FILE, RESULT_FILE
 from tinyevo.app.tasks import SCORE_NAMES, TASKS
+from tinyevo.evolution.lineage import candidate_id
 
 __all__ = ["RunSummary", "run_summary", "show_text", "test_text"]
 
@@ -86,6 +87,14 @@ class RunSummary:
         """The candidate whose architecture ``tinyevo fit`` exports: the hall of fame's best
         (the final training trains a copy of it), else the last generation's best."""
         return self.hall_of_fame.best() if len(self.hall_of_fame) else self.best
+
+    def winner_id(self) -> int | None:
+        """The lineage id of :meth:`winner`, where the lineage records it (else None: then the
+        lineage's own winner stands for it)."""
+        if self.lineage is None:
+            return None
+        id = candidate_id(self.winner())
+        return id if id in self.lineage.records else None
 
     def run_line(self) -> str:
         """The run in one line: task, generation, population and time."""
@@ -180,6 +189,11 @@ def run_summary(mdir: str | os.PathLike) -> RunSummary:
     except (OSError, ValueError) as err:
         fitness_history = []
         notes.append(f"the fitness history (plotdata/) is left out: {err}")
+    if getattr(population, "lineage", None) is None and (path / CHECKPOINT_DIR
+                                                          / LINEAGE_FILE).exists():
+        notes.append(f"{CHECKPOINT_DIR}/{LINEAGE_FILE} is left out: it is damaged or does not "
+                     "fit its checkpoint (the warning above says why); restore it from a copy, "
+                     "or resume the run to record a lineage from this generation on")
     return RunSummary(mdir=path, task=task, population=population, state=state,
                       history=fitness_history, data=_optional_object(path / DATA_FILE, notes),
                       result=_optional_object(path / RESULT_FILE, notes),

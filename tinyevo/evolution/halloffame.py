@@ -88,7 +88,7 @@ class HallOfFame(Archive):
         new = []                                   # (fitness, None, original, generation)
         for c in population:
             fitness = getattr(c, "fitness", None)
-            if not _finite_number(fitness):
+            if not finite_number(fitness):
                 continue
             original = c.candidate if isinstance(c, FittedCandidate) else c
             generation = getattr(c, "generation", None)
@@ -149,9 +149,15 @@ def _copy_field(x: Any) -> Any:
     return copy.deepcopy(x)
 
 
-def _finite_number(x: Any) -> bool:
-    return (isinstance(x, numbers.Real) and not isinstance(x, bool)
-            and math.isfinite(float(x)))
+def finite_number(x: Any) -> bool:
+    """Whether ``x`` is a real number (not a bool) that a float holds and that is finite: not
+    NaN, not an infinity, not an int too large for a float (``10**400``)."""
+    if not isinstance(x, numbers.Real) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def _reference(x: Any) -> Any:

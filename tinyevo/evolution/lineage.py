@@ -28,8 +28,6 @@ population, of the hall of fame and of the Pareto front; the rest is pruned.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -37,6 +35,7 @@ from typing import Any
 
 from tinyevo.evolution import _births as births
 from tinyevo.evolution._births import note, note_crossed
+from tinyevo.evolution.halloffame import finite_number
 
 __all__ = ["Step", "Lineage", "candidate_id", "set_candidate_id", "note", "note_crossed",
            "FORMAT", "VERSION"]
@@ -243,18 +242,10 @@ def _ids(candidates: Iterable[Any], records: dict) -> list[int]:
 def _evaluated(step: Step, c: Any) -> Step:
     """``step`` with the fitness of ``c`` where it is the best so far, and its parameters."""
     fitness = getattr(c, "fitness", None)
-    better = _finite(fitness) and (step.fitness is None or fitness > step.fitness)
+    better = finite_number(fitness) and (step.fitness is None or fitness > step.fitness)
     graph = c.graph() if callable(getattr(c, "graph", None)) else None
     count = getattr(graph, "nparams", None)
     return replace(step, fitness=float(fitness) if better else step.fitness,
                    nparams=int(count()) if callable(count) else step.nparams)
 
 
-def _finite(x: Any) -> bool:
-    """Whether ``x`` is a real number a float holds, finite (an int of 400 digits is not)."""
-    if not isinstance(x, numbers.Real) or isinstance(x, bool):
-        return False
-    try:
-        return math.isfinite(x)
-    except OverflowError:
-        return False
