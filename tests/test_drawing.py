@@ -274,3 +274,16 @@ def test_the_callback_draws_the_best_member_of_each_generation(tmp_path):
     assert not (tmp_path / "architecture.png").exists()     # the report's: the run's winner
     with pytest.raises(TypeError, match="Population"):
         cb([1, 2])
+
+
+def test_the_family_tree_callback_skips_a_lineage_with_no_candidate_to_show(tmp_path):
+    # Records, but none of them in the population or hall of fame: nothing to lay out, and
+    # the callback must not end the run with draw_family_tree's ValueError.
+    pytest.importorskip("matplotlib")
+    from types import SimpleNamespace
+
+    from tinyevo.app.drawing import DrawFamilyTree
+    from tinyevo.evolution.lineage import Lineage, Step
+    lineage = Lineage([Step(1, (), 1, (), 0.5, 10)], population=[], hall_of_fame=[])
+    DrawFamilyTree(tmp_path)(SimpleNamespace(lineage=lineage))
+    assert not list(tmp_path.iterdir())

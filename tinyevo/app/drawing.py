@@ -47,6 +47,7 @@ from tinyevo.app.layout import (
     architecture_dot,
     architecture_layout,
     family_layout,
+    keeps_candidates,
 )
 from tinyevo.evolution.candidate import graph as candidate_graph
 from tinyevo.graph import CompGraph
@@ -282,7 +283,7 @@ class DrawFamilyTree:
 
     def __call__(self, population: Any) -> None:
         lineage = self.lineage_of(population)
-        if lineage is not None and lineage.records:
+        if keeps_candidates(lineage):
             draw_family_tree(lineage, self.mdir / f"{self.name}.png")
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ from tinyevo.graph import CompGraph
 
 __all__ = [
     "Box", "Edge", "Layout", "architecture_layout", "vertex_label", "architecture_dot",
-    "TreeNode", "TreeEdge", "FamilyLayout", "family_layout",
+    "TreeNode", "TreeEdge", "FamilyLayout", "family_layout", "keeps_candidates",
     "BOX_WIDTH", "BOX_HEIGHT", "COLOURS", "EDGE_COLOURS",
 ]
 
@@ -321,13 +321,12 @@ def family_layout(lineage: Any) -> FamilyLayout:
     """
     _check_lineage(lineage)
     records = lineage.records
-    kept = lineage.ancestry([*lineage.population, *lineage.hall_of_fame, *lineage.front])
-    kept = sorted(i for i in kept if i in records)
+    kept = sorted(lineage.ancestry([*lineage.population, *lineage.hall_of_fame, *lineage.front]))
     winner = lineage.winner()
     winner = winner if winner in records else None
     line = {s.id for s in lineage.line(winner)} if winner is not None else set()
     chains = [(p, i, k) for i in kept for k, p in enumerate(records[i].parents)
-              if p in records and p in kept]
+              if p in records]                # (kept: the ancestry holds every recorded parent)
     y, paths = _tree_places(kept, [(p, i) for p, i, _ in chains],
                             lambda i: records[i].generation)
     sets = (set(lineage.population), set(lineage.hall_of_fame), set(lineage.front))
@@ -368,6 +367,12 @@ def _tree_places(ids: list[int], links: list[tuple[int, int]], generation: Calla
         y.update(zip(column, _pack([want[s] for s in column], gaps)))
     at = {s: (float(s[2] if s[0] == "bend" else generation(s[1])), y[s]) for s in y}
     return {i: y[("node", i)] for i in ids}, [tuple(at[s] for s in c) for c in chains]
+
+
+def keeps_candidates(lineage: Any) -> bool:
+    """Whether ``lineage`` keeps a candidate to show: its winner (then the family tree has it
+    and its line)."""
+    return lineage is not None and lineage.winner() in lineage.records
 
 
 def _check_lineage(lineage: Any) -> None:

@@ -23,7 +23,6 @@ import datetime
 import html
 import os
 import stat
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from tinyevo.app._validate import finite_number
 from tinyevo.app.checkpoint import CHECKPOINT_DIR, LINEAGE_FILE, STATE_FILE
 from tinyevo.app.drawing import draw_architecture, draw_family_tree, render_dot
 from tinyevo.app.io import write_text
-from tinyevo.app.layout import architecture_dot
+from tinyevo.app.layout import architecture_dot, keeps_candidates
 from tinyevo.app.lineage_io import LINE_COLUMNS, winner_line
 from tinyevo.app.summary import RunSummary, run_summary
 
@@ -77,13 +76,13 @@ def write_pictures(summary: RunSummary) -> dict[str, str]:
     write_text(mdir / f"{ARCHITECTURE}.dot", dot)
     try:
         draw_architecture(model, mdir / f"{ARCHITECTURE}.png")
-        if _keeps_candidates(lineage):
+        if keeps_candidates(lineage):
             draw_family_tree(lineage, mdir / f"{FAMILY}.png")
     except ImportError as err:
         notes[f"{ARCHITECTURE}.png"] = notes[f"{FAMILY}.png"] = str(err)
     try:
         render_dot(dot, mdir / f"{ARCHITECTURE}.svg")
-    except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+    except (RuntimeError, OSError) as err:    # render_dot makes a timeout a RuntimeError
         notes[f"{ARCHITECTURE}.svg"] = str(err)
     return notes
 
@@ -206,7 +205,7 @@ def _lineage(s: RunSummary, notes: dict[str, str]) -> str:
                                    "record which parent each candidate came from, so there is "
                                    "no line of ancestors or family tree to show. Runs made by "
                                    "this tinyevo record them.</p>")
-    if not _keeps_candidates(lineage):
+    if not keeps_candidates(lineage):
         return _section("lineage", "<p>The lineage holds no candidate of the hall of fame or "
                                    "the last population.</p>")
     line = winner_line(lineage, s.winner_id(), final=s.final)
@@ -298,11 +297,6 @@ def _missing(s: RunSummary, why: str | None) -> str:
     return (f"<p>Not drawn: {_e(why)}</p>" if why else
             f"<p>Not drawn for the last checkpoint: <code>tinyevo report {_e(str(s.mdir))}"
             "</code> draws it.</p>")
-
-
-def _keeps_candidates(lineage: Any) -> bool:
-    """Whether ``lineage`` keeps a candidate to show: its winner."""
-    return lineage is not None and lineage.winner() in lineage.records
 
 
 def _data_text(s: RunSummary) -> str:
